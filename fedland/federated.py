@@ -10,7 +10,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'CHECKPOINT', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer', 'ClientModels',
-           'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients', 'run_federated']
+           'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients', 'client_ids',
+           'run_federated']
 
 # %% ../nbs/04_federated.ipynb #c004
 import numpy as np
@@ -256,11 +257,11 @@ def _check_fit(model, ds, part):
     if top >= ds.n_train: raise ValueError(f"partition indexes sample {top} but dataset {ds.name!r} has {ds.n_train} training samples")
     if any(len(ix) == 0 for ix in part): raise ValueError("partition has a client without training samples")
 
-def _client_ids(part, n: int, dev) -> torch.Tensor:
+def client_ids(part, n: int, device="cpu") -> torch.Tensor:
     "Client id of every training sample (−1 for samples no client trains on)."
     owner = torch.full((n,), -1, dtype=torch.long)
     for k, ix in enumerate(part): owner[torch.as_tensor(np.asarray(ix))] = k
-    return owner.to(dev)
+    return owner.to(device)
 
 # %% ../nbs/04_federated.ipynb #c027
 def run_federated(model: nn.Module,           # architecture and initial weights θ_0 (not modified)
@@ -282,7 +283,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     K, lcfg = len(part), cfg.local
     idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
-    owner = _client_ids(part, len(Y), dev); own = owner >= 0
+    owner = client_ids(part, len(Y), dev); own = owner >= 0
     params = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}
     buffers = {k: v.detach().clone().to(dev) for k, v in buffer_dict(model).items()}
     spec = [(k, tuple(v.shape)) for k, v in params.items()]
