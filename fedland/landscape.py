@@ -159,8 +159,14 @@ class Landscape:
     points: dict = field(default_factory=dict)  # name -> (a, b, off-plane distance)
     kind: str = 'custom'
     info: dict = field(default_factory=dict)
+    plane: Plane | None = field(default=None, repr=False)  # the slice it was evaluated on (not saved)
     @property
     def n_clients(self) -> int: return len(self.weights)
+    def argmin(self, field_: str = 'loss', k: int | None = None) -> tuple:
+        "Grid coordinates (a, b) of the minimum of a field ('loss', 'test_loss', 'client_loss' with k)."
+        z = getattr(self, field_) if k is None else getattr(self, field_)[k]
+        i = np.unravel_index(np.nanargmin(z), z.shape)
+        return (float(self.x[i[-1]]), float(self.y[i[0]]) if self.y is not None else 0.0)
     def share(self) -> np.ndarray:
         "Loss share of each client, p_k L_k / L, on every grid point (sums to 1)."
         return self.weights.reshape(-1, *[1] * self.loss.ndim) * self.client_loss / self.loss
@@ -267,4 +273,4 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     tl = ta = None
     if TL is not None: tl, ta = (TL[:, 0] / len(Y_test)).numpy().reshape(shape), (TC[:, 0] / len(Y_test)).numpy().reshape(shape)
     pts = {n: plane.project(v) for n, v in (models or {}).items()}
-    return Landscape(xs, ys, loss, acc, cl, ca, w, tl, ta, pts, plane.kind, dict(plane.info))
+    return Landscape(xs, ys, loss, acc, cl, ca, w, tl, ta, pts, plane.kind, dict(plane.info), plane)
