@@ -154,7 +154,7 @@ def curvature_table(model: nn.Module,      # architecture (and buffers)
                     models: dict,          # name -> parameter dict (e.g. 'global', 'client:3', 'centralized')
                     X: torch.Tensor, Y: torch.Tensor,
                     owner: torch.Tensor,   # client id per sample (−1: unused)
-                    lambda_on: str = 'all',  # λmax on 'all' data sets, 'own' (global + the model's own client), or 'global'
+                    lambda_on: str = 'all',  # λmax on 'all' data sets; 'own': 'client:k' models on client k's data, other models on the global data; or 'global'
                     m: int = 20,           # Lanczos steps per λmax
                     n_probes: int = 30,    # Hutchinson probes (shared by all data sets of one model)
                     seed: int = 0, buffers: dict | None = None, batch_size: int = 4096,
@@ -170,7 +170,8 @@ def curvature_table(model: nn.Module,      # architecture (and buffers)
         for data, mask in sets.items():
             t, se = (tr.trace, tr.se) if data == 'global' else (tr.group_trace[int(data[7:])], tr.group_se[int(data[7:])])
             lam = res = math.nan
-            if lambda_on == 'all' or data == 'global' or (lambda_on == 'own' and data == name):
+            own = name if name.startswith('client:') else 'global'
+            if lambda_on == 'all' or data == (own if lambda_on == 'own' else 'global'):
                 e = top_eigenvalues(HessianOperator(model, p, X[mask], Y[mask], buffers, batch_size), 1, m, seed)
                 lam, res = float(e.values[0]), float(e.residuals[0])
             rows.append(dict(model=name, data=data, lambda_max=lam, residual=res, trace=t, trace_se=se,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import math
 
 # %% auto #0
-__all__ = ['landscape_figure', 'clients_figure', 'line_figure', 'spectrum_figure', 'accuracy_figure']
+__all__ = ['trajectory_of', 'landscape_figure', 'clients_figure', 'line_figure', 'spectrum_figure', 'accuracy_figure']
 
 # %% ../nbs/10_plots.ipynb #c004
 import numpy as np
@@ -27,17 +27,23 @@ def _zfield(ls, z: str, k: int | None = None) -> np.ndarray:
 
 def _points(ls, fig, row=None, col=None, show_text=True):
     "Overlay projected models as labelled markers."
-    if not ls.points: return
-    names = list(ls.points); a = [ls.points[n][0] for n in names]; b = [ls.points[n][1] for n in names]
+    names = [n for n in ls.points if not n.startswith('round ')]    # trajectory points are drawn as a line
+    if not names: return
+    a = [ls.points[n][0] for n in names]; b = [ls.points[n][1] for n in names]
     d = [ls.points[n][2] for n in names]
     fig.add_trace(go.Scatter(x=a, y=b, mode='markers+text' if show_text else 'markers', text=names if show_text else None,
                              textposition='top center', marker=dict(color='white', size=8, line=dict(color='black', width=1)),
                              customdata=d, hovertemplate='%{text}: (%{x:.3f}, %{y:.3f}), off-plane %{customdata:.3g}<extra></extra>',
                              showlegend=False), row=row, col=col)
 
+def trajectory_of(ls) -> np.ndarray | None:
+    "The projected global trajectory stored as points 'round 0', 'round 1', … (None if absent)."
+    rs = sorted((int(n.split()[1]), v) for n, v in ls.points.items() if n.startswith('round '))
+    return np.array([v[:2] for _, v in rs]) if rs else None
+
 def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'contour', log: bool = False,
-                     trajectory=None, title: str | None = None, height: int = 450):
-    "Contour (or surface) of one landscape field with the projected models and an optional trajectory [(a, b), ...]."
+                     trajectory='auto', title: str | None = None, height: int = 450):
+    "Contour (or surface) of one landscape field with the projected models and a trajectory [(a, b), ...] ('auto': the stored rounds)."
     if kind not in ('contour', 'surface'): raise ValueError(f"kind={kind!r} must be 'contour' or 'surface'")
     Z = _zfield(ls, z, k)
     if ls.y is None or Z.ndim != 2: raise ValueError("a 2-D landscape is needed; use line_figure for lines")
@@ -48,6 +54,7 @@ def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'con
         fig.update_layout(scene=dict(xaxis_title='a', yaxis_title='b', zaxis_title=label))
     else:
         fig = go.Figure(go.Contour(x=ls.x, y=ls.y, z=Zp, colorscale='Viridis', ncontours=30, colorbar=dict(title=label)))
+        if isinstance(trajectory, str): trajectory = trajectory_of(ls)
         if trajectory is not None:
             t = np.asarray(trajectory, dtype=float)
             fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 1], mode='lines+markers', line=dict(color='red'), marker=dict(size=4), name='trajectory'))
