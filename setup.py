@@ -20,6 +20,7 @@ min_python = cfg['min_python']
 lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 distributed_requirements = shlex.split(cfg.get('distributed_requirements') or '')
+postgres_requirements = shlex.split(cfg.get('postgres_requirements') or '')
 
 setuptools.setup(
     name=cfg['lib_name'],
@@ -33,7 +34,7 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'distributed': distributed_requirements},
+    extras_require={'dev': dev_requirements, 'distributed': distributed_requirements, 'postgres': postgres_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

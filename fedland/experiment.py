@@ -22,7 +22,7 @@ from .partition import SCHEMES, partition as make_partition
 from .models import MODELS, build_model, flatten
 from .train import LocalConfig, train_centralized, TrainingDiverged, CentralizedResult
 from .federated import ALGORITHMS, FedConfig, run_federated, client_ids, config_hash
-from .landscape import pca_plane, random_plane, evaluate_grid, Landscape
+from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
 from .curvature import curvature_table
 from .contribution import contribution_table
 from .store import Store, StoreError, now
@@ -150,16 +150,22 @@ def _mark(st: Store, exp: Experiment, status: str, error: str | None = None, cre
                                 status=status, error=error, created_at=created or now(), finished_at=now() if status != 'running' else None,
                                 fedland_version=fedland.__version__, git_rev=_git_rev())])
 
+def _history_rows(exp: Experiment, h, rounds) -> tuple:
+    "Store rows (rounds, client_rounds) of the given rounds of a federated history."
+    rr = [dict(experiment_id=exp.id, setting='federated', round=x['round'], train_loss=x['train_loss'], test_loss=x['test_loss'], test_acc=x['test_acc'])
+          for x in h.round_rows if x['round'] in rounds]
+    cr = [dict(experiment_id=exp.id, **{k: x[k] for k in ('round', 'client', 'n_samples', 'train_loss', 'train_acc', 'local_test_acc', 'global_loss',
+                                                        'global_acc', 'update_norm', 'drift')}) for x in h.client_rows if x['round'] in rounds]
+    return rr, cr
+
+def _write_rounds(st: Store, exp: Experiment, h, rounds):
+    "Write those rounds' rows in one transaction (idempotent: rows are replaced by key)."
+    rr, cr = _history_rows(exp, h, set(rounds))
+    st.transaction(lambda cur: (st.put('rounds', rr, cur), st.put('client_rounds', cr, cur)))
+
 def _round_writer(st: Store, exp: Experiment):
-    "Callback for `run_federated`: write round r's rows in one transaction."
-    def cb(h, r):
-        rr = h.round_rows; first = 0 if r == 1 or len(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated' AND round = 0", (exp.id,))) == 0 else r
-        rows = [dict(experiment_id=exp.id, setting='federated', round=x['round'], train_loss=x['train_loss'], test_loss=x['test_loss'], test_acc=x['test_acc'])
-                for x in rr if first <= x['round'] <= r]
-        crs = [dict(experiment_id=exp.id, **{k: x[k] for k in ('round', 'client', 'n_samples', 'train_loss', 'train_acc', 'local_test_acc', 'global_loss', 'global_acc', 'update_norm', 'drift')})
-               for x in h.client_rows if x['round'] == r]
-        st.transaction(lambda cur: (st.put('rounds', rows, cur), st.put('client_rounds', crs, cur)))
-    return cb
+    "Callback for `run_federated`: write round r (and round 0 with round 1) as the run goes."
+    return lambda h, r: _write_rounds(st, exp, h, {0, r} if r == 1 else {r})
 
 # %% ../nbs/09_experiment.ipynb #c012
 def _centralized(exp, st, net, ds, part, d: Path, progress):
@@ -168,12 +174,14 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
     if f.exists():
         try: s = torch.load(f, map_location='cpu', weights_only=True)
         except Exception as e: raise RuntimeError(f"centralized checkpoint {f} is corrupt or unreadable: {e}; delete it to retrain") from e
-        return CentralizedResult(pd.DataFrame(json.loads(s['history'])), s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
-    cen = train_centralized(net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size,
-                            epochs=exp.rounds), seed=exp.seed, device=exp.device, progress=progress, train_idx=np.concatenate(list(part)))
-    tmp = f.with_name(f.name + '.tmp')
-    torch.save({'params': {k: v.cpu() for k, v in cen.params.items()}, 'buffers': {k: v.cpu() for k, v in cen.buffers.items()},
-                'history': cen.history.to_json(), 'trajectory': torch.stack(cen.trajectory)}, tmp); os.replace(tmp, f)
+        cen = CentralizedResult(pd.DataFrame(json.loads(s['history'])), s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
+    else:
+        cen = train_centralized(
+            net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size, epochs=exp.rounds),
+            seed=exp.seed, device=exp.device, progress=progress, train_idx=np.concatenate(list(part)))
+        tmp = f.with_name(f.name + '.tmp')
+        torch.save({'params': {k: v.cpu() for k, v in cen.params.items()}, 'buffers': {k: v.cpu() for k, v in cen.buffers.items()},
+                    'history': cen.history.to_json(), 'trajectory': torch.stack(cen.trajectory)}, tmp); os.replace(tmp, f)
     st.put('rounds', [dict(experiment_id=exp.id, setting='centralized', round=int(r.epoch), train_loss=r.train_loss, test_loss=r.test_loss,
                            test_acc=r.test_acc) for r in cen.history.itertuples()])
     return cen
@@ -181,23 +189,19 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
 def _landscape(exp, st, net, ds, part, hist, cen, progress):
     "The landscape of the final global model with clients, the centralized model and the trajectory projected (reloaded if stored)."
     rel = f'{exp.id}/landscape_{exp.landscape_plane}_r{exp.rounds}.npz'
-    rows = st.query("SELECT path FROM landscapes WHERE experiment_id = ? AND kind = ?", (exp.id, exp.landscape_plane))
-    g = hist.global_model()
+    g = hist.global_model(); row = dict(experiment_id=exp.id, round=exp.rounds, kind=exp.landscape_plane, path=rel)
     plane = pca_plane(hist.global_params, hist.spec) if exp.landscape_plane == 'pca' else random_plane(g, seed=exp.seed)
-    if len(rows) and st.artifact_path(rows.path.iloc[0]).exists():
-        ls = Landscape.load(st.artifact_path(rows.path.iloc[0])); ls.plane = plane; return ls
+    if st.artifact_path(rel).exists():                      # computed before (by this run or an identical one): reuse
+        ls = Landscape.load(st.artifact_path(rel)); ls.plane = plane; st.put('landscapes', [row]); return ls
     models = {'global': g, **{f'client {k}': hist.client_model(exp.rounds, k) for k in hist.client_models.clients(exp.rounds)}}
     if cen is not None: models['centralized'] = cen.params
     models.update({f'round {r}': v for r, v in enumerate(hist.global_params)})
-    if exp.landscape_plane == 'pca':
-        pts = np.array([plane.project(v)[:2] for n, v in models.items() if n != 'centralized'])
-        lo, hi = pts.min(0), pts.max(0); m = 0.25 * exp.landscape_span * np.maximum(hi - lo, 1e-3)
-        rng = dict(xrange=(lo[0] - m[0], hi[0] + m[0]), yrange=(lo[1] - m[1], hi[1] + m[1]))
+    if exp.landscape_plane == 'pca': rng = fit_range(plane, {n: v for n, v in models.items() if n != 'centralized'}, 0.25 * exp.landscape_span)
     else: rng = dict(span=exp.landscape_span)
     ls = evaluate_grid(net, plane, ds.x_train, ds.y_train, client_ids(part, ds.n_train), ds.x_test, ds.y_test,
                        steps=exp.landscape_steps, models=models, progress=progress, **rng)
     st.save_artifact(rel, ls.save)
-    st.put('landscapes', [dict(experiment_id=exp.id, round=exp.rounds, kind=exp.landscape_plane, path=rel)])
+    st.put('landscapes', [row])
     return ls
 
 def _curvature(exp, st, net, ds, part, hist, cen, progress):
@@ -235,6 +239,7 @@ def run_experiment(exp: Experiment, progress: bool = True) -> Result:
             cen = _centralized(exp, st, net, ds, part, d, progress) if exp.centralized else None
             hist = run_federated(net, ds, part, exp.fed_config(), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
                                  callback=_round_writer(st, exp))
+            _write_rounds(st, exp, hist, range(exp.rounds + 1))      # the store holds every round, also after a resume from checkpoints
             ls = _landscape(exp, st, net, ds, part, hist, cen, progress) if exp.landscape else None
             cur = _curvature(exp, st, net, ds, part, hist, cen, progress) if exp.curvature else None
             con = st.table('contributions', exp.id)

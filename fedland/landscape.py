@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['as_params', 'random_direction', 'Plane', 'random_plane', 'plane_from_directions', 'model_plane', 'pca_plane', 'line',
-           'Landscape', 'evaluate_grid']
+           'fit_range', 'Landscape', 'evaluate_grid']
 
 # %% ../nbs/05_landscape.ipynb #c004
 import numpy as np
@@ -144,6 +144,17 @@ def line(a, b) -> Plane:
     return Plane(o, _as_flat(b, spec) - o, None, spec, 'line')
 
 # %% ../nbs/05_landscape.ipynb #c017
+def fit_range(plane: Plane, models, margin: float = 0.25) -> dict:
+    "`xrange`/`yrange` covering the projections of `models` (dict or list), widened by `margin` × their extent on each side."
+    vs = list(models.values()) if isinstance(models, dict) else list(models)
+    if not vs: raise ValueError("fit_range needs at least one model")
+    pts = np.array([plane.project(v)[:2] for v in vs]); lo, hi = pts.min(0), pts.max(0)
+    m = margin * np.maximum(hi - lo, 1e-3)
+    r = dict(xrange=(float(lo[0] - m[0]), float(hi[0] + m[0])))
+    if plane.ndim == 2: r['yrange'] = (float(lo[1] - m[1]), float(hi[1] + m[1]))
+    return r
+
+# %% ../nbs/05_landscape.ipynb #c021
 @dataclass
 class Landscape:
     "Losses on a grid: global training loss, every client's loss, global test loss, and projected models."
@@ -195,7 +206,7 @@ class Landscape:
                        a.get('test_loss'), a.get('test_acc'), pts, str(a['kind']))
         except Exception as e: raise RuntimeError(f"landscape artifact {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/05_landscape.ipynb #c018
+# %% ../nbs/05_landscape.ipynb #c022
 def _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
     "Summed losses and correct counts per (grid point, client) for stacked parameter vectors `flats` (G, P)."
     G = len(flats); stacked, i = {}, 0

@@ -11,3 +11,19 @@ def mnist1d_labels(tmp_path_factory):
 @pytest.fixture(scope="session")
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A PostgreSQL server on loopback for the session (CI installs it; elsewhere the tests skip without it)."""
+    import os
+    from tests.pg import PostgresServer, available
+    if not available():
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is not installed; .ci/run installs it")
+        pytest.skip("PostgreSQL server binaries not installed (apt-get install postgresql)")
+    srv = PostgresServer()
+    try:
+        yield srv
+    finally:
+        srv.stop()
