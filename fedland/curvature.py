@@ -59,7 +59,7 @@ def per_sample_quadratic(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
     finally: model.train(was)
     return torch.cat(out)
 
-# %% ../nbs/06_curvature.ipynb #c011
+# %% ../nbs/06_curvature.ipynb #c012
 def lanczos(matvec, P: int, m: int, seed: int = 0, device='cpu', v0: torch.Tensor | None = None) -> tuple:
     "m steps of Lanczos with full reorthogonalisation: (α, β, Q) of the tridiagonal T = QᵀHQ."
     g = torch.Generator().manual_seed(int(seed))
@@ -98,7 +98,7 @@ def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed:
     res = np.array([float((op.matvec(v) - float(th[i]) * v).norm()) for v, i in zip(vecs, order)])
     return Eigen(th[order], vecs.cpu(), res, op.n_hvp - n0)
 
-# %% ../nbs/06_curvature.ipynb #c016
+# %% ../nbs/06_curvature.ipynb #c017
 @dataclass
 class Trace:
     "Hutchinson trace estimates for the whole data set and per group (client), from shared probes."
@@ -133,7 +133,7 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
     se = lambda a: a.std(0, ddof=1) / math.sqrt(len(a))
     return Trace(float(tot.mean()), float(se(tot)), tot, G.mean(0), se(G), G, w)
 
-# %% ../nbs/06_curvature.ipynb #c020
+# %% ../nbs/06_curvature.ipynb #c021
 def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int = 0, n_grid: int = 400,
                      sigma: float | None = None) -> pd.DataFrame:
     "Eigenvalue density of H by SLQ (Ghorbani et al. 2019): Gaussian-smoothed Ritz values weighted by squared first components."
@@ -149,7 +149,7 @@ def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int =
     dens = (wts[None] * np.exp(-(t[:, None] - nodes[None]) ** 2 / (2 * sigma ** 2))).sum(1) / (sigma * math.sqrt(2 * math.pi))
     return pd.DataFrame({'eigenvalue': t, 'density': dens})
 
-# %% ../nbs/06_curvature.ipynb #c024
+# %% ../nbs/06_curvature.ipynb #c025
 def curvature_table(model: nn.Module,      # architecture (and buffers)
                     models: dict,          # name -> parameter dict (e.g. 'global', 'client:3', 'centralized')
                     X: torch.Tensor, Y: torch.Tensor,

@@ -99,7 +99,7 @@ def load_mnist1d(root=None) -> Dataset:
     a = _read_mnist1d_cache(path)
     return _as_dataset('mnist1d', a['x'], a['y'], a['x_test'], a['y_test'], 10, (40,))
 
-# %% ../nbs/00_data.ipynb #c025
+# %% ../nbs/00_data.ipynb #c026
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
@@ -126,7 +126,7 @@ def write_idx(path: str | os.PathLike, a: np.ndarray):
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_bytes(hdr + a.tobytes())
 
-# %% ../nbs/00_data.ipynb #c027
+# %% ../nbs/00_data.ipynb #c028
 _IDX_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'), 'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
 _NORM = {'mnist': ((0.1307,), (0.3081,)), 'fashion_mnist': ((0.2860,), (0.3530,)),
          'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
@@ -167,7 +167,7 @@ def load_idx_dataset(name: str, root=None, download: bool = True) -> Dataset:
     (xtr, ytr), (xte, yte) = (_read_idx_split(name, raw, s) for s in ('train', 'test'))
     return _as_dataset(name, xtr, ytr, xte, yte, 10, xtr.shape[1:])
 
-# %% ../nbs/00_data.ipynb #c033
+# %% ../nbs/00_data.ipynb #c034
 CIFAR10_URL = 'https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz'
 CIFAR10_MD5 = 'c32a1d4ab5d03f1284b67883e8d87530'
 _CIFAR_TRAIN = tuple(f'data_batch_{i}.bin' for i in range(1, 6))
@@ -202,7 +202,7 @@ def load_cifar10(root=None, download: bool = True) -> Dataset:
     xtr, ytr = np.concatenate([a for a, _ in tr]), np.concatenate([b for _, b in tr])
     return _as_dataset('cifar10', _normalise('cifar10', xtr), ytr, _normalise('cifar10', xte), yte, 10, (3, 32, 32))
 
-# %% ../nbs/00_data.ipynb #c037
+# %% ../nbs/00_data.ipynb #c038
 def load_dataset(name: str,  # one of `DATASETS`
                  root: str | os.PathLike | None = None,  # cache directory (default `cache_dir()`)
                  download: bool = True,  # download torchvision datasets that are not cached

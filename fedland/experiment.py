@@ -65,6 +65,7 @@ class Experiment:
     landscape_span: float = 1.0    # half-width of the grid (random plane), or margin factor around the projected models (pca)
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
+    contributions: bool = True     # compute the per-client contribution table
     store: str = 'runs/fedland.db' # SQLite path or postgresql:// URL
     device: str = 'cpu'            # 'cpu', 'cuda' or 'auto'
     root: str | None = None        # dataset cache directory
@@ -82,7 +83,7 @@ class Experiment:
         _need('landscape_steps', self.landscape_steps, (int,), lambda v: v >= 2, 'an int ≥ 2')
         _need('landscape_span', self.landscape_span, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
         _need('curvature_probes', self.curvature_probes, (int,), lambda v: v >= 2, 'an int ≥ 2')
-        for n in ('centralized', 'landscape', 'curvature'): _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
+        for n in ('centralized', 'landscape', 'curvature', 'contributions'): _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
         _need('store', self.store, (str, os.PathLike), lambda v: len(str(v)) > 0, 'a path or URL')
         if self.partition == 'ratios' and self.ratios is None: raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
         if self.unbalance and self.partition in ('shards', 'ratios'): raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
@@ -242,8 +243,9 @@ def run_experiment(exp: Experiment, progress: bool = True) -> Result:
             _write_rounds(st, exp, hist, range(exp.rounds + 1))      # the store holds every round, also after a resume from checkpoints
             ls = _landscape(exp, st, net, ds, part, hist, cen, progress) if exp.landscape else None
             cur = _curvature(exp, st, net, ds, part, hist, cen, progress) if exp.curvature else None
-            con = st.table('contributions', exp.id)
-            if len(con): con = con.drop(columns='experiment_id')
+            con = st.table('contributions', exp.id) if exp.contributions else None
+            if con is None: pass
+            elif len(con): con = con.drop(columns='experiment_id')
             else:
                 con = contribution_table(net, hist, ds, part, landscape=ls, curvature=cur)
                 st.put('contributions', [dict(experiment_id=exp.id, **r) for r in con.to_dict('records')])
@@ -264,7 +266,7 @@ def run_experiments(exps: list, progress: bool = True) -> list:
         except Exception as err: out.append(err)
     return out
 
-# %% ../nbs/09_experiment.ipynb #c021
+# %% ../nbs/09_experiment.ipynb #c022
 _FIELDS = {f.name for f in fields(Experiment)}
 
 def parse_value(s: str):
@@ -285,7 +287,7 @@ def expand_grid(grid: dict, fixed: dict | None = None) -> list:
     keys = list(grid)
     return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
-# %% ../nbs/09_experiment.ipynb #c024
+# %% ../nbs/09_experiment.ipynb #c025
 def _run_one(params: dict, notebook: Path, out: Path, threads: int, timeout: float | None) -> tuple:
     "Run the notebook once through papermill in its own process; return (returncode, log tail)."
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -328,7 +330,7 @@ def sweep(grid: dict,                       # parameter -> list of values; every
             bar.set_postfix(failed=sum(x['status'] == 'failed' for x in rows))
     return pd.DataFrame(rows)
 
-# %% ../nbs/09_experiment.ipynb #c025
+# %% ../nbs/09_experiment.ipynb #c026
 def main(argv: list | None = None) -> int:
     "The `fedland` command: `fedland sweep NAME=V1,V2 … [--set NAME=V …] [--jobs N] [--store S] [--out DIR] [--notebook NB]`."
     ap = argparse.ArgumentParser(prog='fedland', description='fedland experiments from the command line')

@@ -342,7 +342,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
         un, dr = D.norm(dim=1), (flats - g1).norm(dim=1)
         Dn = D / un.clamp(min=1e-30)[:, None]
         cos_agg = (Dn @ (agg / agg.norm().clamp(min=1e-30))).tolist()
-        hist.update_cos[r] = (list(sampled), (Dn @ Dn.T).cpu().numpy())
+        if cfg.keeps(r): hist.update_cos[r] = (list(sampled), (Dn @ Dn.T).float().cpu().numpy())   # K×K per kept round only (memory bound)
         if batched: lt_loss, lt_acc = evaluate_stacked(model, {k: torch.stack([x.params[k] for x in res]) for k in params}, X, Y, [hold[k] for k in sampled])
         else:
             ev = [evaluate(model, X[torch.as_tensor(hold[k], device=dev)], Y[torch.as_tensor(hold[k], device=dev)], x.params, x.buffers, cfg.eval_batch_size) for k, x in zip(sampled, res)]

@@ -54,7 +54,7 @@ def random_direction(params,                # model or parameter dict the direct
         d[k] = r
     return d
 
-# %% ../nbs/05_landscape.ipynb #c012
+# %% ../nbs/05_landscape.ipynb #c013
 @dataclass
 class Plane:
     "A 1-D or 2-D affine slice θ(a, b) = origin + a·d1 + b·d2 of parameter space (flat vectors)."
@@ -143,7 +143,7 @@ def line(a, b) -> Plane:
     p = as_params(a); spec = _spec(p); o = flatten(p).float()
     return Plane(o, _as_flat(b, spec) - o, None, spec, 'line')
 
-# %% ../nbs/05_landscape.ipynb #c017
+# %% ../nbs/05_landscape.ipynb #c018
 def fit_range(plane: Plane, models, margin: float = 0.25) -> dict:
     "`xrange`/`yrange` covering the projections of `models` (dict or list), widened by `margin` × their extent on each side."
     vs = list(models.values()) if isinstance(models, dict) else list(models)
@@ -154,7 +154,7 @@ def fit_range(plane: Plane, models, margin: float = 0.25) -> dict:
     if plane.ndim == 2: r['yrange'] = (float(lo[1] - m[1]), float(hi[1] + m[1]))
     return r
 
-# %% ../nbs/05_landscape.ipynb #c021
+# %% ../nbs/05_landscape.ipynb #c022
 @dataclass
 class Landscape:
     "Losses on a grid: global training loss, every client's loss, global test loss, and projected models."
@@ -206,7 +206,7 @@ class Landscape:
                        a.get('test_loss'), a.get('test_acc'), pts, str(a['kind']))
         except Exception as e: raise RuntimeError(f"landscape artifact {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
 
-# %% ../nbs/05_landscape.ipynb #c022
+# %% ../nbs/05_landscape.ipynb #c023
 def _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
     "Summed losses and correct counts per (grid point, client) for stacked parameter vectors `flats` (G, P)."
     G = len(flats); stacked, i = {}, 0

@@ -277,7 +277,7 @@ def partition(labels,              # training labels (array or tensor), values i
     if scheme == 'ratios': p = {**p, 'ratios': p['ratios'].tolist(), 'fractions': p['fractions'].tolist()}
     return Partition([s[0] for s in split], [s[1] for s in split], labels, C, scheme, p, seed)
 
-# %% ../nbs/01_partition.ipynb #c030
+# %% ../nbs/01_partition.ipynb #c031
 def plot_partitions(parts: dict, cols: int = 3):
     "Small multiples: one clients × classes heatmap per named partition."
     import plotly.graph_objects as go

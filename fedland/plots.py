@@ -61,6 +61,7 @@ def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'con
             fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 1], mode='lines+markers', line=dict(color='red'), marker=dict(size=4), name='trajectory'))
         _points(ls, fig)
         fig.update_xaxes(title_text='a'); fig.update_yaxes(title_text='b')
+        fig.update_layout(legend=dict(orientation='h', x=0, y=1.02, yanchor='bottom'))
     fig.update_layout(title=title or f'{label} on the {ls.kind} plane', height=height)
     return fig
 

@@ -143,7 +143,7 @@ def _py(v):
 
 def now() -> str: return dt.datetime.now(dt.timezone.utc).isoformat(timespec='seconds')
 
-# %% ../nbs/08_store.ipynb #c012
+# %% ../nbs/08_store.ipynb #c013
 def load_runs(store: str | os.PathLike | Store = 'runs/fedland.db') -> dict:
     "Every table of a store as a DataFrame (experiments with their config expanded into columns)."
     st = store if isinstance(store, Store) else Store(store)

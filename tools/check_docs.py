@@ -1,0 +1,55 @@
+"""Check that every docs page renders: nbdev_proc_nbs (what Quarto would render), `jupyter nbconvert --to html` per page,
+then headless Chromium loads each page (plotly.js served from the installed plotly package instead of its CDN, since this
+machine has no internet) and counts the plotly figures actually drawn (`.main-svg`) against the figures the page holds.
+
+Usage: python tools/check_docs.py [--chromium /usr/bin/chromium] [--out _docs_check]"""
+import argparse
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+root = Path(__file__).resolve().parents[1]
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chromium", default=shutil.which("chromium") or "/usr/bin/chromium")
+    ap.add_argument("--out", default=str(root / "_proc" / "html"))
+    a = ap.parse_args()
+    bindir = Path(sys.executable).parent
+    subprocess.run([str(bindir / "nbdev_proc_nbs")], cwd=root, check=True, capture_output=True)
+    proc, out = root / "_proc", Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    import plotly
+    pjs = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+    shutil.copy(pjs, out / "plotly.min.js")
+    rows, bad = [], 0
+    for nb in sorted(proc.glob("*.ipynb")):
+        html = out / (nb.stem + ".html")
+        subprocess.run([str(bindir / "jupyter"), "nbconvert", "--to", "html", "--output-dir", str(out), str(nb)], check=True, capture_output=True)
+        text = html.read_text()
+        expected = text.count("Plotly.newPlot")
+        # notebook_connected loads plotly.js from its CDN (an ES-module import or a script tag): point it at the local copy
+        text = re.sub(r'<script type="module">import "https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?(\.js)?"</script>', '<script src="plotly.min.js"></script>', text)
+        text = re.sub(r"https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?\.js", "plotly.min.js", text)
+        html.write_text(text)
+        dom = subprocess.run([a.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                              "--disable-component-update", "--no-first-run", "--virtual-time-budget=15000", "--dump-dom",
+                              html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        drawn = len(re.findall(r'class="main-svg"', dom)) // 2     # plotly draws two .main-svg layers per figure
+        tables = dom.count("<table")
+        ok = drawn >= expected and len(dom) > 1000
+        bad += not ok
+        rows.append(dict(page=nb.stem, figures=expected, drawn=drawn, tables=tables, ok=ok))
+    w = max(len(r["page"]) for r in rows)
+    for r in rows:
+        print(f"{r['page']:<{w}}  figures {r['figures']:>2}  drawn {r['drawn']:>2}  tables {r['tables']:>2}  {'ok' if r['ok'] else 'NOT RENDERED'}")
+    print(json.dumps({"pages": len(rows), "failed": bad}))
+    return 1 if bad else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
