@@ -175,14 +175,16 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
     if f.exists():
         try: s = torch.load(f, map_location='cpu', weights_only=True)
         except Exception as e: raise RuntimeError(f"centralized checkpoint {f} is corrupt or unreadable: {e}; delete it to retrain") from e
-        cen = CentralizedResult(pd.DataFrame(json.loads(s['history'])), s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
+        hist = pd.DataFrame({k: v.numpy() for k, v in s['history'].items()}).astype({'epoch': int})
+        cen = CentralizedResult(hist, s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
     else:
         cen = train_centralized(
             net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size, epochs=exp.rounds),
             seed=exp.seed, device=exp.device, progress=progress, train_idx=np.concatenate(list(part)))
         tmp = f.with_name(f.name + '.tmp')
         torch.save({'params': {k: v.cpu() for k, v in cen.params.items()}, 'buffers': {k: v.cpu() for k, v in cen.buffers.items()},
-                    'history': cen.history.to_json(), 'trajectory': torch.stack(cen.trajectory)}, tmp); os.replace(tmp, f)
+                    'history': {c: torch.tensor(cen.history[c].to_numpy(np.float64)) for c in cen.history},   # exact floats, no pickles
+                    'trajectory': torch.stack(cen.trajectory)}, tmp); os.replace(tmp, f)
     st.put('rounds', [dict(experiment_id=exp.id, setting='centralized', round=int(r.epoch), train_loss=r.train_loss, test_loss=r.test_loss,
                            test_acc=r.test_acc) for r in cen.history.itertuples()])
     return cen
