@@ -1,0 +1,170 @@
+"""fedland against the tools researchers would otherwise use, measured side by side in one run.
+
+Prints a table and writes one JSON object (--json FILE) with the keys named in issue 7. Ratios, not absolute times.
+Sections: machine (dense matmul GFLOP/s), landscape (vs loss-landscapes on identical directions), curvature (vs PyHessian),
+main (papermill main job), scale (1000 clients x 100 rounds). The FedAvg-vs-Flower-simulation section needs
+`flwr[simulation]` and the Flower engine (issue 6) and is not here yet: its keys are absent from the JSON.
+
+    python bench/run.py --quick --json bench/results/latest.json
+"""
+import argparse
+import copy
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def matmul_gflops(n=2048, reps=5):
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+    return 2 * n ** 3 / float(np.median(ts)) / 1e9
+
+
+def _mlp_macs(model):
+    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+
+
+def bench_landscape(steps):
+    import loss_landscapes
+    import loss_landscapes.metrics
+    from fedland.data import load_dataset
+    from fedland.federated import FedConfig, client_ids, run_federated
+    from fedland.landscape import evaluate_grid, random_plane
+    from fedland.models import build_model, get_flat, set_flat
+    from fedland.partition import partition
+    ds = load_dataset("mnist1d")
+    part = partition(ds.y_train, 10, "dirichlet", alpha=0.5, seed=0)
+    net = build_model("mlp", ds.input_shape, 10)
+    h = run_federated(net, ds, part, FedConfig(rounds=5, lr=0.05, momentum=0.9), progress=False)
+    set_flat(net, h.global_params[-1])
+    plane = random_plane(net, seed=0)
+    owner = client_ids(part, ds.n_train)
+    S = 1.0
+    t = time.perf_counter()
+    ours = evaluate_grid(net, plane, ds.x_train, ds.y_train, owner, steps=steps + 1, xrange=(0, S), yrange=(0, S), progress=False)
+    t_ours = time.perf_counter() - t
+    # loss-landscapes: one planar_interpolation per dataset (global + every client), same directions
+    theta = get_flat(net)
+    e1, e2 = copy.deepcopy(net), copy.deepcopy(net)
+    set_flat(e1, theta + S * plane.d1); set_flat(e2, theta + S * plane.d2)
+    sets = [owner >= 0] + [owner == k for k in range(10)]
+    t = time.perf_counter()
+    theirs = [loss_landscapes.planar_interpolation(copy.deepcopy(net), e1, e2, loss_landscapes.metrics.Loss(F.cross_entropy, ds.x_train[m], ds.y_train[m]), steps=steps)
+              for m in sets]
+    t_theirs = time.perf_counter() - t
+    n = steps
+    aligned = np.array([[ours.loss[j + 1 if i % 2 == 0 else j, i] for j in range(n)] for i in range(n)])
+    diff = float(np.abs(aligned - theirs[0]).max())
+    points = (steps + 1) ** 2
+    flops = 2 * _mlp_macs(net) * points * int((owner >= 0).sum())
+    return dict(seconds_fedland=t_ours, seconds_loss_landscapes=t_theirs, speedup=t_theirs / t_ours, max_abs_diff=diff,
+                gflops=flops / t_ours / 1e9, points=points)
+
+
+def bench_curvature(n_probes):
+    import pyhessian
+    from fedland.curvature import HessianOperator, hutchinson, top_eigenvalues
+    from fedland.data import load_dataset
+    from fedland.models import build_model, param_dict
+    from fedland.train import LocalConfig, train_centralized
+    ds = load_dataset("mnist1d")
+    net = build_model("mlp", ds.input_shape, 10)
+    r = train_centralized(net, ds, LocalConfig(lr=0.05, momentum=0.9, epochs=5), progress=False)
+    with torch.no_grad():
+        for k, v in param_dict(net, detach=False).items():
+            v.copy_(r.params[k])
+    net.eval()
+    X, Y = ds.x_train[:2000], ds.y_train[:2000]
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    hc = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(), data=(X, Y), cuda=False)
+    lam_p = hc.eigenvalues(top_n=1)[0][0]
+    tr_p = float(np.mean(hc.trace(maxIter=n_probes, tol=0.0)))
+    t_p = time.perf_counter() - t
+    t = time.perf_counter()
+    lam = float(top_eigenvalues(HessianOperator(net, param_dict(net), X, Y), k=1, m=20).values[0])
+    tr = hutchinson(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace
+    t_f = time.perf_counter() - t
+    return dict(seconds_fedland=t_f, seconds_pyhessian=t_p, speedup=t_p / t_f, lambda_rel_diff=abs(lam - lam_p) / abs(lam_p),
+                trace_rel_diff=abs(tr - tr_p) / abs(tr_p), lambda_fedland=lam, lambda_pyhessian=lam_p, trace_fedland=tr, trace_pyhessian=tr_p)
+
+
+def _child_peak_rss(cmd, env=None):
+    t = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
+def bench_main():
+    d = tempfile.mkdtemp()
+    secs, rss = _child_peak_rss([sys.executable, "-m", "papermill", str(ROOT / "nbs" / "run.ipynb"), f"{d}/out.ipynb",
+                                 "-p", "alpha", "0.5", "-p", "store", f"{d}/fedland.db", "--no-progress-bar"])
+    return dict(seconds=secs, peak_rss_mb=rss)
+
+
+SCALE = ("import sys; from fedland.experiment import Experiment, run_experiment; "
+         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, curvature=False, "
+         "contributions=False, landscape_steps=11, store=sys.argv[1]), progress=False)")
+
+
+def bench_scale():
+    d = tempfile.mkdtemp()
+    secs, rss = _child_peak_rss([sys.executable, "-c", SCALE, f"{d}/fedland.db"])
+    disk = sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file()) / 2**20
+    return dict(seconds=secs, peak_rss_mb=rss, disk_mb=disk)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="smaller grids and fewer probes (finishes in about 5 minutes)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: landscape curvature main scale")
+    a = ap.parse_args()
+    out = {"machine": {"matmul_gflops": matmul_gflops(), "cpus": os.cpu_count(), "torch": torch.__version__,
+                       "threads": torch.get_num_threads()}}
+    rows = [("machine", "matmul GFLOP/s (2048² float32, median of 5)", f"{out['machine']['matmul_gflops']:.1f}")]
+    if "landscape" not in a.skip:
+        L = bench_landscape(25 if a.quick else 50)
+        out["landscape"] = {"speedup_vs_loss_landscapes": L["speedup"], "max_abs_diff": L["max_abs_diff"],
+                            "gflops_fraction": L["gflops"] / out["machine"]["matmul_gflops"], **L}
+        rows += [("landscape", f"{L['points']} points, global + 10 clients: fedland vs loss-landscapes ×11", f"{L['speedup']:.1f}× faster"),
+                 ("landscape", "max |difference| of the global landscape", f"{L['max_abs_diff']:.1e}"),
+                 ("landscape", "achieved GFLOP/s / matmul GFLOP/s", f"{out['landscape']['gflops_fraction']:.0%}")]
+    if "curvature" not in a.skip:
+        C = bench_curvature(50 if a.quick else 200)
+        out["curvature"] = {"speedup_vs_pyhessian": C["speedup"], "lambda_rel_diff": C["lambda_rel_diff"], "trace_rel_diff": C["trace_rel_diff"], **C}
+        rows += [("curvature", "λmax + trace: fedland vs PyHessian", f"{C['speedup']:.2f}× faster"),
+                 ("curvature", "relative difference λmax / trace", f"{C['lambda_rel_diff']:.1e} / {C['trace_rel_diff']:.1e}")]
+    if "main" not in a.skip:
+        M = bench_main()
+        out["main"] = M
+        rows += [("main", "papermill nbs/run.ipynb -p alpha 0.5", f"{M['seconds']:.0f} s, peak RSS {M['peak_rss_mb']:.0f} MB")]
+    if "scale" not in a.skip:
+        S = bench_scale()
+        out["scale"] = S
+        rows += [("scale", "1000 clients × 100 rounds (default history policy)", f"{S['seconds']:.0f} s, peak RSS {S['peak_rss_mb']:.0f} MB, disk {S['disk_mb']:.0f} MB")]
+    w = max(len(r[1]) for r in rows)
+    for s, what, val in rows:
+        print(f"{s:<10} {what:<{w}}  {val}")
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(a.json).write_text(json.dumps(out, indent=1))
+    print(json.dumps({k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float))} for k, v in out.items()}))
+
+
+if __name__ == "__main__":
+    main()
