@@ -59,9 +59,9 @@ def contribution_table(model: nn.Module,       # architecture (and buffers)
     L = float(np.dot(w, Lk))
     rows = {k: dict(weight=w[k], loss_share=w[k] * Lk[k] / L, loo_delta=L - (L - w[k] * Lk[k]) / (1 - w[k]) if w[k] < 1 else math.nan)
             for k in range(K)}
-    for k, th in clients.items():
-        lk, _ = per_sample_losses(model, X, Y, th); own_k = owner == k
-        rows[k]['personalization_gap'] = Lk[k] - float(lk[own_k].mean())
+    for k, th in clients.items():                          # each client model on its own samples only
+        own_k = owner == k; lk, _ = per_sample_losses(model, X[own_k], Y[own_k], th)
+        rows[k]['personalization_gap'] = Lk[k] - float(lk.double().mean())
     c = hist.clients; cr = c[c['round'] == rnd].set_index('client')
     for k in range(K):
         ck = c[c.client == k]
