@@ -11,7 +11,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ALGORITHMS', 'CHECKPOINT', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer', 'ClientModels',
            'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients', 'client_ids',
-           'run_federated']
+           'client_step', 'Server', 'run_federated']
 
 # %% ../nbs/04_federated.ipynb #c004
 import numpy as np
@@ -213,31 +213,25 @@ def config_hash(ident: dict) -> str:
     return hashlib.sha256(json.dumps(ident, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 # %% ../nbs/04_federated.ipynb #c024
-def _state(hist, h, r, params, buffers, server, scaf, local_bufs):
-    "Everything needed to continue after round r."
+def _state(hist, h, r, srv) -> dict:
+    "Everything needed to continue after round r: the server's state and the history."
     cm = hist.client_models
-    return {'version': 1, 'hash': h, 'round': r, 'status': hist.status, 'error': hist.error or '',
-            'params': {k: v.cpu() for k, v in params.items()}, 'buffers': {k: v.cpu() for k, v in buffers.items()},
-            'server': {n: {k: v.cpu() for k, v in s.items()} for n, s in server.state_dict().items()},
-            'scaffold': {k: v.cpu() for k, v in scaf.items()},
-            'local_buffers': {str(k): {n: v.cpu() for n, v in b.items()} for k, b in local_bufs.items()},
+    return {'version': 1, 'hash': h, 'round': r, 'status': hist.status, 'error': hist.error or '', **srv.state(),
             'global_params': torch.stack(hist.global_params),
             'round_rows': json.dumps(hist.round_rows), 'client_rows': json.dumps(hist.client_rows),
             'update_cos': {str(rr): {'clients': torch.tensor(c), 'cos': torch.as_tensor(m)} for rr, (c, m) in hist.update_cos.items()},
             'client_ram': {f'{a}_{b}': v for (a, b), v in cm.ram.items()}, 'client_disk': [list(k) for k in sorted(cm.disk)]}
 
-def _restore(ck, hist, server, dev):
-    "Load a checkpoint's state into a fresh history and server; return (round, params, buffers, scaffold, local buffers)."
+def _restore(ck, hist, srv) -> int:
+    "Load a checkpoint into a fresh history and server; return the last finished round."
     hist.global_params = list(ck['global_params'].unbind(0))
     hist.round_rows, hist.client_rows = json.loads(ck['round_rows']), json.loads(ck['client_rows'])
     hist.update_cos = {int(r): (d['clients'].tolist(), d['cos'].numpy()) for r, d in ck['update_cos'].items()}
     hist.client_models.ram = {tuple(int(x) for x in k.split('_')): v for k, v in ck['client_ram'].items()}
     hist.client_models.disk = {tuple(k) for k in ck['client_disk']}
     hist.status, hist.error = ck['status'], ck['error'] or None
-    server.load_state_dict({n: {k: v.to(dev) for k, v in s.items()} for n, s in ck['server'].items()})
-    to = lambda d: {k: v.to(dev) for k, v in d.items()}
-    return (ck['round'], to(ck['params']), to(ck['buffers']), to(ck['scaffold']),
-            {int(k): to(b) for k, b in ck['local_buffers'].items()})
+    srv.load_state(ck)
+    return ck['round']
 
 # %% ../nbs/04_federated.ipynb #c026
 def sample_clients(n_clients: int, fraction: float, seed: int, rnd: int) -> list:
@@ -263,7 +257,91 @@ def client_ids(part, n: int, device="cpu") -> torch.Tensor:
     for k, ix in enumerate(part): owner[torch.as_tensor(np.asarray(ix))] = k
     return owner.to(device)
 
-# %% ../nbs/04_federated.ipynb #c027
+# %% ../nbs/04_federated.ipynb #c028
+def client_step(model: nn.Module, params: dict, buffers: dict, X: torch.Tensor, Y: torch.Tensor,
+                idx, hold,                       # the client's training and local held-out indices into X
+                lcfg: LocalConfig, seed,         # local optimizer settings and the batch-order seed
+                corr: dict | None = None,        # SCAFFOLD correction c − c_k
+                eval_batch_size: int = 4096) -> tuple:
+    "One client's part of a round: evaluate the received model on its data, train locally, evaluate the result on its held-out split."
+    dev = X.device
+    it, ih = torch.as_tensor(np.asarray(idx), device=dev), torch.as_tensor(np.asarray(hold), device=dev)
+    gl, ga = evaluate(model, X[it], Y[it], params, buffers, eval_batch_size)
+    res = local_update(model, params, X, Y, idx, lcfg, seed, buffers=buffers, corr=corr)
+    tl, ta = evaluate(model, X[ih], Y[ih], res.params, res.buffers, eval_batch_size)
+    return res, dict(global_loss=gl, global_acc=ga, local_test_loss=tl, local_test_acc=ta)
+
+# %% ../nbs/04_federated.ipynb #c029
+class Server:
+    "The server's side of federated rounds: sampling, corrections, aggregation, server optimizer, geometry and History rows."
+    def __init__(self, cfg: FedConfig, params: dict, buffers: dict, n_clients: int):
+        self.cfg, self.K = cfg, n_clients
+        self.params, self.buffers = dict(params), dict(buffers)
+        self.opt = ServerOptimizer(cfg, self.params)
+        P = sum(v.numel() for v in self.params.values()); dev = next(iter(self.params.values())).device
+        self.scaf = {'c': torch.zeros(P, device=dev), 'ck': torch.zeros(n_clients, P, device=dev)} if cfg.algorithm == 'scaffold' else {}
+        self.local_bufs = {}
+    def sample(self, r: int) -> list:
+        "Clients of round r."
+        return sample_clients(self.K, self.cfg.fraction, self.cfg.seed, r)
+    def corrections(self, sampled: list) -> list | None:
+        "SCAFFOLD corrections c − c_k for the sampled clients (None for other algorithms)."
+        return [dict(unflatten(self.scaf['c'] - self.scaf['ck'][k], self.params)) for k in sampled] if self.scaf else None
+    def client_buffers(self, k: int) -> dict:
+        "The buffers client k starts from (its own with `bn='local'`)."
+        return self.local_bufs.get(k, self.buffers) if self.cfg.bn == 'local' else self.buffers
+    def finish_round(self, hist: History, r: int, sampled: list, results: list, metrics: list, test_eval, t0: float):
+        "Aggregate round r's client results into the new global model and record the round; diverged clients raise `TrainingDiverged`."
+        cfg, lcfg = self.cfg, self.cfg.local
+        flats = torch.stack([flatten(x.params) for x in results])
+        for k, x, f in zip(sampled, results, flats):
+            if not math.isfinite(x.loss) or not torch.isfinite(f).all():
+                hist.status, hist.error = 'failed', f"training diverged in round {r} at client {k} (local loss {x.loss})"
+                hist.buffers = self.buffers
+                raise TrainingDiverged(hist.error, hist)
+        n = [x.n_samples for x in results]
+        avg = aggregate([x.params for x in results], n)
+        new = self.opt.step(self.params, avg)
+        new_buf = aggregate_buffers([x.buffers for x in results], n) if self.buffers else {}
+        if cfg.bn == 'local': self.local_bufs.update({k: x.buffers for k, x in zip(sampled, results)})
+        g0, g1 = flatten(self.params), flatten(new)
+        if self.scaf:  # SCAFFOLD option II: c_k⁺ = c_k − c + (θ_g − θ_k)/(steps·lr); c += Σ Δc_k / K
+            dc = torch.zeros_like(self.scaf['c'])
+            for k, x, f in zip(sampled, results, flats):
+                ck_new = self.scaf['ck'][k] - self.scaf['c'] + (g0 - f) / (x.steps * lcfg.lr)
+                dc += ck_new - self.scaf['ck'][k]; self.scaf['ck'][k] = ck_new
+            self.scaf['c'] = self.scaf['c'] + dc / self.K
+        D = flats - g0; agg = flatten(avg) - g0
+        un, dr = D.norm(dim=1), (flats - g1).norm(dim=1)
+        Dn = D / un.clamp(min=1e-30)[:, None]
+        cos_agg = (Dn @ (agg / agg.norm().clamp(min=1e-30))).tolist()
+        if cfg.keeps(r): hist.update_cos[r] = (list(sampled), (Dn @ Dn.T).float().cpu().numpy())   # K×K per kept round only (memory bound)
+        self.params, self.buffers = new, new_buf
+        tl, ta = test_eval(self.params, self.buffers)
+        w = np.asarray(n, dtype=np.float64) / sum(n)
+        for i, (k, x, m) in enumerate(zip(sampled, results, metrics)):
+            hist.client_rows.append(dict(round=r, client=k, n_samples=x.n_samples, steps=x.steps, train_loss=x.loss, train_acc=x.acc,
+                                         local_test_loss=float(m['local_test_loss']), local_test_acc=float(m['local_test_acc']),
+                                         global_loss=float(m['global_loss']), global_acc=float(m['global_acc']),
+                                         update_norm=float(un[i]), drift=float(dr[i]), cos_aggregate=cos_agg[i]))
+            if cfg.keeps(r): hist.client_models.put(r, k, flats[i])
+        hist.global_params.append(g1.cpu())
+        hist.round_rows.append(dict(round=r, train_loss=float(np.dot(w, [x.loss for x in results])), test_loss=tl, test_acc=ta,
+                                    n_sampled=len(sampled), seconds=time.perf_counter() - t0))
+        if r == cfg.rounds: hist.status = 'finished'
+    def state(self) -> dict:
+        "Checkpointable state (CPU tensors)."
+        cpu = lambda d: {k: v.cpu() for k, v in d.items()}
+        return {'params': cpu(self.params), 'buffers': cpu(self.buffers), 'server': {n: cpu(s) for n, s in self.opt.state_dict().items()},
+                'scaffold': cpu(self.scaf), 'local_buffers': {str(k): cpu(b) for k, b in self.local_bufs.items()}}
+    def load_state(self, ck: dict):
+        "Restore from `state()` (as saved in a checkpoint)."
+        dev = next(iter(self.params.values())).device; to = lambda d: {k: v.to(dev) for k, v in d.items()}
+        self.params, self.buffers, self.scaf = to(ck['params']), to(ck['buffers']), to(ck['scaffold'])
+        self.opt.load_state_dict({n: to(s) for n, s in ck['server'].items()})
+        self.local_bufs = {int(k): to(b) for k, b in ck['local_buffers'].items()}
+
+# %% ../nbs/04_federated.ipynb #c030
 def run_federated(model: nn.Module,           # architecture and initial weights θ_0 (not modified)
                   ds,                         # `fedland.data.Dataset`
                   part,                       # `fedland.partition.Partition` of `ds`'s training set
@@ -274,7 +352,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
                   progress: bool = True,      # tqdm bar over rounds showing test accuracy
                   callback=None,              # called as `callback(history, round)` after each round (and its checkpoint)
                   **kwargs) -> History:
-    "Train `model` federated over the clients of `part`; return the full `History` (resuming from `checkpoint_dir` if it holds one)."
+    "Train `model` federated over the clients of `part` in this process; return the full `History` (resuming from `checkpoint_dir` if it holds one)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     dev = resolve_device(device)
     _check_fit(model, ds, part)
@@ -295,16 +373,14 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     spill = spill_dir or (Path(checkpoint_dir) / 'clients' if checkpoint_dir else None)
     hist = History({**ident['fed'], 'dataset': ds.name, 'model': type(model).__name__, 'hash': h}, spec, part.weights,
                    cfg.max_memory_mb * 2**20, spill)
-    server = ServerOptimizer(cfg, params)
-    scaf = {'c': torch.zeros(sum(math.prod(s) for _, s in spec), device=dev), 'ck': torch.zeros(K, sum(math.prod(s) for _, s in spec), device=dev)} if cfg.algorithm == 'scaffold' else {}
-    local_bufs, start = {}, 1
+    srv, start = Server(cfg, params, buffers, K), 1
+    test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
     if ckpath is not None and ckpath.exists():
         ck = load_checkpoint(ckpath)
         if ck.get('hash') != h: raise ValueError(f"checkpoint {ckpath} belongs to a different run (settings, data, partition or model differ); use another checkpoint_dir")
-        done, params, buffers, scaf, local_bufs = _restore(ck, hist, server, dev)
-        start = done + 1
+        start = _restore(ck, hist, srv) + 1
     else:
-        tl, ta = evaluate(model, Xt, Yt, params, buffers, cfg.eval_batch_size)
+        tl, ta = test_eval(params, buffers)
         hist.global_params.append(flatten(params).cpu())
         hist.round_rows.append(dict(round=0, train_loss=math.nan, test_loss=tl, test_acc=ta, n_sampled=0, seconds=0.0))
     batched = cfg.batched is True or (cfg.batched == 'auto' and not buffers)
@@ -312,56 +388,23 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     bar = tqdm(range(start, cfg.rounds + 1), desc=f'{cfg.algorithm} ({K} clients)', disable=not progress, leave=False)
     for r in bar:
         t0 = time.perf_counter()
-        sampled = sample_clients(K, cfg.fraction, cfg.seed, r)
-        l, c = per_sample_losses(model, X, Y, params, buffers, cfg.eval_batch_size)   # θ_g on every client's data: one pass
-        gl, ga = reduce_by_client(l[own], owner[own], K).tolist(), reduce_by_client(c[own].float(), owner[own], K).tolist()
+        sampled = srv.sample(r)
         seeds = [(cfg.seed, r, k) for k in sampled]
-        corrs = [dict(unflatten(scaf['c'] - scaf['ck'][k], params)) for k in sampled] if scaf else None
-        if batched: res = local_update_batched(model, params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs)
-        else: res = [local_update(model, params, X, Y, idx[k], lcfg, s, buffers=local_bufs.get(k, buffers) if cfg.bn == 'local' else buffers,
-                                  corr=None if corrs is None else corrs[i]) for i, (k, s) in enumerate(zip(sampled, seeds))]
-        flats = torch.stack([flatten(x.params) for x in res])
-        for k, x, f in zip(sampled, res, flats):
-            if not math.isfinite(x.loss) or not torch.isfinite(f).all():
-                hist.status, hist.error = 'failed', f"training diverged in round {r} at client {k} (local loss {x.loss})"
-                hist.buffers = buffers
-                raise TrainingDiverged(hist.error, hist)
-        n = [x.n_samples for x in res]
-        avg = aggregate([x.params for x in res], n)
-        new = server.step(params, avg)
-        new_buf = aggregate_buffers([x.buffers for x in res], n) if buffers else {}
-        if cfg.bn == 'local': local_bufs.update({k: x.buffers for k, x in zip(sampled, res)})
-        g0, g1 = flatten(params), flatten(new)
-        if scaf:  # SCAFFOLD option II: c_k⁺ = c_k − c + (θ_g − θ_k)/(steps·lr); c += Σ Δc_k / K
-            dc = torch.zeros_like(scaf['c'])
-            for k, x, f in zip(sampled, res, flats):
-                ck_new = scaf['ck'][k] - scaf['c'] + (g0 - f) / (x.steps * lcfg.lr)
-                dc += ck_new - scaf['ck'][k]; scaf['ck'][k] = ck_new
-            scaf['c'] = scaf['c'] + dc / K
-        D = flats - g0; agg = flatten(avg) - g0
-        un, dr = D.norm(dim=1), (flats - g1).norm(dim=1)
-        Dn = D / un.clamp(min=1e-30)[:, None]
-        cos_agg = (Dn @ (agg / agg.norm().clamp(min=1e-30))).tolist()
-        if cfg.keeps(r): hist.update_cos[r] = (list(sampled), (Dn @ Dn.T).float().cpu().numpy())   # K×K per kept round only (memory bound)
-        if batched: lt_loss, lt_acc = evaluate_stacked(model, {k: torch.stack([x.params[k] for x in res]) for k in params}, X, Y, [hold[k] for k in sampled])
+        corrs = srv.corrections(sampled)
+        if batched:   # the batched equivalent of client_step for every sampled client at once
+            l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, cfg.eval_batch_size)   # θ_g on every client's data: one pass
+            gl, ga = reduce_by_client(l[own], owner[own], K).tolist(), reduce_by_client(c[own].float(), owner[own], K).tolist()
+            res = local_update_batched(model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs)
+            tl_, ta_ = evaluate_stacked(model, {n: torch.stack([x.params[n] for x in res]) for n in srv.params}, X, Y, [hold[k] for k in sampled])
+            mets = [dict(global_loss=gl[k], global_acc=ga[k], local_test_loss=tl_[i], local_test_acc=ta_[i]) for i, k in enumerate(sampled)]
         else:
-            ev = [evaluate(model, X[torch.as_tensor(hold[k], device=dev)], Y[torch.as_tensor(hold[k], device=dev)], x.params, x.buffers, cfg.eval_batch_size) for k, x in zip(sampled, res)]
-            lt_loss, lt_acc = [e[0] for e in ev], [e[1] for e in ev]
-        params, buffers = new, new_buf
-        tl, ta = evaluate(model, Xt, Yt, params, buffers, cfg.eval_batch_size)
-        w = np.asarray(n, dtype=np.float64) / sum(n)
-        for i, (k, x) in enumerate(zip(sampled, res)):
-            hist.client_rows.append(dict(round=r, client=k, n_samples=x.n_samples, steps=x.steps, train_loss=x.loss, train_acc=x.acc,
-                                         local_test_loss=float(lt_loss[i]), local_test_acc=float(lt_acc[i]), global_loss=gl[k], global_acc=ga[k],
-                                         update_norm=float(un[i]), drift=float(dr[i]), cos_aggregate=cos_agg[i]))
-            if cfg.keeps(r): hist.client_models.put(r, k, flats[i])
-        hist.global_params.append(g1.cpu())
-        hist.round_rows.append(dict(round=r, train_loss=float(np.dot(w, [x.loss for x in res])), test_loss=tl, test_acc=ta,
-                                    n_sampled=len(sampled), seconds=time.perf_counter() - t0))
-        if r == cfg.rounds: hist.status = 'finished'
-        if ckpath is not None: save_checkpoint(ckpath, _state(hist, h, r, params, buffers, server, scaf, local_bufs))
-        bar.set_postfix(test_acc=f'{ta:.3f}')
+            out = [client_step(model, srv.params, srv.client_buffers(k), X, Y, idx[k], hold[k], lcfg, s,
+                               None if corrs is None else corrs[i], cfg.eval_batch_size) for i, (k, s) in enumerate(zip(sampled, seeds))]
+            res, mets = [o[0] for o in out], [o[1] for o in out]
+        srv.finish_round(hist, r, sampled, res, mets, test_eval, t0)
+        if ckpath is not None: save_checkpoint(ckpath, _state(hist, h, r, srv))
+        bar.set_postfix(test_acc=f"{hist.round_rows[-1]['test_acc']:.3f}")
         if callback is not None: callback(hist, r)
-    hist.buffers = {k: v.cpu() for k, v in buffers.items()}
+    hist.buffers = {k: v.cpu() for k, v in srv.buffers.items()}
     hist.status = 'finished'
     return hist
