@@ -242,7 +242,9 @@ def run_experiment(exp: Experiment, progress: bool = True) -> Result:
             cen = _centralized(exp, st, net, ds, part, d, progress) if exp.centralized else None
             hist = run_federated(net, ds, part, exp.fed_config(), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
                                  callback=_round_writer(st, exp))
-            _write_rounds(st, exp, hist, range(exp.rounds + 1))      # the store holds every round, also after a resume from checkpoints
+            have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])
+            missing = set(range(exp.rounds + 1)) - {int(x) for x in have}
+            if missing: _write_rounds(st, exp, hist, missing)        # rounds the callback did not write (e.g. restored from checkpoints)
             ls = _landscape(exp, st, net, ds, part, hist, cen, progress) if exp.landscape else None
             cur = _curvature(exp, st, net, ds, part, hist, cen, progress) if exp.curvature else None
             con = st.table('contributions', exp.id) if exp.contributions else None

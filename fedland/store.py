@@ -98,9 +98,9 @@ class Store:
         bad = [c for r in rows for c in r if c not in cols]
         if bad: raise ValueError(f"{table} has no column {bad[0]!r}; columns: {', '.join(cols)}")
         def _w(c):
-            for r in rows:
-                c.execute(self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(f'{k} = ?' for k in keys)), [_py(r.get(k)) for k in keys])
-                c.execute(self._sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"), [_py(r.get(k)) for k in cols])
+            if not rows: return
+            c.executemany(self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(f'{k} = ?' for k in keys)), [[_py(r.get(k)) for k in keys] for r in rows])
+            c.executemany(self._sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"), [[_py(r.get(k)) for k in cols] for r in rows])
         return _w(cur) if cur is not None else self.transaction(_w)
 
     def query(self, q: str, params: tuple = ()) -> pd.DataFrame:
