@@ -10,7 +10,8 @@ from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['Experiment', 'Result', 'prepare', 'run_experiment', 'run_experiments', 'parse_value', 'expand_grid', 'sweep', 'main']
+__all__ = ['ENGINES', 'Experiment', 'Result', 'prepare', 'run_experiment', 'run_experiments', 'parse_value', 'expand_grid',
+           'sweep', 'main']
 
 # %% ../nbs/09_experiment.ipynb #c004
 import numpy as np
@@ -21,7 +22,7 @@ from .data import DATASETS, load_dataset
 from .partition import SCHEMES, partition as make_partition
 from .models import MODELS, build_model, flatten
 from .train import LocalConfig, train_centralized, TrainingDiverged, CentralizedResult
-from .federated import ALGORITHMS, FedConfig, run_federated, client_ids, config_hash
+from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_ids, config_hash, load_checkpoint
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
 from .curvature import curvature_table
 from .contribution import contribution_table
@@ -33,6 +34,8 @@ def _need(name, v, types, ok, rng):
     if isinstance(v, bool) and bool not in types: raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got bool")
     if not isinstance(v, types): raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got {type(v).__name__} {v!r}")
     if not ok(v): raise ValueError(f"{name}={v!r} is out of range: must be {rng}")
+
+ENGINES = ('local', 'flower')
 
 @dataclass
 class Experiment:
@@ -66,13 +69,14 @@ class Experiment:
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
     contributions: bool = True     # compute the per-client contribution table
+    engine: str = 'local'          # who trains the federated rounds: 'local' (this process) or 'flower' (fedland.flower's ServerApp on a Flower federation)
     store: str = 'runs/fedland.db' # SQLite path or postgresql:// URL
     device: str = 'cpu'            # 'cpu', 'cuda' or 'auto'
     root: str | None = None        # dataset cache directory
 
     def __post_init__(self):
         _need('name', self.name, (str,), lambda v: True, 'a string')
-        for n, allowed in (('dataset', DATASETS), ('model', tuple(MODELS)), ('partition', SCHEMES), ('algorithm', ALGORITHMS), ('landscape_plane', ('pca', 'random'))):
+        for n, allowed in (('dataset', DATASETS), ('model', tuple(MODELS)), ('partition', SCHEMES), ('algorithm', ALGORITHMS), ('landscape_plane', ('pca', 'random')), ('engine', ENGINES)):
             v = getattr(self, n)
             if not isinstance(v, str) or v not in allowed: raise ValueError(f"{n}={v!r} is not valid; choose one of {', '.join(allowed)}")
         _need('alpha', self.alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
@@ -93,7 +97,7 @@ class Experiment:
     def default_name(self) -> str:
         "A readable label from the main settings."
         p = {'dirichlet': f'dir{self.alpha:g}', 'pathological': f'C{self.k}'}.get(self.partition, self.partition)
-        return f"{self.dataset}-{self.model}-{p}{f'-unb{self.unbalance:g}' if self.unbalance else ''}-K{self.n_clients}-{self.algorithm}-s{self.seed}"
+        return f"{self.dataset}-{self.model}-{p}{f'-unb{self.unbalance:g}' if self.unbalance else ''}-K{self.n_clients}-{self.algorithm}-s{self.seed}{'' if self.engine == 'local' else '-' + self.engine}"
 
     def fed_config(self) -> FedConfig:
         "The federated engine's settings."
@@ -228,12 +232,25 @@ def prepare(exp: Experiment):
     net = build_model(exp.model, ds.input_shape, ds.n_classes, seed=exp.seed)
     return ds, part, net
 
-def run_experiment(exp: Experiment, progress: bool = True) -> Result:
+def _trained_elsewhere(exp: Experiment, st: Store):
+    "An experiment whose rounds another engine trains can only be analysed here once that engine has finished them."
+    ck = st.artifacts / exp.id / 'checkpoint' / CHECKPOINT
+    done = ck.exists() and load_checkpoint(ck)['round'] >= exp.rounds
+    if not done: raise ValueError(f"engine={exp.engine!r}: the federated rounds of {exp.name!r} [{exp.id}] are trained by the Flower ServerApp "
+                                  f"(`flwr run flower_app <superlink>` with the same settings), and store {exp.store!r} does not hold them all yet; "
+                                  "run the app first, or use engine='local'")
+
+def run_experiment(exp: Experiment,
+                   progress: bool = True,  # tqdm bars
+                   clients=None,           # engine for the clients' side of each round (see `run_federated`); `fedland.flower` passes Flower's
+                  ) -> Result:
     "Run (or resume, or reload) one experiment: centralized baseline, federated training, landscape, curvature, contributions — all into the store."
     if not isinstance(exp, Experiment): raise TypeError(f"run_experiment takes an Experiment, got {type(exp).__name__}")
+    if exp.engine == 'local' and clients is not None: raise ValueError("clients= is for engine='flower' experiments; engine='local' trains in this process")
     ds, part, net = prepare(exp)
     st = Store(exp.store)
     try:
+        if exp.engine != 'local' and clients is None: _trained_elsewhere(exp, st)   # before anything is written
         old = st.table('experiments', exp.id)
         created = old.created_at.iloc[0] if len(old) else None
         if not (len(old) and old.status.iloc[0] == 'finished'): _mark(st, exp, 'running', created=created)
@@ -241,7 +258,7 @@ def run_experiment(exp: Experiment, progress: bool = True) -> Result:
         try:
             cen = _centralized(exp, st, net, ds, part, d, progress) if exp.centralized else None
             hist = run_federated(net, ds, part, exp.fed_config(), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
-                                 callback=_round_writer(st, exp))
+                                 callback=_round_writer(st, exp), clients=clients)
             have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])
             missing = set(range(exp.rounds + 1)) - {int(x) for x in have}
             if missing: _write_rounds(st, exp, hist, missing)        # rounds the callback did not write (e.g. restored from checkpoints)

@@ -351,6 +351,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
                   spill_dir: str | os.PathLike | None = None,       # where client models beyond the memory bound go
                   progress: bool = True,      # tqdm bar over rounds showing test accuracy
                   callback=None,              # called as `callback(history, round)` after each round (and its checkpoint)
+                  clients=None,               # another engine for the clients' side: `clients(r, sampled, server, seeds, corrections) -> (results, metrics)`
                   **kwargs) -> History:
     "Train `model` federated over the clients of `part` in this process; return the full `History` (resuming from `checkpoint_dir` if it holds one)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
@@ -391,7 +392,9 @@ def run_federated(model: nn.Module,           # architecture and initial weights
         sampled = srv.sample(r)
         seeds = [(cfg.seed, r, k) for k in sampled]
         corrs = srv.corrections(sampled)
-        if batched:   # the batched equivalent of client_step for every sampled client at once
+        if clients is not None:   # e.g. Flower SuperNodes running `client_step` (fedland.flower)
+            res, mets = clients(r, sampled, srv, seeds, corrs)
+        elif batched:   # the batched equivalent of client_step for every sampled client at once
             l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, cfg.eval_batch_size)   # θ_g on every client's data: one pass
             gl, ga = reduce_by_client(l[own], owner[own], K).tolist(), reduce_by_client(c[own].float(), owner[own], K).tolist()
             res = local_update_batched(model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs)
