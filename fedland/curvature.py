@@ -24,17 +24,43 @@ from .models import param_dict, buffer_dict, flatten, unflatten
 class HessianOperator:
     "The Hessian of the mean cross-entropy of `model` at `params` over (X, Y), as a linear operator on flat vectors."
     def __init__(self, model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
-                 buffers: dict | None = None, batch_size: int = 4096):
+                 buffers: dict | None = None, batch_size: int = 4096,
+                 reuse_graph: bool = True):   # data in one batch: build the gradient graph once, every product reuses it
         if len(Y) == 0: raise ValueError("the Hessian needs data: X is empty")
         self.model, self.X, self.Y, self.batch_size = model, X, Y, batch_size
         dev = X.device
         self.params = {k: v.detach().to(dev) for k, v in params.items()}
         self.buffers = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
         self.P = sum(v.numel() for v in self.params.values()); self.n_hvp = 0
+        self.reuse = reuse_graph and len(Y) <= batch_size; self._g = None
     def _loss(self, x, y):
         return lambda p: F.cross_entropy(functional_call(self.model, (p, self.buffers), (x,)), y, reduction='sum')
+    def _graph(self):
+        "Leaves and ∇L with its graph (built once, in eval mode)."
+        if self._g is None:
+            leaves = {k: v.clone().requires_grad_(True) for k, v in self.params.items()}
+            was = self.model.training; self.model.eval()
+            try:
+                with torch.enable_grad():
+                    g = torch.autograd.grad(self._loss(self.X, self.Y)(leaves), list(leaves.values()), create_graph=True)
+            finally: self.model.train(was)
+            self._g = (list(leaves.values()), g)
+        return self._g
+    def matmat(self, V: torch.Tensor) -> torch.Tensor:
+        "H V for the rows of V (k, P): one batched product on the kept graph (memory-bound: not faster than k `matvec`s on a CPU), else one `matvec` per row."
+        V = V.to(self.X.device, torch.float32)
+        if not self.reuse: return torch.stack([self.matvec(v) for v in V])
+        leaves, g = self._graph()
+        outs = [o.reshape(len(V), -1, *l.shape) for o, l in zip(torch.split(V, [l.numel() for l in leaves], dim=1), leaves)]
+        with torch.enable_grad():
+            hv = torch.autograd.grad(g, leaves, grad_outputs=[o.reshape(len(V), *l.shape) for o, l in zip(outs, leaves)],
+                                     retain_graph=True, is_grads_batched=len(V) > 1) if len(V) > 1 else \
+                 torch.autograd.grad(g, leaves, grad_outputs=[o.reshape(l.shape) for o, l in zip(outs, leaves)], retain_graph=True)
+        self.n_hvp += len(V)
+        return torch.cat([h.reshape(len(V), -1) for h in hv], 1) / len(self.Y)
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         "H v for a flat vector v."
+        if self.reuse: return self.matmat(v.reshape(1, -1))[0]
         vd = dict(unflatten(v.to(self.X.device, torch.float32), self.params)); out = torch.zeros(self.P, dtype=torch.float64, device=self.X.device)
         was = self.model.training; self.model.eval()
         try:
@@ -48,20 +74,26 @@ class HessianOperator:
 
 def per_sample_quadratic(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, v: torch.Tensor,
                          buffers: dict | None = None, batch_size: int = 4096) -> torch.Tensor:
-    "vᵀ∇²ℓ_i v for every sample i (forward-over-forward), in eval mode."
+    "vᵀ∇²ℓ_i v for every sample i (forward-over-forward), in eval mode; for a stack of vectors V (k, P) all k at once (k, N)."
     b = buffer_dict(model) if buffers is None else buffers
-    p = {k: t.detach() for k, t in params.items()}; vd = dict(unflatten(v.to(X.device, torch.float32), p))
+    p = {k: t.detach() for k, t in params.items()}
+    V = v.to(X.device, torch.float32); one = V.dim() == 1; V = V.reshape(-1, V.shape[-1])
+    sizes = [t.numel() for t in p.values()]
+    vd = {k: c.reshape(len(V), *t.shape) for (k, t), c in zip(p.items(), torch.split(V, sizes, dim=1))}
     out = []; was = model.training; model.eval()
     try:
         for s in range(0, len(Y), batch_size):
             f = lambda q: F.cross_entropy(functional_call(model, (q, b), (X[s:s + batch_size],)), Y[s:s + batch_size], reduction='none')
-            out.append(jvp(lambda q: jvp(f, (q,), (vd,))[1], (p,), (vd,))[1].detach())
+            quad = lambda u: jvp(lambda q: jvp(f, (q,), (u,))[1], (p,), (u,))[1]
+            out.append(torch.func.vmap(quad)(vd).detach())   # the k probes as one batched computation
     finally: model.train(was)
-    return torch.cat(out)
+    out = torch.cat(out, 1)
+    return out[0] if one else out
 
-# %% ../nbs/06_curvature.ipynb #c012
-def lanczos(matvec, P: int, m: int, seed: int = 0, device='cpu', v0: torch.Tensor | None = None) -> tuple:
-    "m steps of Lanczos with full reorthogonalisation: (α, β, Q) of the tridiagonal T = QᵀHQ."
+# %% ../nbs/06_curvature.ipynb #c014
+def lanczos(matvec, P: int, m: int, seed: int = 0, device='cpu', v0: torch.Tensor | None = None,
+            tol: float | None = None, k: int = 1) -> tuple:   # stop early once the top k Ritz pairs have residual bound ≤ tol·|θ|
+    "Up to m steps of Lanczos with full reorthogonalisation: (α, β, Q) of the tridiagonal T = QᵀHQ."
     g = torch.Generator().manual_seed(int(seed))
     q = (torch.randn(P, generator=g) if v0 is None else v0.detach().cpu().float()).to(device, torch.float64)
     q = q / q.norm(); Q = [q]; alpha, beta = [], []
@@ -72,9 +104,16 @@ def lanczos(matvec, P: int, m: int, seed: int = 0, device='cpu', v0: torch.Tenso
         Qm = torch.stack(Q)
         for _ in range(2): w = w - Qm.T @ (Qm @ w)   # full reorthogonalisation, twice
         b = float(w.norm())
-        if j == min(m, P) - 1 or b < 1e-10 * max(1.0, abs(a)): break
+        if j == min(m, P) - 1 or b < 1e-10 * max(1.0, abs(a)) or (tol and _converged(alpha, beta, b, tol, k)): break
         beta.append(b); Q.append(w / b)
     return np.array(alpha), np.array(beta[:len(alpha) - 1]), torch.stack(Q[:len(alpha)])
+
+def _converged(alpha, beta, b, tol, k) -> bool:
+    "Lanczos residual bound ‖Hy − θy‖ = β_{j+1}|s_j| of the top k Ritz pairs, relative to |θ| (Parlett)."
+    if len(alpha) < k + 1: return False
+    T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1); th, S = np.linalg.eigh(T)
+    top = np.argsort(th)[::-1][:k]
+    return bool(np.all(b * np.abs(S[-1, top]) <= tol * np.maximum(np.abs(th[top]), 1e-12)))
 
 @dataclass
 class Eigen:
@@ -84,12 +123,13 @@ class Eigen:
     residuals: np.ndarray   # ‖Hv − λv‖ per pair, computed with one extra HVP each
     n_hvp: int              # Hessian-vector products used
 
-def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed: int = 0) -> Eigen:
-    "Largest-algebraic k eigenvalues by Lanczos (m steps, default max(30, 3k)), with explicitly computed residuals."
+def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed: int = 0,
+                    tol: float | None = 1e-5) -> Eigen:   # stop when every Ritz residual bound ≤ tol·|λ| (None: all m steps)
+    "Largest-algebraic k eigenvalues by Lanczos (at most m steps, default max(30, 3k)), with explicitly computed residuals."
     if not isinstance(k, int) or k < 1 or k > op.P: raise ValueError(f"k={k!r} must be an int in 1..{op.P}")
     m = m or max(30, 3 * k)
     n0 = op.n_hvp
-    a, b, Q = lanczos(op.matvec, op.P, m, seed, op.X.device)
+    a, b, Q = lanczos(op.matvec, op.P, m, seed, op.X.device, tol=tol, k=k)
     T = np.diag(a) + np.diag(b, 1) + np.diag(b, -1)
     th, S = np.linalg.eigh(T)
     order = np.argsort(th)[::-1][:k]
@@ -98,7 +138,7 @@ def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed:
     res = np.array([float((op.matvec(v) - float(th[i]) * v).norm()) for v, i in zip(vecs, order)])
     return Eigen(th[order], vecs.cpu(), res, op.n_hvp - n0)
 
-# %% ../nbs/06_curvature.ipynb #c017
+# %% ../nbs/06_curvature.ipynb #c019
 @dataclass
 class Trace:
     "Hutchinson trace estimates for the whole data set and per group (client), from shared probes."
@@ -115,7 +155,8 @@ def rademacher(P: int, generator: torch.Generator) -> torch.Tensor:
     return torch.randint(0, 2, (P,), generator=generator).float() * 2 - 1
 
 def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
-               n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096) -> Trace:
+               n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096,
+               probe_batch: int = 16) -> Trace:   # probes evaluated together (samples per chunk shrink to keep memory flat)
     "Hutchinson estimate of tr H with Rademacher probes; with `owner` (client id per sample) also every tr H_k from the same probes."
     if not isinstance(n_probes, int) or n_probes < 2: raise ValueError(f"n_probes={n_probes!r} must be an int ≥ 2 (the standard error needs two)")
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
@@ -125,15 +166,21 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
     nk = torch.bincount(own, minlength=K).double()
     if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
     P = sum(v.numel() for v in params.values()); g = torch.Generator().manual_seed(int(seed))
+    V = torch.stack([rademacher(P, g) for _ in range(n_probes)])
     G = np.zeros((n_probes, K))
-    for i in range(n_probes):
-        q = per_sample_quadratic(model, params, X, Y, rademacher(P, g), buffers, batch_size).double()
-        G[i] = (torch.zeros(K, dtype=torch.float64, device=q.device).index_add_(0, own, q) / nk).cpu().numpy()
+    if K == 1 and len(Y) <= batch_size:   # one data set: batched Hessian-vector products on one kept gradient graph
+        op = HessianOperator(model, params, X, Y, buffers, batch_size)
+        for i, v in enumerate(V.to(X.device)): G[i, 0] = float(v.double() @ op.matvec(v).double())
+    else:                                  # per-sample quadratic forms, summed per client
+        rows = max(64, batch_size // probe_batch)
+        for i in range(0, n_probes, probe_batch):
+            q = per_sample_quadratic(model, params, X, Y, V[i:i + probe_batch], buffers, rows).double()
+            G[i:i + len(q)] = (torch.zeros(len(q), K, dtype=torch.float64, device=q.device).index_add_(1, own, q) / nk).cpu().numpy()
     w = (nk / nk.sum()).cpu().numpy(); tot = G @ w
     se = lambda a: a.std(0, ddof=1) / math.sqrt(len(a))
     return Trace(float(tot.mean()), float(se(tot)), tot, G.mean(0), se(G), G, w)
 
-# %% ../nbs/06_curvature.ipynb #c021
+# %% ../nbs/06_curvature.ipynb #c023
 def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int = 0, n_grid: int = 400,
                      sigma: float | None = None) -> pd.DataFrame:
     "Eigenvalue density of H by SLQ (Ghorbani et al. 2019): Gaussian-smoothed Ritz values weighted by squared first components."
@@ -149,7 +196,7 @@ def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int =
     dens = (wts[None] * np.exp(-(t[:, None] - nodes[None]) ** 2 / (2 * sigma ** 2))).sum(1) / (sigma * math.sqrt(2 * math.pi))
     return pd.DataFrame({'eigenvalue': t, 'density': dens})
 
-# %% ../nbs/06_curvature.ipynb #c025
+# %% ../nbs/06_curvature.ipynb #c027
 def curvature_table(model: nn.Module,      # architecture (and buffers)
                     models: dict,          # name -> parameter dict (e.g. 'global', 'client:3', 'centralized')
                     X: torch.Tensor, Y: torch.Tensor,
