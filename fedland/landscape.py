@@ -207,6 +207,49 @@ class Landscape:
         except Exception as e: raise RuntimeError(f"landscape artifact {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
 
 # %% ../nbs/05_landscape.ipynb #c023
+def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    "Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on a CPU than log_softmax)."
+    return torch.logsumexp(out, -1) - out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
+
+def _linear_layers(model: nn.Module) -> list | None:
+    "[(weight name, bias name, relu after?)] when `model` is flatten → Linear/ReLU stack → Linear (fedland's MLP or such a Sequential); else None."
+    from fedland.models import MLP
+    if buffer_dict(model): return None
+    if isinstance(model, MLP):
+        return [(f'layers.{i}.weight', f'layers.{i}.bias', True) for i in range(len(model.layers))] + [('out.weight', 'out.bias', False)]
+    if not isinstance(model, nn.Sequential): return None
+    mods, out = list(model.named_children()), []
+    if mods and isinstance(mods[0][1], nn.Flatten) and mods[0][1].start_dim == 1: mods = mods[1:]
+    for i, (n, m) in enumerate(mods):
+        if isinstance(m, nn.Linear) and m.bias is not None: out.append([f'{n}.weight', f'{n}.bias', False])
+        elif isinstance(m, nn.ReLU) and out and not out[-1][2] and i > 0 and isinstance(mods[i - 1][1], nn.Linear): out[-1][2] = True
+        else: return None
+    return [tuple(x) for x in out] if out and not out[-1][2] else None
+
+def _linear_grid_losses(layers, O, D1, D2, A, B, X, Y, onehot, batch_size, chunk, bar=None):
+    "Summed losses and correct counts per (grid point, client) for a Linear/ReLU stack, every point at once: θ(a, b) = O + a·D1 + b·D2."
+    G, K = len(A), onehot.shape[1]; dev = X.device
+    L = torch.zeros(G, K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
+    w0, b0, r0 = layers[0]; dirs = [O, D1] + ([D2] if D2 is not None else [])
+    for s in range(0, len(Y), batch_size):
+        x, y = X[s:s + batch_size].flatten(1), Y[s:s + batch_size]; oh = onehot[s:s + batch_size]; n = len(y)
+        M = torch.stack([torch.addmm(d[b0], x, d[w0].T) for d in dirs]).reshape(len(dirs), -1)   # first layer is linear in (a, b): one GEMM per direction for all points
+        for g in range(0, G, chunk):
+            a = A[g:g + chunk]; b = B[g:g + chunk] if D2 is not None else None; c = len(a)
+            coef = torch.stack([torch.ones_like(a), a] + ([b] if b is not None else []), 1)
+            h = (coef @ M).view(c, n, -1)
+            if r0: h.relu_()
+            for wn, bn, relu in layers[1:]:
+                WT = O[wn].T[None] + a[:, None, None] * D1[wn].T[None]; bias = O[bn][None] + a[:, None] * D1[bn][None]   # Wᵀ(a, b), contiguous
+                if b is not None: WT = WT + b[:, None, None] * D2[wn].T[None]; bias = bias + b[:, None] * D2[bn][None]
+                h = torch.bmm(h, WT).add_(bias[:, None, :])
+                if relu: h.relu_()
+            l = _nll(h, y)
+            lc = torch.stack([l, (h.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, n) @ oh   # both per-client sums in one GEMM
+            L[g:g + c] += lc[:c].double(); C[g:g + c] += lc[c:].double()
+        if bar is not None: bar.update(1)
+    return L, C
+
 def _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
     "Summed losses and correct counts per (grid point, client) for stacked parameter vectors `flats` (G, P)."
     G = len(flats); stacked, i = {}, 0
@@ -216,7 +259,7 @@ def _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
     L = torch.zeros(G, onehot.shape[1], dtype=torch.float64, device=flats.device); C = torch.zeros_like(L)
     for s in range(0, len(X), batch_size):
         out = f(stacked, X[s:s + batch_size]); y = Y[s:s + batch_size]; B = len(y)
-        l = F.cross_entropy(out.reshape(G * B, -1), y.repeat(G), reduction='none').view(G, B)
+        l = _nll(out, y)
         c = (out.argmax(-1) == y[None]).to(l.dtype)
         oh = onehot[s:s + batch_size].to(l.dtype)
         L += (l @ oh).double(); C += (c @ oh).double()
@@ -239,8 +282,8 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
                   xrange: tuple | None = None, yrange: tuple | None = None,  # explicit (lo, hi) per axis
                   models: dict | None = None,  # name -> model/params/flat to project onto the plane
                   buffers: dict | None = None, # buffers to evaluate with (default: the model's)
-                  chunk_points: int = 32,    # grid points evaluated together (memory ∝ chunk_points × batch_size)
-                  batch_size: int = 1024,    # samples per forward pass
+                  chunk_points: int | None = None,  # grid points evaluated together (memory ∝ chunk_points × batch_size); default 32, 64 for Linear/ReLU stacks
+                  batch_size: int | None = None,    # samples per forward pass; default 1024, 512 for Linear/ReLU stacks
                   progress: bool = True,     # tqdm bar for long grids
                  ) -> Landscape:
     "Global, per-client and test losses on a 1-D or 2-D grid, from one pass over the data per grid point."
@@ -269,9 +312,21 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     TL = torch.zeros(G, 1, dtype=torch.float64) if X_test is not None else None; TC = torch.zeros_like(TL) if TL is not None else None
     if X_test is not None: Xt, Yt = X_test.to(dev), Y_test.to(dev); oht = torch.ones(len(Yt), 1, device=dev)
     from tqdm.auto import tqdm
+    layers = _linear_layers(model)
+    if layers is not None:   # Linear/ReLU stack: first layer shared by all points, bias fused into baddbmm, in-place ReLU
+        cp, bs = chunk_points or 64, batch_size or 512
+        O, D1 = (dict(unflatten(v, {n: torch.empty(s) for n, s in spec})) for v in (pl.origin, pl.d1))
+        D2 = dict(unflatten(pl.d2, O)) if pl.d2 is not None else None
+        A, B = A.to(dev), (B.to(dev) if B is not None else None)
+        n_b = -(-len(Y) // bs) + (-(-len(Y_test) // bs) if X_test is not None else 0)
+        with tqdm(total=n_b, desc='landscape', disable=not progress or G <= cp, leave=False) as bar:
+            l, c = _linear_grid_losses(layers, O, D1, D2, A, B, X, Y, onehot, bs, cp, bar); L, C = l.cpu(), c.cpu()
+            if TL is not None:
+                l, c = _linear_grid_losses(layers, O, D1, D2, A, B, Xt, Yt, oht, bs, cp, bar); TL, TC = l.cpu(), c.cpu()
+    chunk_points, batch_size = chunk_points or 32, batch_size or 1024
     was = model.training; model.eval()
     try:
-        for s in tqdm(range(0, G, chunk_points), desc='landscape', disable=not progress or G <= chunk_points, leave=False):
+        for s in (tqdm(range(0, G, chunk_points), desc='landscape', disable=not progress or G <= chunk_points, leave=False) if layers is None else []):
             flats = pl.points(A[s:s + chunk_points].to(dev), None if B is None else B[s:s + chunk_points].to(dev))
             l, c = _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size); L[s:s + len(flats)], C[s:s + len(flats)] = l.cpu(), c.cpu()
             if TL is not None:
