@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['HessianOperator', 'per_sample_quadratic', 'lanczos', 'Eigen', 'top_eigenvalues', 'Trace', 'rademacher', 'hutchinson',
-           'spectral_density', 'curvature_table']
+           'relu_sample_traces', 'exact_trace', 'trace', 'spectral_density', 'curvature_table']
 
 # %% ../nbs/06_curvature.ipynb #c004
 import numpy as np
@@ -181,6 +181,51 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
     return Trace(float(tot.mean()), float(se(tot)), tot, G.mean(0), se(G), G, w)
 
 # %% ../nbs/06_curvature.ipynb #c023
+def relu_sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+    "tr ∇²ℓ_i for every sample i of a Linear/ReLU stack (exact up to float32 rounding), from the Gauss–Newton diagonal."
+    from fedland.landscape import _linear_layers
+    layers = _linear_layers(model)
+    if layers is None: raise ValueError(f"the exact trace needs a Linear/ReLU stack without buffers; {type(model).__name__} is not one (use hutchinson)")
+    p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
+    out = []
+    for s in range(0, len(Y), batch_size):
+        h = X[s:s + batch_size].flatten(1).float(); acts, zs = [], []
+        for wn, bn, relu in layers:
+            acts.append(h); z = torch.addmm(p[bn], h, p[wn].T); zs.append(z); h = z.relu() if relu else z
+        prob = torch.softmax(h, 1); N, C = prob.shape
+        delta = torch.eye(C, device=X.device).expand(N, C, C)   # ∂logit_c/∂z_L
+        gram = torch.zeros(N, C, C, device=X.device)
+        for l in range(len(layers) - 1, -1, -1):
+            gram += (delta @ delta.transpose(1, 2)) * ((acts[l] ** 2).sum(1) + 1)[:, None, None]   # J_c·J_c' over layer l's weight and bias
+            if l: delta = (delta @ p[layers[l][0]]) * ((zs[l - 1] > 0).float()[:, None, :] if layers[l - 1][2] else 1.0)
+        A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
+        out.append((A * gram).sum((1, 2)).double())
+    return torch.cat(out)
+
+def exact_trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
+                batch_size: int = 4096) -> Trace:
+    "Exact tr H, and every tr H_k with `owner`, of a Linear/ReLU stack (standard errors 0)."
+    if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
+    owner = torch.as_tensor(owner).to(X.device); keep = owner >= 0
+    own = owner[keep]; K = int(own.max()) + 1 if len(own) else 0
+    nk = torch.bincount(own, minlength=K).double()
+    if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
+    t = relu_sample_traces(model, params, X[keep], Y[keep], batch_size)
+    gk = (torch.zeros(K, dtype=torch.float64, device=t.device).index_add_(0, own, t) / nk).cpu().numpy()
+    w = (nk / nk.sum()).cpu().numpy(); tot = float(gk @ w)
+    return Trace(tot, 0.0, np.array([tot]), gk, np.zeros(K), gk[None], w)
+
+def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
+          method: str = 'auto',   # 'exact' (Linear/ReLU stacks), 'hutchinson', or 'auto' (exact where it applies)
+          n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096) -> Trace:
+    "tr H and the per-client tr H_k: exact for Linear/ReLU stacks, else Hutchinson."
+    from fedland.landscape import _linear_layers
+    if method not in ('auto', 'exact', 'hutchinson'): raise ValueError(f"method={method!r} must be 'auto', 'exact' or 'hutchinson'")
+    if method == 'exact' or (method == 'auto' and _linear_layers(model) is not None and not buffers):
+        return exact_trace(model, params, X, Y, owner, batch_size)
+    return hutchinson(model, params, X, Y, owner, n_probes, seed, buffers, batch_size)
+
+# %% ../nbs/06_curvature.ipynb #c029
 def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int = 0, n_grid: int = 400,
                      sigma: float | None = None) -> pd.DataFrame:
     "Eigenvalue density of H by SLQ (Ghorbani et al. 2019): Gaussian-smoothed Ritz values weighted by squared first components."
@@ -196,7 +241,7 @@ def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int =
     dens = (wts[None] * np.exp(-(t[:, None] - nodes[None]) ** 2 / (2 * sigma ** 2))).sum(1) / (sigma * math.sqrt(2 * math.pi))
     return pd.DataFrame({'eigenvalue': t, 'density': dens})
 
-# %% ../nbs/06_curvature.ipynb #c027
+# %% ../nbs/06_curvature.ipynb #c033
 def curvature_table(model: nn.Module,      # architecture (and buffers)
                     models: dict,          # name -> parameter dict (e.g. 'global', 'client:3', 'centralized')
                     X: torch.Tensor, Y: torch.Tensor,
@@ -204,6 +249,7 @@ def curvature_table(model: nn.Module,      # architecture (and buffers)
                     lambda_on: str = 'all',  # λmax on 'all' data sets; 'own': 'client:k' models on client k's data, other models on the global data; or 'global'
                     m: int = 20,           # Lanczos steps per λmax
                     n_probes: int = 30,    # Hutchinson probes (shared by all data sets of one model)
+                    trace_method: str = 'auto',  # 'auto' (exact for Linear/ReLU stacks, else Hutchinson), 'exact' or 'hutchinson'
                     seed: int = 0, buffers: dict | None = None, batch_size: int = 4096,
                     progress: bool = True) -> pd.DataFrame:
     "One row per (model, data): λmax with its Lanczos residual, Hutchinson trace with standard error; data is 'global' or 'client:k'."
@@ -213,7 +259,7 @@ def curvature_table(model: nn.Module,      # architecture (and buffers)
     from tqdm.auto import tqdm
     rows = []
     for name, p in tqdm(models.items(), desc='curvature', disable=not progress, leave=False):
-        tr = hutchinson(model, p, X, Y, owner, n_probes, seed, buffers, batch_size)
+        tr = trace(model, p, X, Y, owner, trace_method, n_probes, seed, buffers, batch_size)
         for data, mask in sets.items():
             t, se = (tr.trace, tr.se) if data == 'global' else (tr.group_trace[int(data[7:])], tr.group_se[int(data[7:])])
             lam = res = math.nan
