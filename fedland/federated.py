@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_federated.ipynb #c003
 from __future__ import annotations
-import hashlib, json, math, os, shutil, tempfile, time
+import hashlib, json, math, os, shutil, tempfile, time, weakref
 from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
@@ -134,7 +134,10 @@ class ClientModels:
         self.max_bytes, self.ram, self.disk, self._dir = max_bytes, {}, set(), Path(spill_dir) if spill_dir else None
     @property
     def spill_dir(self) -> Path:
-        if self._dir is None: self._dir = Path(tempfile.mkdtemp(prefix='fedland-clients-'))
+        "Where spilled models go; without one given, a temporary folder removed with this object (or at exit)."
+        if self._dir is None:
+            self._dir = Path(tempfile.mkdtemp(prefix='fedland-clients-'))
+            weakref.finalize(self, shutil.rmtree, str(self._dir), True)
         self._dir.mkdir(parents=True, exist_ok=True); return self._dir
     @property
     def nbytes(self) -> int: return sum(v.numel() * v.element_size() for v in self.ram.values())
