@@ -51,11 +51,10 @@ class HessianOperator:
         V = V.to(self.X.device, torch.float32)
         if not self.reuse: return torch.stack([self.matvec(v) for v in V])
         leaves, g = self._graph()
-        outs = [o.reshape(len(V), -1, *l.shape) for o, l in zip(torch.split(V, [l.numel() for l in leaves], dim=1), leaves)]
+        go = [c.reshape(len(V), *l.shape) for c, l in zip(torch.split(V, [l.numel() for l in leaves], dim=1), leaves)]
         with torch.enable_grad():
-            hv = torch.autograd.grad(g, leaves, grad_outputs=[o.reshape(len(V), *l.shape) for o, l in zip(outs, leaves)],
-                                     retain_graph=True, is_grads_batched=len(V) > 1) if len(V) > 1 else \
-                 torch.autograd.grad(g, leaves, grad_outputs=[o.reshape(l.shape) for o, l in zip(outs, leaves)], retain_graph=True)
+            if len(V) == 1: hv = torch.autograd.grad(g, leaves, grad_outputs=[x[0] for x in go], retain_graph=True)
+            else: hv = torch.autograd.grad(g, leaves, grad_outputs=go, retain_graph=True, is_grads_batched=True)
         self.n_hvp += len(V)
         return torch.cat([h.reshape(len(V), -1) for h in hv], 1) / len(self.Y)
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
@@ -168,7 +167,7 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
     P = sum(v.numel() for v in params.values()); g = torch.Generator().manual_seed(int(seed))
     V = torch.stack([rademacher(P, g) for _ in range(n_probes)])
     G = np.zeros((n_probes, K))
-    if K == 1 and len(Y) <= batch_size:   # one data set: batched Hessian-vector products on one kept gradient graph
+    if K == 1 and len(Y) <= batch_size:   # one data set: Hessian-vector products on one kept gradient graph
         op = HessianOperator(model, params, X, Y, buffers, batch_size)
         for i, v in enumerate(V.to(X.device)): G[i, 0] = float(v.double() @ op.matvec(v).double())
     else:                                  # per-sample quadratic forms, summed per client

@@ -4,7 +4,7 @@
 
 # %% ../nbs/11_flower.ipynb #c003
 from __future__ import annotations
-import hashlib, json, math, time
+import hashlib, json, logging, math, time
 from dataclasses import fields
 
 # %% auto #0
@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from flwr.app import Array, ArrayRecord, ConfigRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
 import fedland
 from .experiment import Experiment, prepare, run_experiment
@@ -133,8 +134,6 @@ class FlowerClients:
 
     def connect(self) -> dict:
         "Map every client id to its SuperNode, waiting up to `node_timeout` for all of them."
-        from flwr.common.logger import log
-        import logging
         K = self.exp.n_clients
         _, part, _ = prepared(self.exp)
         t_end, asked = time.monotonic() + self.node_timeout, set(self.node_of.values())
@@ -163,8 +162,6 @@ class FlowerClients:
 
     def __call__(self, r: int, sampled: list, srv, seeds: list, corrs: list | None) -> tuple:
         "Round r: send the global model to the sampled clients' SuperNodes; their `LocalResult`s and metrics in `sampled` order."
-        from flwr.common.logger import log
-        import logging
         t0 = time.perf_counter()
         live = set(self.grid.get_node_ids())
         self.node_of = {k: n for k, n in self.node_of.items() if n in live}
@@ -194,8 +191,6 @@ class FlowerClients:
 # %% ../nbs/11_flower.ipynb #c026
 def server_main(grid: Grid, context: Context, exp: Experiment | None = None):
     "Run the experiment of the run config (or `exp`) with its rounds on the federation's SuperNodes; everything goes into its store."
-    from flwr.common.logger import log
-    import logging
     rc = context.run_config
     exp = exp or experiment_from_config(rc)
     eng = FlowerClients(grid, exp, app_setting(rc, 'node-timeout'), app_setting(rc, 'round-timeout'))

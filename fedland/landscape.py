@@ -290,6 +290,8 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2: raise ValueError(f"steps={steps!r} must be an int ≥ 2")
     if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0): raise ValueError(f"span={span!r} must be > 0")
     if plane.ndim == 1 and yrange is not None: raise ValueError("yrange given for a 1-D line")
+    for n_, v_ in (('chunk_points', chunk_points), ('batch_size', batch_size)):
+        if v_ is not None and (isinstance(v_, bool) or not isinstance(v_, (int, np.integer)) or v_ < 1): raise ValueError(f"{n_}={v_!r} must be an int ≥ 1 (or None for the default)")
     spec = [(n, tuple(s)) for n, s in plane.spec]
     if spec != _spec(param_dict(model)): raise ValueError("plane does not match the model (parameter names or shapes differ)")
     dev = next(model.parameters()).device
@@ -313,7 +315,7 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     if X_test is not None: Xt, Yt = X_test.to(dev), Y_test.to(dev); oht = torch.ones(len(Yt), 1, device=dev)
     from tqdm.auto import tqdm
     layers = _linear_layers(model)
-    if layers is not None:   # Linear/ReLU stack: first layer shared by all points, bias fused into baddbmm, in-place ReLU
+    if layers is not None:   # Linear/ReLU stack: first layer shared by all points, bmm on contiguous Wᵀ, in-place bias and ReLU
         cp, bs = chunk_points or 64, batch_size or 512
         O, D1 = (dict(unflatten(v, {n: torch.empty(s) for n, s in spec})) for v in (pl.origin, pl.d1))
         D2 = dict(unflatten(pl.d2, O)) if pl.d2 is not None else None
@@ -323,15 +325,16 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
             l, c = _linear_grid_losses(layers, O, D1, D2, A, B, X, Y, onehot, bs, cp, bar); L, C = l.cpu(), c.cpu()
             if TL is not None:
                 l, c = _linear_grid_losses(layers, O, D1, D2, A, B, Xt, Yt, oht, bs, cp, bar); TL, TC = l.cpu(), c.cpu()
-    chunk_points, batch_size = chunk_points or 32, batch_size or 1024
-    was = model.training; model.eval()
-    try:
-        for s in (tqdm(range(0, G, chunk_points), desc='landscape', disable=not progress or G <= chunk_points, leave=False) if layers is None else []):
-            flats = pl.points(A[s:s + chunk_points].to(dev), None if B is None else B[s:s + chunk_points].to(dev))
-            l, c = _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size); L[s:s + len(flats)], C[s:s + len(flats)] = l.cpu(), c.cpu()
-            if TL is not None:
-                l, c = _point_losses(model, spec, buffers, flats, Xt, Yt, oht, batch_size); TL[s:s + len(flats)], TC[s:s + len(flats)] = l.cpu(), c.cpu()
-    finally: model.train(was)
+    else:
+        chunk_points, batch_size = chunk_points or 32, batch_size or 1024
+        was = model.training; model.eval()
+        try:
+            for s in tqdm(range(0, G, chunk_points), desc='landscape', disable=not progress or G <= chunk_points, leave=False):
+                flats = pl.points(A[s:s + chunk_points].to(dev), None if B is None else B[s:s + chunk_points].to(dev))
+                l, c = _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size); L[s:s + len(flats)], C[s:s + len(flats)] = l.cpu(), c.cpu()
+                if TL is not None:
+                    l, c = _point_losses(model, spec, buffers, flats, Xt, Yt, oht, batch_size); TL[s:s + len(flats)], TC[s:s + len(flats)] = l.cpu(), c.cpu()
+        finally: model.train(was)
     nk = n_k.double().cpu(); w = (nk / nk.sum()).numpy()
     shape = (len(ys), len(xs)) if ys is not None else (len(xs),)
     cl, ca = (L / nk).T.numpy().reshape(K, *shape), (C / nk).T.numpy().reshape(K, *shape)
