@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp
-from .models import param_dict, buffer_dict, flatten, unflatten
+from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers
 
 # %% ../nbs/06_curvature.ipynb #c007
 class HessianOperator:
@@ -182,8 +182,7 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
 # %% ../nbs/06_curvature.ipynb #c023
 def relu_sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
     "tr ∇²ℓ_i for every sample i of a Linear/ReLU stack (exact up to float32 rounding), from the Gauss–Newton diagonal."
-    from fedland.landscape import _linear_layers
-    layers = _linear_layers(model)
+    layers = linear_relu_layers(model)
     if layers is None: raise ValueError(f"the exact trace needs a Linear/ReLU stack without buffers; {type(model).__name__} is not one (use hutchinson)")
     p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
     out = []
@@ -218,9 +217,8 @@ def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owne
           method: str = 'auto',   # 'exact' (Linear/ReLU stacks), 'hutchinson', or 'auto' (exact where it applies)
           n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096) -> Trace:
     "tr H and the per-client tr H_k: exact for Linear/ReLU stacks, else Hutchinson."
-    from fedland.landscape import _linear_layers
     if method not in ('auto', 'exact', 'hutchinson'): raise ValueError(f"method={method!r} must be 'auto', 'exact' or 'hutchinson'")
-    if method == 'exact' or (method == 'auto' and _linear_layers(model) is not None and not buffers):
+    if method == 'exact' or (method == 'auto' and linear_relu_layers(model) is not None and not buffers):
         return exact_trace(model, params, X, Y, owner, batch_size)
     return hutchinson(model, params, X, Y, owner, n_probes, seed, buffers, batch_size)
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from .models import param_dict, buffer_dict, flatten, unflatten
+from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers
 
 # %% ../nbs/05_landscape.ipynb #c007
 def _spec(params: dict) -> list:
@@ -211,21 +211,6 @@ def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on a CPU than log_softmax)."
     return torch.logsumexp(out, -1) - out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
-def _linear_layers(model: nn.Module) -> list | None:
-    "[(weight name, bias name, relu after?)] when `model` is flatten → Linear/ReLU stack → Linear (fedland's MLP or such a Sequential); else None."
-    from fedland.models import MLP
-    if buffer_dict(model): return None
-    if isinstance(model, MLP):
-        return [(f'layers.{i}.weight', f'layers.{i}.bias', True) for i in range(len(model.layers))] + [('out.weight', 'out.bias', False)]
-    if not isinstance(model, nn.Sequential): return None
-    mods, out = list(model.named_children()), []
-    if mods and isinstance(mods[0][1], nn.Flatten) and mods[0][1].start_dim == 1: mods = mods[1:]
-    for i, (n, m) in enumerate(mods):
-        if isinstance(m, nn.Linear) and m.bias is not None: out.append([f'{n}.weight', f'{n}.bias', False])
-        elif isinstance(m, nn.ReLU) and out and not out[-1][2] and i > 0 and isinstance(mods[i - 1][1], nn.Linear): out[-1][2] = True
-        else: return None
-    return [tuple(x) for x in out] if out and not out[-1][2] else None
-
 def _linear_grid_losses(layers, O, D1, D2, A, B, X, Y, onehot, batch_size, chunk, bar=None):
     "Summed losses and correct counts per (grid point, client) for a Linear/ReLU stack, every point at once: θ(a, b) = O + a·D1 + b·D2."
     G, K = len(A), onehot.shape[1]; dev = X.device
@@ -314,7 +299,7 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     TL = torch.zeros(G, 1, dtype=torch.float64) if X_test is not None else None; TC = torch.zeros_like(TL) if TL is not None else None
     if X_test is not None: Xt, Yt = X_test.to(dev), Y_test.to(dev); oht = torch.ones(len(Yt), 1, device=dev)
     from tqdm.auto import tqdm
-    layers = _linear_layers(model)
+    layers = linear_relu_layers(model)
     if layers is not None:   # Linear/ReLU stack: first layer shared by all points, bmm on contiguous Wᵀ, in-place bias and ReLU
         cp, bs = chunk_points or 64, batch_size or 512
         O, D1 = (dict(unflatten(v, {n: torch.empty(s) for n, s in spec})) for v in (pl.origin, pl.d1))

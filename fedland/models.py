@@ -9,7 +9,8 @@ from collections import OrderedDict
 
 # %% auto #0
 __all__ = ['MODELS', 'MLP', 'CNN1D', 'CNN', 'NIIDBenchCNN', 'BasicBlock', 'ResNet', 'build_model', 'param_dict', 'buffer_dict',
-           'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params', 'same_architecture']
+           'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params', 'same_architecture',
+           'linear_relu_layers']
 
 # %% ../nbs/02_models.ipynb #c004
 import torch
@@ -174,3 +175,18 @@ def same_architecture(a: nn.Module, b: nn.Module) -> bool:
     "Whether two models have the same parameter names and shapes."
     pa, pb = param_dict(a), param_dict(b)
     return list(pa) == list(pb) and all(pa[k].shape == pb[k].shape for k in pa)
+
+# %% ../nbs/02_models.ipynb #c025
+def linear_relu_layers(model: nn.Module) -> list | None:
+    "[(weight name, bias name, ReLU after?)] when `model` is flatten → Linear/ReLU stack → Linear without buffers (fedland's MLP or such a Sequential); else None."
+    if buffer_dict(model): return None
+    if isinstance(model, MLP):
+        return [(f'layers.{i}.weight', f'layers.{i}.bias', True) for i in range(len(model.layers))] + [('out.weight', 'out.bias', False)]
+    if not isinstance(model, nn.Sequential): return None
+    mods, out = list(model.named_children()), []
+    if mods and isinstance(mods[0][1], nn.Flatten) and mods[0][1].start_dim == 1: mods = mods[1:]
+    for i, (n, mod) in enumerate(mods):
+        if isinstance(mod, nn.Linear) and mod.bias is not None: out.append([f'{n}.weight', f'{n}.bias', False])
+        elif isinstance(mod, nn.ReLU) and out and not out[-1][2] and i > 0 and isinstance(mods[i - 1][1], nn.Linear): out[-1][2] = True
+        else: return None
+    return [tuple(x) for x in out] if out and not out[-1][2] else None

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 
 from fedland.experiment import Experiment, prepare, run_experiment
-from fedland.federated import run_federated
+from fedland.federated import client_ids, run_federated
 from fedland.flower import experiment_from_config
 from fedland.landscape import evaluate_grid, random_plane
-from fedland.federated import client_ids
 from fedland.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
