@@ -46,7 +46,7 @@ def _mlp_macs(model):
     return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
 
 
-FEDAVG = dict(model="mlp", partition="dirichlet", alpha=0.5, local_epochs=1, lr=0.05, momentum=0.9, batch_size=32, seed=0,
+FEDAVG = dict(model="mlp", partition="dirichlet", alpha=0.5, local_epochs=1, lr=0.05, momentum=0.9, batch_size=32, seed=0, valuation="none",
               centralized=False, landscape=False, curvature=False, contributions=False)
 
 
@@ -192,7 +192,7 @@ def bench_main():
 
 
 SCALE = ("import sys; from fedland.experiment import Experiment, run_experiment; "
-         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, curvature=False, "
+         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, curvature=False, valuation='none', "
          "contributions=False, landscape_steps=11, store=sys.argv[1]), progress=False)")
 
 

@@ -26,6 +26,8 @@ from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
 from .curvature import curvature_table
 from .contribution import contribution_table
+from .valuation import (VALUATIONS, METRICS, Valuation, Reconstruction, CoalitionGame, coalition_values, reconstruction_values,
+                               plant_label_noise, validation_sample)
 from .store import Store, StoreError, now
 
 # %% ../nbs/09_experiment.ipynb #c006
@@ -36,6 +38,12 @@ def _need(name, v, types, ok, rng):
     if not ok(v): raise ValueError(f"{name}={v!r} is out of range: must be {rng}")
 
 ENGINES = ('local', 'flower')
+
+def _client_list(name: str, s: str) -> list:
+    "Client ids given as text (a papermill or command-line value): '[2, 5]', '2,5' or ''."
+    t = s.strip().strip('[]').strip()
+    try: return [int(x) for x in t.split(',') if x.strip()]
+    except ValueError: raise ValueError(f"{name}={s!r} is not a list of client ids (e.g. '[2, 5]')") from None
 
 @dataclass
 class Experiment:
@@ -69,6 +77,15 @@ class Experiment:
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
     contributions: bool = True     # compute the per-client contribution table
+    valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (per-round Shapley during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
+    valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
+    valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
+    valuation_every: int = 5       # evaluate the reconstruction game every this many rounds (and the last): the columns of the client × round matrix
+    valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
+    valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
+    noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
+    label_noise: float = 1.0       # probability that a noisy client's training label is replaced, in [0, 1]
+    free_riders: list = field(default_factory=list)    # planted clients that send back the model they received
     engine: str = 'local'          # who trains the federated rounds: 'local' (this process) or 'flower' (fedland.flower's ServerApp on a Flower federation)
     store: str = 'runs/fedland.db' # SQLite path or postgresql:// URL
     device: str = 'cpu'            # 'cpu', 'cuda' or 'auto'
@@ -76,7 +93,8 @@ class Experiment:
 
     def __post_init__(self):
         _need('name', self.name, (str,), lambda v: True, 'a string')
-        for n, allowed in (('dataset', DATASETS), ('model', tuple(MODELS)), ('partition', SCHEMES), ('algorithm', ALGORITHMS), ('landscape_plane', ('pca', 'random')), ('engine', ENGINES)):
+        for n, allowed in (('dataset', DATASETS), ('model', tuple(MODELS)), ('partition', SCHEMES), ('algorithm', ALGORITHMS), ('landscape_plane', ('pca', 'random')),
+                           ('engine', ENGINES), ('valuation', VALUATIONS), ('valuation_metric', METRICS)):
             v = getattr(self, n)
             if not isinstance(v, str) or v not in allowed: raise ValueError(f"{n}={v!r} is not valid; choose one of {', '.join(allowed)}")
         _need('alpha', self.alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
@@ -89,6 +107,22 @@ class Experiment:
         _need('curvature_probes', self.curvature_probes, (int,), lambda v: v >= 2, 'an int ≥ 2')
         for n in ('centralized', 'landscape', 'curvature', 'contributions'): _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
         _need('store', self.store, (str, os.PathLike), lambda v: len(str(v)) > 0, 'a path or URL')
+        _need('valuation_samples', self.valuation_samples, (int,), lambda v: v >= 1, 'an int ≥ 1')
+        _need('valuation_every', self.valuation_every, (int,), lambda v: v >= 1, 'an int ≥ 1')
+        _need('valuation_seeds', self.valuation_seeds, (int,), lambda v: v >= 1, 'an int ≥ 1')
+        _need('valuation_max_clients', self.valuation_max_clients, (int,), lambda v: 1 <= v <= 16, 'an int in 1..16')
+        _need('label_noise', self.label_noise, (int, float), lambda v: 0 <= v <= 1, 'in [0, 1]')
+        K = len(self.ratios) if self.partition == 'ratios' and self.ratios is not None else self.n_clients
+        for n in ('noisy_clients', 'free_riders'):
+            v = getattr(self, n)
+            if isinstance(v, str): v = _client_list(n, v)
+            _need(n, v, (list, tuple), lambda v: True, 'a list of client ids')
+            bad = [k for k in v if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < K]
+            if bad: raise ValueError(f"{n} has {bad}: client ids are ints in 0..{K - 1}")
+            setattr(self, n, sorted({int(k) for k in v}))
+        if self.valuation == 'exact' and K > self.valuation_max_clients:
+            raise ValueError(f"valuation='exact' with {K} clients trains {2 ** K - 1} coalitions × {self.valuation_seeds} seeds; "
+                             f"set valuation_max_clients ≥ {K} to run it anyway, or use valuation='reconstruction'")
         if self.partition == 'ratios' and self.ratios is None: raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
         if self.unbalance and self.partition in ('shards', 'ratios'): raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
         self.fed_config()          # validates lr, rounds, fraction, momentum, batch size, epochs, ...
@@ -103,7 +137,7 @@ class Experiment:
         "The federated engine's settings."
         return FedConfig(algorithm=self.algorithm, rounds=self.rounds, fraction=self.fraction, lr=self.lr, momentum=self.momentum,
                          weight_decay=self.weight_decay, batch_size=self.batch_size, local_epochs=self.local_epochs, mu=self.mu,
-                         seed=self.seed, keep_clients='last')
+                         seed=self.seed, keep_clients='last', free_riders=list(self.free_riders))
 
     def partition_params(self) -> dict:
         "Keyword arguments of `fedland.partition.partition` for this experiment."
@@ -113,8 +147,8 @@ class Experiment:
         return p
 
     def config(self) -> dict:
-        "Every field that defines the study (not where it runs)."
-        return {k: v for k, v in asdict(self).items() if k not in ('store', 'device', 'root')}
+        "Every field that defines the study (not where it runs); fields added later are left out at their defaults, so earlier runs keep their ids."
+        return {k: v for k, v in asdict(self).items() if k not in ('store', 'device', 'root') and not (k in _LATER and v == _LATER[k])}
 
     @property
     def id(self) -> str:
@@ -125,6 +159,9 @@ class Experiment:
     def from_params(cls, params: dict) -> 'Experiment':
         "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
+
+_LATER = {'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 5, 'valuation_seeds': 2, 'valuation_max_clients': 8,
+          'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
 
 # %% ../nbs/09_experiment.ipynb #c011
 @dataclass
@@ -139,6 +176,8 @@ class Result:
     curvature: pd.DataFrame | None
     contributions: pd.DataFrame | None
     status: str = 'finished'
+    valuations: dict | None = None        # method -> `fedland.valuation.Valuation` (e.g. 'reconstruction_shapley', 'exact_shapley')
+    game: CoalitionGame | None = None     # the exact coalition game (valuation='exact')
     def __repr__(self):
         acc = self.history.rounds.test_acc.iloc[-1]
         cen = f", centralized {self.centralized.history.test_acc.iloc[-1]:.3f}" if self.centralized is not None else ''
@@ -223,12 +262,33 @@ def _curvature(exp, st, net, ds, part, hist, cen, progress):
                               trace=r.trace, trace_se=r.trace_se) for r in cur.itertuples()])
     return cur
 
+def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
+    "Client values of the run (reloaded if stored): reconstruction Shapley and LOO from the per-round games, and with valuation='exact' the retrained coalition game."
+    rows = st.table('valuations', exp.id)
+    gpath = d / 'coalition_game.npz'
+    if len(rows):
+        out = {m: Valuation.from_rows(g) for (m, _), g in rows.groupby(['method', 'metric'])}
+        return out, (CoalitionGame.load(gpath) if gpath.exists() else None)
+    out, game = {}, None
+    if hist.valuations:
+        for m in ('shapley', 'loo'): out[f'reconstruction_{m}'] = reconstruction_values(hist, m, exp.valuation_metric)
+    if exp.valuation == 'exact':
+        game = coalition_values(net, ds, part, exp.fed_config(), seeds=[exp.seed + i for i in range(exp.valuation_seeds)], device=exp.device,
+                                checkpoint_dir=d / 'coalitions', progress=progress)
+        game.save(gpath)
+        for m in ('shapley', 'loo', 'banzhaf'): out[f'exact_{m}'] = game.values(m, exp.valuation_metric)
+    st.put('valuations', [r for v in out.values() for r in v.rows(exp.id)])
+    return out, game
+
 # %% ../nbs/09_experiment.ipynb #c013
 def prepare(exp: Experiment):
     "Load the data, build the partition and the model for `exp` — every check that needs the data, before anything is written."
     ds = load_dataset(exp.dataset, root=exp.root)
     if exp.partition == 'pathological' and exp.k > ds.n_classes: raise ValueError(f"k={exp.k} is out of range: must be in 1..{ds.n_classes} for {exp.dataset}")
     part = make_partition(ds.y_train, exp.n_clients, exp.partition, seed=exp.seed, holdout=exp.holdout, n_classes=ds.n_classes, **exp.partition_params())
+    if exp.noisy_clients: ds = plant_label_noise(ds, part, exp.noisy_clients, exp.label_noise, seed=exp.seed)
+    if exp.valuation != 'none' and not sum(len(h) for h in part.holdout):
+        raise ValueError(f"valuation={exp.valuation!r} measures its utility on the clients' held-out samples: set holdout > 0 (now {exp.holdout}) or valuation='none'")
     net = build_model(exp.model, ds.input_shape, ds.n_classes, seed=exp.seed)
     return ds, part, net
 
@@ -244,7 +304,7 @@ def run_experiment(exp: Experiment,
                    progress: bool = True,  # tqdm bars
                    clients=None,           # engine for the clients' side of each round (see `run_federated`); `fedland.flower` passes Flower's
                   ) -> Result:
-    "Run (or resume, or reload) one experiment: centralized baseline, federated training, landscape, curvature, contributions — all into the store."
+    "Run (or resume, or reload) one experiment: centralized baseline, federated training (with per-round client valuation), landscape, curvature, contributions — all into the store."
     if not isinstance(exp, Experiment): raise TypeError(f"run_experiment takes an Experiment, got {type(exp).__name__}")
     if exp.engine == 'local' and clients is not None: raise ValueError("clients= is for engine='flower' experiments; engine='local' trains in this process")
     ds, part, net = prepare(exp)
@@ -257,11 +317,16 @@ def run_experiment(exp: Experiment,
         d = st.artifacts / exp.id; d.mkdir(parents=True, exist_ok=True)
         try:
             cen = _centralized(exp, st, net, ds, part, d, progress) if exp.centralized else None
+            val = None
+            if exp.valuation != 'none':
+                vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
+                val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds, seed=exp.seed)
             hist = run_federated(net, ds, part, exp.fed_config(), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
-                                 callback=_round_writer(st, exp), clients=clients)
+                                 callback=_round_writer(st, exp), clients=clients, valuer=val)
             have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])
             missing = set(range(exp.rounds + 1)) - {int(x) for x in have}
             if missing: _write_rounds(st, exp, hist, missing)        # rounds the callback did not write (e.g. restored from checkpoints)
+            vals, game = _valuations(exp, st, net, ds, part, hist, d, progress) if exp.valuation != 'none' else (None, None)
             ls = _landscape(exp, st, net, ds, part, hist, cen, progress) if exp.landscape else None
             cur = _curvature(exp, st, net, ds, part, hist, cen, progress) if exp.curvature else None
             con = st.table('contributions', exp.id) if exp.contributions else None
@@ -276,7 +341,7 @@ def run_experiment(exp: Experiment,
         except Exception as e:
             _mark(st, exp, 'failed', f"{type(e).__name__}: {e}", created); raise
         if not (len(old) and old.status.iloc[0] == 'finished'): _mark(st, exp, 'finished', created=created)
-        return Result(exp, ds, part, hist, cen, ls, cur, con)
+        return Result(exp, ds, part, hist, cen, ls, cur, con, valuations=vals, game=game)
     finally: st.close()
 
 def run_experiments(exps: list, progress: bool = True) -> list:

@@ -50,6 +50,7 @@ class FedConfig:
     client_every: int | None = None    # also keep client models every this many rounds
     max_memory_mb: float = 256.0       # client models kept in RAM up to this; beyond, they are spilled to disk
     eval_batch_size: int = 4096
+    free_riders: list = field(default_factory=list)  # planted free riders: client ids that send back the model they received (still weighted by n_k)
 
     def __post_init__(self):
         if not isinstance(self.algorithm, str) or self.algorithm.lower() not in ALGORITHMS:
@@ -75,6 +76,10 @@ class FedConfig:
             if bad: raise ValueError(f"keep_clients has rounds {bad} outside 1..rounds={self.rounds}")
         if self.client_every is not None: _check_count('client_every', self.client_every)
         _check_pos('max_memory_mb', self.max_memory_mb, True); _check_count('seed', self.seed, 0)
+        if isinstance(self.free_riders, (str, bytes)) or not hasattr(self.free_riders, '__iter__'): raise TypeError(f"free_riders must be a list of client ids, got {self.free_riders!r}")
+        for k in self.free_riders:
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0: raise ValueError(f"free_riders has {k!r}: client ids are ints ≥ 0")
+        self.free_riders = sorted({int(k) for k in self.free_riders})
 
     @property
     def local(self) -> LocalConfig:
@@ -173,6 +178,7 @@ class History:
         self.buffers: dict = {}            # final global buffers
         self.client_models = ClientModels(max_bytes, spill_dir)
         self.update_cos: dict = {}         # round -> (client ids, cosine matrix of their updates)
+        self.valuations: dict = {}         # round -> what a `valuer` recorded (e.g. the round's coalition game, `fedland.valuation`)
         self.status, self.error = 'running', None
     @property
     def n_clients(self) -> int: return len(self.weights)
@@ -223,7 +229,8 @@ def _state(hist, h, r, srv) -> dict:
             'global_params': torch.stack(hist.global_params),
             'round_rows': json.dumps(hist.round_rows), 'client_rows': json.dumps(hist.client_rows),
             'update_cos': {str(rr): {'clients': torch.tensor(c), 'cos': torch.as_tensor(m)} for rr, (c, m) in hist.update_cos.items()},
-            'client_ram': {f'{a}_{b}': v for (a, b), v in cm.ram.items()}, 'client_disk': [list(k) for k in sorted(cm.disk)]}
+            'client_ram': {f'{a}_{b}': v for (a, b), v in cm.ram.items()}, 'client_disk': [list(k) for k in sorted(cm.disk)],
+            'valuations': {str(rr): {n: torch.as_tensor(np.asarray(v)) for n, v in d.items()} for rr, d in hist.valuations.items()}}
 
 def _restore(ck, hist, srv) -> int:
     "Load a checkpoint into a fresh history and server; return the last finished round."
@@ -232,6 +239,7 @@ def _restore(ck, hist, srv) -> int:
     hist.update_cos = {int(r): (d['clients'].tolist(), d['cos'].numpy()) for r, d in ck['update_cos'].items()}
     hist.client_models.ram = {tuple(int(x) for x in k.split('_')): v for k, v in ck['client_ram'].items()}
     hist.client_models.disk = {tuple(k) for k in ck['client_disk']}
+    hist.valuations = {int(r): {n: v.numpy() for n, v in d.items()} for r, d in ck.get('valuations', {}).items()}
     hist.status, hist.error = ck['status'], ck['error'] or None
     srv.load_state(ck)
     return ck['round']
@@ -277,8 +285,8 @@ def client_step(model: nn.Module, params: dict, buffers: dict, X: torch.Tensor, 
 # %% ../nbs/04_federated.ipynb #c029
 class Server:
     "The server's side of federated rounds: sampling, corrections, aggregation, server optimizer, geometry and History rows."
-    def __init__(self, cfg: FedConfig, params: dict, buffers: dict, n_clients: int):
-        self.cfg, self.K = cfg, n_clients
+    def __init__(self, cfg: FedConfig, params: dict, buffers: dict, n_clients: int, valuer=None):
+        self.cfg, self.K, self.valuer = cfg, n_clients, valuer
         self.params, self.buffers = dict(params), dict(buffers)
         self.opt = ServerOptimizer(cfg, self.params)
         P = sum(v.numel() for v in self.params.values()); dev = next(iter(self.params.values())).device
@@ -314,6 +322,8 @@ class Server:
                 ck_new = self.scaf['ck'][k] - self.scaf['c'] + (g0 - f) / (x.steps * lcfg.lr)
                 dc += ck_new - self.scaf['ck'][k]; self.scaf['ck'][k] = ck_new
             self.scaf['c'] = self.scaf['c'] + dc / self.K
+        if self.valuer is not None:   # e.g. the round's coalition game (fedland.valuation.Reconstruction): no extra training
+            hist.valuations[r] = self.valuer(hist, r, list(sampled), g0, flats, np.asarray(n), self.buffers)
         D = flats - g0; agg = flatten(avg) - g0
         un, dr = D.norm(dim=1), (flats - g1).norm(dim=1)
         Dn = D / un.clamp(min=1e-30)[:, None]
@@ -345,6 +355,13 @@ class Server:
         self.local_bufs = {int(k): to(b) for k, b in ck['local_buffers'].items()}
 
 # %% ../nbs/04_federated.ipynb #c030
+def _free_ride(model, srv, X, Y, idx, hold, res, bs) -> tuple:
+    "A planted free rider's reply: the model it received, unchanged, with its data size (and the step count SCAFFOLD expects)."
+    p = {n: v.clone() for n, v in srv.params.items()}; b = dict(srv.buffers)
+    dev = X.device; it, ih = (torch.as_tensor(np.asarray(i), device=dev) for i in (idx, hold))
+    gl, ga = evaluate(model, X[it], Y[it], p, b, bs); tl, ta = evaluate(model, X[ih], Y[ih], p, b, bs)
+    return LocalResult(p, b, res.n_samples, res.steps, gl, ga), dict(global_loss=gl, global_acc=ga, local_test_loss=tl, local_test_acc=ta)
+
 def run_federated(model: nn.Module,           # architecture and initial weights θ_0 (not modified)
                   ds,                         # `fedland.data.Dataset`
                   part,                       # `fedland.partition.Partition` of `ds`'s training set
@@ -355,6 +372,8 @@ def run_federated(model: nn.Module,           # architecture and initial weights
                   progress: bool = True,      # tqdm bar over rounds showing test accuracy
                   callback=None,              # called as `callback(history, round)` after each round (and its checkpoint)
                   clients=None,               # another engine for the clients' side: `clients(r, sampled, server, seeds, corrections) -> (results, metrics)`
+                  coalition: list | None = None,  # train only these client ids (FedAvg on a coalition S: same seeds, weights renormalised over S); needs fraction=1
+                  valuer=None,                # called as `valuer(history, r, clients, θ_before, client_flats, n, buffers)` each round; its dict goes to `history.valuations[r]`
                   **kwargs) -> History:
     "Train `model` federated over the clients of `part` in this process; return the full `History` (resuming from `checkpoint_dir` if it holds one)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
@@ -364,6 +383,12 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     model = model.to(dev)
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     K, lcfg = len(part), cfg.local
+    bad = [k for k in cfg.free_riders if k >= K]
+    if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
+    if coalition is not None:
+        coalition = sorted({int(k) for k in coalition})
+        if not coalition or coalition[0] < 0 or coalition[-1] >= K: raise ValueError(f"coalition={coalition} must be a non-empty list of client ids in 0..{K - 1}")
+        if cfg.fraction != 1: raise ValueError(f"coalition needs fraction=1 (every member trains every round), got fraction={cfg.fraction}")
     idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
     owner = client_ids(part, len(Y), dev); own = owner >= 0
     params = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}
@@ -372,12 +397,14 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     ident = {'fed': asdict(cfg), 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__, 'spec': spec,
              'partition': {'scheme': part.scheme, 'params': part.params, 'seed': part.seed, 'sizes': part.sizes.tolist()},
              'theta0': float(flatten(params).double().sum())}
+    if not cfg.free_riders: del ident['fed']['free_riders']   # runs without planted clients keep their identity
+    if coalition is not None: ident['coalition'] = coalition
     h = config_hash(ident)
     ckpath = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     spill = spill_dir or (Path(checkpoint_dir) / 'clients' if checkpoint_dir else None)
     hist = History({**ident['fed'], 'dataset': ds.name, 'model': type(model).__name__, 'hash': h}, spec, part.weights,
                    cfg.max_memory_mb * 2**20, spill)
-    srv, start = Server(cfg, params, buffers, K), 1
+    srv, start = Server(cfg, params, buffers, K, valuer), 1
     test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
     if ckpath is not None and ckpath.exists():
         ck = load_checkpoint(ckpath)
@@ -392,7 +419,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     bar = tqdm(range(start, cfg.rounds + 1), desc=f'{cfg.algorithm} ({K} clients)', disable=not progress, leave=False)
     for r in bar:
         t0 = time.perf_counter()
-        sampled = srv.sample(r)
+        sampled = srv.sample(r) if coalition is None else coalition
         seeds = [(cfg.seed, r, k) for k in sampled]
         corrs = srv.corrections(sampled)
         if clients is not None:   # e.g. Flower SuperNodes running `client_step` (fedland.flower)
@@ -407,6 +434,8 @@ def run_federated(model: nn.Module,           # architecture and initial weights
             out = [client_step(model, srv.params, srv.client_buffers(k), X, Y, idx[k], hold[k], lcfg, s,
                                None if corrs is None else corrs[i], cfg.eval_batch_size) for i, (k, s) in enumerate(zip(sampled, seeds))]
             res, mets = [o[0] for o in out], [o[1] for o in out]
+        for i, k in enumerate(sampled):
+            if k in cfg.free_riders: res[i], mets[i] = _free_ride(model, srv, X, Y, idx[k], hold[k], res[i], cfg.eval_batch_size)
         srv.finish_round(hist, r, sampled, res, mets, test_eval, t0)
         if ckpath is not None: save_checkpoint(ckpath, _state(hist, h, r, srv))
         bar.set_postfix(test_acc=f"{hist.round_rows[-1]['test_acc']:.3f}")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['as_params', 'random_direction', 'Plane', 'random_plane', 'plane_from_directions', 'model_plane', 'pca_plane', 'line',
-           'fit_range', 'Landscape', 'evaluate_grid']
+           'fit_range', 'Landscape', 'evaluate_grid', 'evaluate_span']
 
 # %% ../nbs/05_landscape.ipynb #c004
 import numpy as np
@@ -211,23 +211,23 @@ def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on a CPU than log_softmax)."
     return torch.logsumexp(out, -1) - out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
-def _linear_grid_losses(layers, O, D1, D2, A, B, X, Y, onehot, batch_size, chunk, bar=None):
-    "Summed losses and correct counts per (grid point, client) for a Linear/ReLU stack, every point at once: θ(a, b) = O + a·D1 + b·D2."
-    G, K = len(A), onehot.shape[1]; dev = X.device
+def _linear_grid_losses(layers, dirs, coef, X, Y, onehot, batch_size, chunk, bar=None):
+    "Summed losses and correct counts per (point, client) for a Linear/ReLU stack at every point θ_g = Σ_j coef[g, j]·dirs[j] at once."
+    G, K, J = len(coef), onehot.shape[1], len(dirs); dev = X.device
     L = torch.zeros(G, K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
-    w0, b0, r0 = layers[0]; dirs = [O, D1] + ([D2] if D2 is not None else [])
+    w0, b0, r0 = layers[0]
+    WT = {wn: torch.stack([d[wn].T for d in dirs]).reshape(J, -1) for wn, _, _ in layers[1:]}   # Wᵀ of every direction, flattened
+    BS = {bn: torch.stack([d[bn] for d in dirs]) for _, bn, _ in layers[1:]}
     for s in range(0, len(Y), batch_size):
         x, y = X[s:s + batch_size].flatten(1), Y[s:s + batch_size]; oh = onehot[s:s + batch_size]; n = len(y)
-        M = torch.stack([torch.addmm(d[b0], x, d[w0].T) for d in dirs]).reshape(len(dirs), -1)   # first layer is linear in (a, b): one GEMM per direction for all points
+        M = torch.stack([torch.addmm(d[b0], x, d[w0].T) for d in dirs]).reshape(J, -1)   # first layer is linear in the coefficients: one GEMM per direction for all points
         for g in range(0, G, chunk):
-            a = A[g:g + chunk]; b = B[g:g + chunk] if D2 is not None else None; c = len(a)
-            coef = torch.stack([torch.ones_like(a), a] + ([b] if b is not None else []), 1)
-            h = (coef @ M).view(c, n, -1)
+            cf = coef[g:g + chunk]; c = len(cf)
+            h = (cf @ M).view(c, n, -1)
             if r0: h.relu_()
             for wn, bn, relu in layers[1:]:
-                WT = O[wn].T[None] + a[:, None, None] * D1[wn].T[None]; bias = O[bn][None] + a[:, None] * D1[bn][None]   # Wᵀ(a, b), contiguous
-                if b is not None: WT = WT + b[:, None, None] * D2[wn].T[None]; bias = bias + b[:, None] * D2[bn][None]
-                h = torch.bmm(h, WT).add_(bias[:, None, :])
+                w = (cf @ WT[wn]).view(c, *dirs[0][wn].T.shape)           # Wᵀ at every point of the chunk, contiguous
+                h = torch.baddbmm((cf @ BS[bn])[:, None, :], h, w)
                 if relu: h.relu_()
             l = _nll(h, y)
             lc = torch.stack([l, (h.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, n) @ oh   # both per-client sums in one GEMM
@@ -302,14 +302,14 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     layers = linear_relu_layers(model)
     if layers is not None:   # Linear/ReLU stack: first layer shared by all points, bmm on contiguous Wᵀ, in-place bias and ReLU
         cp, bs = chunk_points or 64, batch_size or 512
-        O, D1 = (dict(unflatten(v, {n: torch.empty(s) for n, s in spec})) for v in (pl.origin, pl.d1))
-        D2 = dict(unflatten(pl.d2, O)) if pl.d2 is not None else None
-        A, B = A.to(dev), (B.to(dev) if B is not None else None)
+        like = {n: torch.empty(s) for n, s in spec}
+        dirs = [dict(unflatten(v, like)) for v in (pl.origin, pl.d1, pl.d2) if v is not None]
+        coef = torch.stack([torch.ones_like(A), A] + ([B] if B is not None else []), 1).to(dev)
         n_b = -(-len(Y) // bs) + (-(-len(Y_test) // bs) if X_test is not None else 0)
         with tqdm(total=n_b, desc='landscape', disable=not progress or G <= cp, leave=False) as bar:
-            l, c = _linear_grid_losses(layers, O, D1, D2, A, B, X, Y, onehot, bs, cp, bar); L, C = l.cpu(), c.cpu()
+            l, c = _linear_grid_losses(layers, dirs, coef, X, Y, onehot, bs, cp, bar); L, C = l.cpu(), c.cpu()
             if TL is not None:
-                l, c = _linear_grid_losses(layers, O, D1, D2, A, B, Xt, Yt, oht, bs, cp, bar); TL, TC = l.cpu(), c.cpu()
+                l, c = _linear_grid_losses(layers, dirs, coef, Xt, Yt, oht, bs, cp, bar); TL, TC = l.cpu(), c.cpu()
     else:
         chunk_points, batch_size = chunk_points or 32, batch_size or 1024
         was = model.training; model.eval()
@@ -328,3 +328,42 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     if TL is not None: tl, ta = (TL[:, 0] / len(Y_test)).numpy().reshape(shape), (TC[:, 0] / len(Y_test)).numpy().reshape(shape)
     pts = {n: plane.project(v) for n, v in (models or {}).items()}
     return Landscape(xs, ys, loss, acc, cl, ca, w, tl, ta, pts, plane.kind, dict(plane.info), plane)
+
+# %% ../nbs/05_landscape.ipynb #c023b
+@torch.no_grad()
+def evaluate_span(model: nn.Module,           # architecture (and buffers); never modified
+                  origin,                     # θ₀: model, parameter dict or flat vector
+                  directions: torch.Tensor,   # (J, P) flat directions d_j
+                  coefs,                      # (G, J) coefficients c_gj of the G points
+                  X: torch.Tensor, Y: torch.Tensor,  # data
+                  owner: torch.Tensor | None = None, # client id of each sample (−1: not used); None: one client
+                  buffers: dict | None = None,       # buffers to evaluate with (default: the model's)
+                  chunk_points: int | None = None, batch_size: int | None = None) -> tuple:
+    "Mean loss and accuracy, shape (G, K), of every point θ₀ + Σ_j c_gj·d_j on every client's samples, in one pass over the data."
+    spec = _spec(param_dict(model)); dev = next(model.parameters()).device
+    o = _as_flat(origin, spec).to(dev); D = torch.as_tensor(directions, dtype=torch.float32).to(dev)
+    cf = torch.as_tensor(np.asarray(coefs, dtype=np.float32)).to(dev)
+    if D.ndim != 2 or D.shape[1] != len(o): raise ValueError(f"directions must have shape (J, {len(o)}), got {tuple(D.shape)}")
+    if cf.ndim != 2 or cf.shape[1] != len(D): raise ValueError(f"coefs must have shape (G, {len(D)}), got {tuple(cf.shape)}")
+    owner = torch.zeros(len(Y), dtype=torch.long) if owner is None else torch.as_tensor(owner)
+    owner = owner.to(dev); keep = owner >= 0; X, Y, own = X.to(dev)[keep], Y.to(dev)[keep], owner[keep]
+    K = int(own.max()) + 1 if len(own) else 0; n_k = torch.bincount(own, minlength=K)
+    if K == 0 or (n_k == 0).any(): raise ValueError("every client id in owner needs samples")
+    onehot = F.one_hot(own, K).float()
+    layers = linear_relu_layers(model)
+    if layers is not None:
+        like = {n: torch.empty(s) for n, s in spec}
+        dirs = [dict(unflatten(v, like)) for v in torch.cat([o[None], D])]
+        L, C = _linear_grid_losses(layers, dirs, torch.cat([torch.ones(len(cf), 1, device=dev), cf], 1), X, Y, onehot,
+                                   batch_size or 512, chunk_points or 64)
+    else:
+        bufs = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
+        cp = chunk_points or 32; L = torch.zeros(len(cf), K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
+        was = model.training; model.eval()
+        try:
+            for s in range(0, len(cf), cp):
+                l, c = _point_losses(model, spec, bufs, o[None] + cf[s:s + cp] @ D, X, Y, onehot, batch_size or 256)
+                L[s:s + cp], C[s:s + cp] = l, c
+        finally: model.train(was)
+    nk = n_k.double()
+    return (L / nk).cpu(), (C / nk).cpu()

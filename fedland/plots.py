@@ -8,7 +8,7 @@ import math, os
 
 # %% auto #0
 __all__ = ['CLIENT_METRICS', 'LANDSCAPE_FIELDS', 'trajectory_of', 'landscape_figure', 'clients_figure', 'line_figure',
-           'spectrum_figure', 'accuracy_figure', 'Explorer']
+           'spectrum_figure', 'accuracy_figure', 'Explorer', 'valuation_figure', 'valuation_heatmap']
 
 # %% ../nbs/10_plots.ipynb #c004
 import numpy as np
@@ -169,3 +169,31 @@ class Explorer:
         for w in (run, metric, client, rnd): w.observe(update, 'value')
         update()
         return W.VBox([W.HBox([run, metric]), W.HBox([client, rnd]), out])
+
+# %% ../nbs/10_plots.ipynb #c013b
+def valuation_figure(vals,                     # a `Valuation`, or a dict name -> Valuation (grouped bars)
+                     title: str | None = None, height: int = 340) -> go.Figure:
+    "Clients ranked by value (the first valuation's order), bars with ± standard-error whiskers where known."
+    vals = {v.method: v for v in [vals]} if not isinstance(vals, dict) else dict(vals)
+    if not vals: raise ValueError("valuation_figure needs at least one Valuation")
+    first = next(iter(vals.values())); order = first.ranking()
+    fig = go.Figure()
+    for name, v in vals.items():
+        if v.n_clients != first.n_clients: raise ValueError(f"{name} has {v.n_clients} clients, {first.method} {first.n_clients}")
+        scale = 100 if v.metric == 'accuracy' else 1
+        err = None if v.se is None else dict(type='data', array=scale * np.asarray(v.se)[order], visible=True)
+        fig.add_bar(x=[f'client {k}' for k in order], y=scale * np.asarray(v.values)[order], error_y=err, name=name.replace('_', ' '))
+    unit = 'points of test accuracy' if first.metric == 'accuracy' else 'minus test loss'
+    fig.update_layout(title=title or f'client values ({unit})', yaxis_title=unit, barmode='group', height=height, margin=dict(t=50, b=40))
+    return fig
+
+def valuation_heatmap(val, title: str | None = None, height: int | None = None) -> go.Figure:
+    "Client × round matrix of a valuation's per-round values: when each client helped (blue) or hurt (red)."
+    if val.per_round is None: raise ValueError(f"{val.method} has no per-round values")
+    scale = 100 if val.metric == 'accuracy' else 1; z = scale * np.asarray(val.per_round).T
+    m = float(np.abs(z).max()) or 1.0
+    fig = go.Figure(go.Heatmap(z=z, x=[str(r) for r in val.rounds], y=[f'client {k}' for k in range(val.n_clients)], colorscale='RdBu', zmin=-m, zmax=m,
+                               colorbar=dict(title='points' if val.metric == 'accuracy' else 'value')))
+    fig.update_layout(title=title or f"{val.method.replace('_', ' ')}: value gained per round", xaxis_title='round', height=height or 120 + 22 * val.n_clients,
+                      margin=dict(t=50, b=40))
+    return fig

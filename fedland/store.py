@@ -9,7 +9,7 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 # %% auto #0
-__all__ = ['TABLES', 'KEYS', 'StoreError', 'Store', 'now', 'load_runs']
+__all__ = ['TABLES', 'KEYS', 'NULLABLE_KEYS', 'StoreError', 'Store', 'now', 'load_runs']
 
 # %% ../nbs/08_store.ipynb #c004
 import numpy as np
@@ -24,18 +24,21 @@ TABLES = {
     'curvature': ['experiment_id', 'round', 'model', 'data', 'lambda_max', 'residual', 'trace', 'trace_se'],
     'contributions': ['experiment_id', 'client', 'metric', 'value'],
     'landscapes': ['experiment_id', 'round', 'kind', 'path'],
+    'valuations': ['experiment_id', 'method', 'metric', 'round', 'client', 'value', 'se'],
 }
 KEYS = {'experiments': ['id'], 'rounds': ['experiment_id', 'setting', 'round'], 'client_rounds': ['experiment_id', 'round', 'client'],
         'curvature': ['experiment_id', 'round', 'model', 'data'], 'contributions': ['experiment_id', 'client', 'metric'],
-        'landscapes': ['experiment_id', 'round', 'kind']}
+        'landscapes': ['experiment_id', 'round', 'kind'], 'valuations': ['experiment_id', 'method', 'metric', 'round', 'client']}
+NULLABLE_KEYS = {'valuations': {'round'}}   # a run's total values have round NULL: keyed by UNIQUE (PostgreSQL's primary keys refuse NULL)
 _TEXT = {'id', 'name', 'config', 'config_hash', 'status', 'error', 'created_at', 'finished_at', 'fedland_version', 'git_rev',
-         'experiment_id', 'setting', 'model', 'data', 'metric', 'kind', 'path'}
+         'experiment_id', 'setting', 'model', 'data', 'metric', 'kind', 'path', 'method'}
 _INT = {'round', 'client', 'n_samples'}
 
 def _ddl(table: str) -> str:
     "CREATE TABLE statement valid on SQLite and PostgreSQL."
     cols = [f"{c} {'TEXT' if c in _TEXT else 'INTEGER' if c in _INT else 'DOUBLE PRECISION'}" for c in TABLES[table]]
-    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, PRIMARY KEY ({', '.join(KEYS[table])}))"
+    key = 'UNIQUE' if table in NULLABLE_KEYS else 'PRIMARY KEY'
+    return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, {key} ({', '.join(KEYS[table])}))"
 
 # %% ../nbs/08_store.ipynb #c008
 class StoreError(RuntimeError):
@@ -99,7 +102,8 @@ class Store:
         if bad: raise ValueError(f"{table} has no column {bad[0]!r}; columns: {', '.join(cols)}")
         def _w(c):
             if not rows: return
-            c.executemany(self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(f'{k} = ?' for k in keys)), [[_py(r.get(k)) for k in keys] for r in rows])
+            eq = lambda k: f'{k} IS NOT DISTINCT FROM ?' if k in NULLABLE_KEYS.get(table, ()) else f'{k} = ?'   # NULL matches NULL
+            c.executemany(self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(eq(k) for k in keys)), [[_py(r.get(k)) for k in keys] for r in rows])
             c.executemany(self._sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"), [[_py(r.get(k)) for k in cols] for r in rows])
         return _w(cur) if cur is not None else self.transaction(_w)
 

@@ -138,42 +138,58 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
                          anchor: dict | None = None,     # θ_g for FedProx (default: `params`)
                          corrs: list | None = None,      # per-client SCAFFOLD corrections
                          chunk: int = 256,               # clients stacked per call (bounds memory)
+                         stacked: bool = False,          # `params` (and `anchor`) hold one start per client on a leading axis
                         ) -> list:
-    "`local_update` for many clients from the same start, stacked and vmapped; same results as the sequential path."
+    "`local_update` for many clients, stacked and vmapped (from one start, or each from its own); same results as the sequential path."
     if has_batchnorm(model) or len(buffer_dict(model)): raise ValueError("batched local updates need a model without buffers (BatchNorm): use the sequential path")
     out = []
     for s in range(0, len(idxs), chunk):
-        out += _batched_chunk(model, params, X, Y, idxs[s:s + chunk], cfg, seeds[s:s + chunk], anchor,
-                              None if corrs is None else corrs[s:s + chunk])
+        sl = lambda d: None if d is None else {k: v[s:s + chunk] for k, v in d.items()} if stacked else d
+        P, M, loss, acc, steps = _batched_chunk(model, sl(params), X, Y, idxs[s:s + chunk], cfg, seeds[s:s + chunk], sl(anchor),
+                                                None if corrs is None else corrs[s:s + chunk], stacked)
+        out += [LocalResult({n: v[k] for n, v in P.items()}, {}, len(idxs[s + k]), steps[k], loss[k], acc[k],
+                            {n: v[k] for n, v in M.items()}) for k in range(len(steps))]
     return out
 
-def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs):
-    "Train one chunk of clients with stacked parameters and padded, masked batches."
+def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked=False):
+    "Train one chunk of clients with stacked parameters and padded, masked batches; return stacked parameters, momenta, losses, accuracies, steps."
     dev, K, B = X.device, len(idxs), cfg.batch_size
     scheds = [batch_schedule(len(ix), B, cfg.epochs, cfg.steps, sd) for ix, sd in zip(idxs, seeds)]
-    S = max(len(s) for s in scheds)
-    I, W, A = np.zeros((S, K, B), np.int64), np.zeros((S, K, B), np.float32), np.zeros((S, K), np.float32)
-    for k, (ix, sch) in enumerate(zip(idxs, scheds)):
-        ix = np.asarray(ix)
-        for t, b in enumerate(sch): I[t, k, :len(b)] = ix[b]; W[t, k, :len(b)] = 1; A[t, k] = 1
-    I, W, A = (torch.as_tensor(a, device=dev) for a in (I, W, A))
-    P = {k: v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim) for k, v in params.items()}
+    n_steps = np.array([len(s) for s in scheds]); S = int(n_steps.max())
+    order = np.argsort(-n_steps, kind='stable'); inv = np.argsort(order)   # longest schedules first: at step t the active clients are a prefix
+    live = [int((n_steps > t).sum()) for t in range(S)]
+    I, W = np.zeros((S, K, B), np.int64), np.zeros((S, K, B), np.float32)
+    for j, k in enumerate(order):
+        ix = np.asarray(idxs[k])
+        for t, b in enumerate(scheds[k]): I[t, j, :len(b)] = ix[b]; W[t, j, :len(b)] = 1
+    I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
+    o = torch.as_tensor(order, device=dev)
+    P = {k: v.detach()[o].clone() if stacked else v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim) for k, v in params.items()}
     M = _zeros_like(P)
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
-    corr = None if corrs is None else {k: torch.stack([c[k] for c in corrs]) for k in P}
+    if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
+    corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in P}
     gfn = vmap(lambda p, xb, yb, w: grad(lambda q: _batch_loss(model, q, {}, xb, yb, w), has_aux=True)(p))
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
     was = model.training; model.train()
     try:
         for t in range(S):
-            g, (sl, h) = gfn(P, X[I[t]], Y[I[t]], W[t])
-            with torch.no_grad(): P, M = sgd_update(P, g, M, cfg, anc, corr, active=A[t])
-            tot += sl; hits += h
+            n = live[t]; cut = lambda d: None if d is None else {k: v[:n] for k, v in d.items()} if n < K else d
+            p_, m_ = cut(P), cut(M)
+            g, (sl, h) = gfn(p_, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
+            with torch.no_grad():
+                a_ = anc if anc is None or not stacked else cut(anc)
+                p1, m1 = sgd_update(p_, g, m_, cfg, a_, cut(corr))
+                if n < K:
+                    for k in P: P[k][:n] = p1[k]; M[k][:n] = m1[k]
+                else: P, M = p1, m1
+            tot[:n] += sl; hits[:n] += h
     finally: model.train(was)
     seen = W.sum((0, 2)).clamp(min=1)
-    loss, acc = (tot / seen).tolist(), (hits / seen).tolist()
-    return [LocalResult({n: v[k] for n, v in P.items()}, {}, len(idxs[k]), len(scheds[k]), loss[k], acc[k],
-                        {n: v[k] for n, v in M.items()}) for k in range(K)]
+    i = torch.as_tensor(inv, device=dev)
+    loss, acc = (tot / seen)[i].tolist(), (hits / seen)[i].tolist()
+    return {k: v[i] for k, v in P.items()}, {k: v[i] for k, v in M.items()}, loss, acc, n_steps.tolist()
+
 
 # %% ../nbs/03_train.ipynb #c032
 @torch.no_grad()

@@ -47,6 +47,11 @@ BAD = [  # (Experiment kwargs, exception, text naming the parameter)
     (dict(landscape_steps=1), ValueError, "landscape_steps"), (dict(curvature_probes=1), ValueError, "curvature_probes"),
     (dict(landscape_plane="circle"), ValueError, "landscape_plane"), (dict(seed=-1), ValueError, "seed"),
     (dict(model="cnn"), ValueError, "image inputs"),
+    (dict(noisy_clients=[10]), ValueError, "noisy_clients"), (dict(free_riders=[-1]), ValueError, "free_riders"),
+    (dict(noisy_clients="two"), ValueError, "noisy_clients='two'"), (dict(label_noise=1.5), ValueError, "label_noise=1.5"),
+    (dict(valuation="magic"), ValueError, "valuation="), (dict(valuation_metric="f1"), ValueError, "valuation_metric="),
+    (dict(valuation="exact"), ValueError, "valuation_max_clients"), (dict(holdout=0.0), ValueError, "holdout"),
+    (dict(valuation_samples=0), ValueError, "valuation_samples"), (dict(valuation_every=0), ValueError, "valuation_every"),
 ]
 
 
@@ -92,7 +97,7 @@ WORKER = textwrap.dedent("""
 def _tables(store):
     st = Store(store)
     out = {t: st.table(t).drop(columns=[c for c in ("experiment_id", "created_at", "finished_at", "path") if c in st.table(t).columns])
-           for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes")}
+           for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes", "valuations")}
     out["status"] = st.table("experiments").status.tolist()
     st.close()
     return out
@@ -125,7 +130,8 @@ def test_sigkill_and_rerun_resumes_bit_identical(tmp_path):
     subprocess.run([sys.executable, str(w), crash], check=True, timeout=600, env=env)
     a, b = _tables(ref), _tables(crash)
     assert b["status"] == ["finished"]
-    for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes"):
+    assert len(a["valuations"]) > 0
+    for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes", "valuations"):
         pd.testing.assert_frame_equal(a[t], b[t], check_exact=True, obj=t)
     import torch
     ga = torch.load(next(Path(ref).parent.glob("artifacts/*/checkpoint/checkpoint.pt")), weights_only=True)["global_params"]
@@ -185,7 +191,7 @@ SCALE = textwrap.dedent("""
     from fedland.experiment import Experiment, run_experiment
     t = time.perf_counter()
     r = run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, curvature=False,
-                                  contributions=False, landscape_steps=11, store=sys.argv[1]), progress=False)
+                                  contributions=False, valuation='none', landscape_steps=11, store=sys.argv[1]), progress=False)
     print(json.dumps(dict(seconds=time.perf_counter() - t, acc=r.history.rounds.test_acc.iloc[-1],
                           kept=len(r.history.client_models), cos_rounds=len(r.history.update_cos),
                           peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)))

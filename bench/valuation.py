@@ -1,0 +1,191 @@
+"""Client valuation measured against the ground truth: exact retraining Shapley values over training seeds, and how well
+every estimator agrees with them, per setting; timings of the exact game (K = 4…10) and of the reconstruction's
+overhead on training.
+
+    python bench/valuation.py --json bench/results/valuation.json            # agreement table + timings (~25 min on 2 cores)
+    python bench/valuation.py --quick --json /tmp/v.json                      # 2 settings, K = 4…8 timings
+
+Settings (MNIST-1D, MLP, K = 8 clients, FedAvg 20 rounds × 1 local epoch, lr 0.05, momentum 0.9): IID and Dirichlet(0.5),
+each balanced and with quantity skew (lognormal σ = 1), and a Dirichlet(0.5) split with two planted clients (client 2's
+training labels random, client 5 a free rider). The truth is the exact Shapley value of final test accuracy, averaged
+over training seeds 0 and 1; its ceiling is the Spearman ρ between the two seeds' exact values. Each estimator comes
+from one ordinary training run (seeds 0 and 1: two users' runs) and is scored by Spearman ρ and Pearson r against the
+truth (median and min–max over the two runs).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import torch
+
+from fedland.contribution import CONTRIBUTION_METRICS, contribution_table
+from fedland.curvature import curvature_table
+from fedland.data import load_dataset
+from fedland.experiment import Experiment, prepare
+from fedland.federated import FedConfig, client_ids, run_federated
+from fedland.models import build_model
+from fedland.partition import partition
+from fedland.valuation import (CoalitionGame, Reconstruction, agreement, coalition_values, plant_label_noise,
+                               reconstruction_values, validation_sample)
+
+K, SEEDS = 8, (0, 1)
+SETTINGS = {
+    "iid": dict(scheme="iid"),
+    "iid-unbalanced": dict(scheme="iid", sigma=1.0),
+    "dirichlet": dict(scheme="dirichlet", alpha=0.5),
+    "dirichlet-unbalanced": dict(scheme="dirichlet", alpha=0.5, sigma=1.0),
+    "planted": dict(scheme="dirichlet", alpha=0.5),
+}
+NOISY, RIDER = [2], [5]
+CFG = dict(rounds=20, lr=0.05, momentum=0.9, local_epochs=1, batch_size=32)
+VAL_SAMPLES = 512
+
+
+class Several:
+    "Several valuers on one training run: each round's record holds each one's record under its name."
+    def __init__(self, **valuers): self.v = valuers
+    def __call__(self, hist, r, *a):
+        out = {}
+        for name, v in self.v.items():
+            h = SimpleNamespace(valuations={q: d.get(name, {}) for q, d in hist.valuations.items()}, n_clients=hist.n_clients,
+                                global_params=hist.global_params)
+            out[name] = v(h, r, *a)
+        return out
+
+
+def _one(hist, name):
+    return SimpleNamespace(valuations={r: d[name] for r, d in hist.valuations.items()}, n_clients=hist.n_clients)
+
+
+def setting_data(name, ds0):
+    part = partition(ds0.y_train, K, seed=0, **SETTINGS[name])
+    ds = plant_label_noise(ds0, part, NOISY, 1.0) if name == "planted" else ds0
+    cfg = FedConfig(**CFG, free_riders=RIDER if name == "planted" else [])
+    return ds, part, cfg
+
+
+def estimators(net, ds, part, cfg, seed):
+    "Every estimator from one training run with this seed."
+    vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, seed))
+    X, Y = ds.x_train[vi], ds.y_train[vi]
+    several = Several(run=Reconstruction(net, X, Y, every=5, last_round=cfg.rounds),
+                      round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
+                      round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"))
+    h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
+    out = {"reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
+           "reconstruction_loo (run game)": reconstruction_values(_one(h, "run"), "loo"),
+           "reconstruction_shapley (run game, loss)": reconstruction_values(_one(h, "run"), metric="loss"),
+           "reconstruction_shapley (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized")),
+           "reconstruction_loo (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized"), "loo"),
+           "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate"))}
+    owner = client_ids(part, ds.n_train)
+    cur = curvature_table(net, {"global": h.global_model(), **{f"client:{k}": h.client_model(cfg.rounds, k) for k in range(K)}},
+                          ds.x_train, ds.y_train, owner, lambda_on="own", n_probes=10, m=15, progress=False)
+    tab = contribution_table(net, h, ds, part, curvature=cur).pivot(index="client", columns="metric", values="value")
+    for m in tab.columns:
+        d = CONTRIBUTION_METRICS.get(m, ("", 0))[1] or 1
+        out[f"table: {m}" + (" (negated)" if d < 0 else "")] = d * tab[m].to_numpy(np.float64)
+    return out, h
+
+
+def validate(names, cache: Path):
+    ds0 = load_dataset("mnist1d")
+    rows, planted, spread, per_setting = [], {}, {}, {}
+    for name in names:
+        ds, part, cfg = setting_data(name, ds0)
+        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        gpath = cache / f"game-{name}.npz"
+        if gpath.exists(): game = CoalitionGame.load(gpath)
+        else:
+            game = coalition_values(net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f"ck-{name}", progress=False)
+            game.save(gpath)
+        truth = game.values("shapley")
+        ceiling = game.seed_agreement()
+        runs = [estimators(net, ds, part, cfg, s) for s in SEEDS]
+        print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f}", flush=True)
+        for est in runs[0][0]:
+            ag = [agreement(truth, r[0][est]) for r in runs]
+            sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
+            rows.append(dict(setting=name, estimator=est, spearman=float(np.median(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
+                             pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)), ceiling=ceiling))
+        rec = [r[0]["reconstruction_shapley (run game)"] for r in runs]
+        per_setting[name] = dict(truth=truth.values.tolist(), truth_se=truth.se.tolist(), truth_per_seed=truth.per_seed.tolist(),
+                                 sizes=part.sizes.tolist(), ceiling=ceiling, v_full=game.acc[:, -1].tolist(), exact_seconds=game.seconds,
+                                 estimates={e: [np.asarray(r[0][e].values if hasattr(r[0][e], "values") else r[0][e]).tolist() for r in runs] for e in runs[0][0]},
+                                 heatmap=rec[0].per_round.tolist(), heatmap_rounds=rec[0].rounds)
+        if name == "planted":
+            last = lambda v: sorted(np.argsort(np.asarray(v))[:2].tolist())
+            planted = dict(exact_per_seed=[last(v) for v in truth.per_seed], reconstruction_per_run=[last(r.values) for r in rec],
+                           planted=sorted(NOISY + RIDER))
+        if name == "iid":
+            spread = dict(reconstruction_std_across_clients=[float(np.std(r.values)) for r in rec],
+                          truth_seed_spread=float(np.mean(np.std(truth.per_seed, axis=0, ddof=1))),
+                          truth_std_across_clients=float(np.std(truth.values)))
+    return rows, planted, spread, per_setting
+
+
+def time_exact(ks, reps=1):
+    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, 20 rounds × 1 epoch, one seed)."
+    ds = load_dataset("mnist1d"); out = {}
+    for k in ks:
+        part = partition(ds.y_train, k, "dirichlet", alpha=0.5, seed=0)
+        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        ts = []
+        for _ in range(reps):
+            t = time.perf_counter(); coalition_values(net, ds, part, FedConfig(**CFG), progress=False); ts.append(time.perf_counter() - t)
+        out[str(k)] = dict(coalitions=2 ** k - 1, seconds=float(np.median(ts)), min=float(np.min(ts)), max=float(np.max(ts)))
+        print(f"exact game K={k}: {out[str(k)]['seconds']:.1f} s", flush=True)
+    return out
+
+
+def time_overhead(model, reps=3):
+    "Training with the default reconstruction valuation vs without, on the default experiment with K = 8 (median of alternated repetitions)."
+    exp = Experiment(model=model, n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"))
+    ds, part, net = prepare(exp)
+    vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
+    plain, valued = [], []
+    for _ in range(reps):
+        t = time.perf_counter(); run_federated(net, ds, part, exp.fed_config(), progress=False); plain.append(time.perf_counter() - t)
+        val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds)
+        t = time.perf_counter(); run_federated(net, ds, part, exp.fed_config(), valuer=val, progress=False); valued.append(time.perf_counter() - t)
+    ratios = [(v - p) / p for p, v in zip(plain, valued)]
+    return dict(model=model, plain_seconds=float(np.median(plain)), valued_seconds=float(np.median(valued)),
+                overhead=float(np.median(ratios)), overhead_min=float(np.min(ratios)), overhead_max=float(np.max(ratios)),
+                every=exp.valuation_every, samples=exp.valuation_samples, reps=reps)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate exact overhead")
+    a = ap.parse_args()
+    cache = Path(a.cache or tempfile.mkdtemp()); cache.mkdir(parents=True, exist_ok=True)
+    out = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": a.quick},
+           "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
+    if "validate" not in a.skip:
+        names = ["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS)
+        rows, planted, spread, per = validate(names, cache)
+        out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
+    if "exact" not in a.skip: out["exact_seconds"] = time_exact(range(4, 9) if a.quick else range(4, 11))
+    if "overhead" not in a.skip: out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp")]
+    if a.json:
+        Path(a.json).parent.mkdir(parents=True, exist_ok=True); Path(a.json).write_text(json.dumps(out, indent=1))
+    if "agreement" in out:
+        import pandas as pd
+        df = pd.DataFrame(out["agreement"])
+        with pd.option_context("display.width", 250, "display.max_rows", 500):
+            print(df.pivot(index="estimator", columns="setting", values="spearman").round(2).to_string())
+
+
+if __name__ == "__main__":
+    main()
