@@ -10,7 +10,9 @@ each balanced and with quantity skew (lognormal σ = 1), and a Dirichlet(0.5) sp
 training labels random, client 5 a free rider). The truth is the exact Shapley value of final test accuracy, averaged
 over training seeds 0 and 1; its ceiling is the Spearman ρ between the two seeds' exact values. Each estimator comes
 from one ordinary training run (seeds 0 and 1: two users' runs) and is scored by Spearman ρ and Pearson r against the
-truth (median and min–max over the two runs).
+truth (median and min–max over the two runs). A second ceiling: the agreement of the exact values measured on two random
+halves of the test set (500 samples each, about the size of the reconstruction's validation sample) — the seeds share
+one test set, so their agreement leaves out the evaluation sample's own noise.
 """
 import argparse
 import json
@@ -25,7 +27,7 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
-from fedland.contribution import CONTRIBUTION_METRICS, contribution_table
+from fedland.contribution import contribution_table
 from fedland.curvature import curvature_table
 from fedland.data import load_dataset
 from fedland.experiment import Experiment, prepare
@@ -33,7 +35,7 @@ from fedland.federated import FedConfig, client_ids, run_federated
 from fedland.models import build_model
 from fedland.partition import partition
 from fedland.valuation import (CoalitionGame, Reconstruction, agreement, coalition_values, plant_label_noise,
-                               reconstruction_values, validation_sample)
+                               reconstruction_values, run_estimators, validation_sample)
 
 K, SEEDS = 8, (0, 1)
 SETTINGS = {
@@ -76,22 +78,22 @@ def estimators(net, ds, part, cfg, seed):
     vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, seed))
     X, Y = ds.x_train[vi], ds.y_train[vi]
     several = Several(run=Reconstruction(net, X, Y, every=5, last_round=cfg.rounds),
+                      run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=5, last_round=cfg.rounds),
                       round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
                       round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"))
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
     out = {"reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
            "reconstruction_loo (run game)": reconstruction_values(_one(h, "run"), "loo"),
            "reconstruction_shapley (run game, loss)": reconstruction_values(_one(h, "run"), metric="loss"),
+           "reconstruction_shapley (run game, renormalized)": reconstruction_values(_one(h, "run_renormalized")),
            "reconstruction_shapley (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized")),
            "reconstruction_loo (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized"), "loo"),
            "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate"))}
     owner = client_ids(part, ds.n_train)
     cur = curvature_table(net, {"global": h.global_model(), **{f"client:{k}": h.client_model(cfg.rounds, k) for k in range(K)}},
                           ds.x_train, ds.y_train, owner, lambda_on="own", n_probes=10, m=15, progress=False)
-    tab = contribution_table(net, h, ds, part, curvature=cur).pivot(index="client", columns="metric", values="value")
-    for m in tab.columns:
-        d = CONTRIBUTION_METRICS.get(m, ("", 0))[1] or 1
-        out[f"table: {m}" + (" (negated)" if d < 0 else "")] = d * tab[m].to_numpy(np.float64)
+    table = run_estimators(_one(h, "run"), contribution_table(net, h, ds, part, curvature=cur))
+    out.update({k: v for k, v in table.items() if k.startswith("table: ")})
     return out, h
 
 
@@ -108,16 +110,18 @@ def validate(names, cache: Path):
             game.save(gpath)
         truth = game.values("shapley")
         ceiling = game.seed_agreement()
+        split = game.split_agreement() if game.hits is not None else float("nan")
         runs = [estimators(net, ds, part, cfg, s) for s in SEEDS]
-        print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f}", flush=True)
+        print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f} (seeds), {split:.2f} (test-set halves)", flush=True)
         for est in runs[0][0]:
             ag = [agreement(truth, r[0][est]) for r in runs]
             sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
             rows.append(dict(setting=name, estimator=est, spearman=float(np.median(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
-                             pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)), ceiling=ceiling))
+                             pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)), ceiling=ceiling,
+                             ceiling_split=split))
         rec = [r[0]["reconstruction_shapley (run game)"] for r in runs]
         per_setting[name] = dict(truth=truth.values.tolist(), truth_se=truth.se.tolist(), truth_per_seed=truth.per_seed.tolist(),
-                                 sizes=part.sizes.tolist(), ceiling=ceiling, v_full=game.acc[:, -1].tolist(), exact_seconds=game.seconds,
+                                 sizes=part.sizes.tolist(), ceiling=ceiling, ceiling_split=split, v_full=game.acc[:, -1].tolist(), exact_seconds=game.seconds,
                                  estimates={e: [np.asarray(r[0][e].values if hasattr(r[0][e], "values") else r[0][e]).tolist() for r in runs] for e in runs[0][0]},
                                  heatmap=rec[0].per_round.tolist(), heatmap_rounds=rec[0].rounds)
         if name == "planted":
@@ -129,6 +133,33 @@ def validate(names, cache: Path):
                           truth_seed_spread=float(np.mean(np.std(truth.per_seed, axis=0, ddof=1))),
                           truth_std_across_clients=float(np.std(truth.values)))
     return rows, planted, spread, per_setting
+
+
+def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
+    "Standard error of the run-game Shapley values that the validation sample's size leaves (bootstrap), and their agreement with the exact values."
+    from fedland.landscape import evaluate_span
+    from fedland.valuation import membership, shapley
+    ds0 = load_dataset("mnist1d"); out = {}
+    for name in names:
+        ds, part, cfg = setting_data(name, ds0)
+        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        truth = CoalitionGame.load(cache / f"game-{name}.npz").values("shapley")
+        pool = validation_sample(part)                              # every held-out sample
+        X, Y = ds.x_train[pool], ds.y_train[pool]
+        rec = Reconstruction(net, X, Y, every=cfg.rounds, last_round=cfg.rounds)
+        h = run_federated(net, ds, part, cfg, seed=0, valuer=rec, progress=False)
+        _, acc = evaluate_span(net, h.global_params[0], torch.as_tensor(h.valuations[cfg.rounds]["contrib"]), membership(K), X, Y,
+                               owner=torch.arange(len(Y)))          # correctness of every corner on every sample: (2^K, n)
+        acc = acc.numpy(); rng = np.random.default_rng(0); res = {}
+        for n in sizes:
+            n = min(n, len(Y))
+            boot = np.stack([shapley(acc[:, rng.integers(0, len(Y), n)].mean(1)) for _ in range(boots)])
+            sub = [agreement(truth, shapley(acc[:, rng.choice(len(Y), n, replace=False)].mean(1)))["spearman"] for _ in range(50)]
+            res[str(n)] = dict(shapley_se=float(boot.std(0, ddof=1).mean()), spearman_median=float(np.median(sub)),
+                               spearman_q10=float(np.quantile(sub, 0.1)), spearman_q90=float(np.quantile(sub, 0.9)))
+            print(f"{name} n={n}: SE of a Shapley value {100 * res[str(n)]['shapley_se']:.2f} points, Spearman median {res[str(n)]['spearman_median']:.2f}", flush=True)
+        out[name] = dict(pool=int(len(Y)), truth_spread_points=float(100 * np.std(truth.values)), sizes=res)
+    return out
 
 
 def time_exact(ks, reps=1):
@@ -166,19 +197,25 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate exact overhead")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate samples exact overhead")
+    ap.add_argument("--local-epochs", type=int, default=1, help="local epochs per round of every run (default 1)")
+    ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
+    ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file, keep the others")
     a = ap.parse_args()
-    cache = Path(a.cache or tempfile.mkdtemp()); cache.mkdir(parents=True, exist_ok=True)
+    CFG["local_epochs"] = a.local_epochs
+    cache = Path(a.cache or tempfile.mkdtemp()) / (f"e{a.local_epochs}" if a.local_epochs != 1 else ""); cache.mkdir(parents=True, exist_ok=True)
     out = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": a.quick},
            "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
     if "validate" not in a.skip:
-        names = ["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS)
+        names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS))
         rows, planted, spread, per = validate(names, cache)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
+    if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
     if "exact" not in a.skip: out["exact_seconds"] = time_exact(range(4, 9) if a.quick else range(4, 11))
     if "overhead" not in a.skip: out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp")]
     if a.json:
+        if a.merge and Path(a.json).exists(): out = {**json.loads(Path(a.json).read_text()), **out}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True); Path(a.json).write_text(json.dumps(out, indent=1))
     if "agreement" in out:
         import pandas as pd

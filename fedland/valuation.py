@@ -12,18 +12,20 @@ from pathlib import Path
 __all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'WEIGHTINGS', 'GAMES', 'coalition_masks', 'members', 'popcount',
            'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled', 'Valuation', 'CoalitionGame', 'coalition_values',
            'membership', 'coalition_weights', 'Reconstruction', 'round_gain', 'reconstruction_values', 'agreement',
-           'valuation_report', 'validation_sample', 'plant_label_noise']
+           'run_estimators', 'valuation_report', 'validation_sample', 'plant_label_noise']
 
 # %% ../nbs/07b_valuation.ipynb #v004
 import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+from torch.func import functional_call, vmap
 from scipy import stats
 from .models import param_dict, buffer_dict, flatten, unflatten
-from .train import evaluate, resolve_device, TrainingDiverged, _batched_chunk, _check_count
+from .train import evaluate, per_sample_losses, resolve_device, TrainingDiverged, _batched_chunk, _check_count
 from .federated import FedConfig, ServerOptimizer, run_federated, config_hash, save_checkpoint, load_checkpoint, _check_fit
-from .landscape import evaluate_span, _point_losses
+from .landscape import evaluate_span, _nll
+from .contribution import CONTRIBUTION_METRICS
 
 # %% ../nbs/07b_valuation.ipynb #v007
 def coalition_masks(n_players: int) -> np.ndarray:
@@ -81,14 +83,15 @@ SOLUTIONS = {'shapley': shapley, 'banzhaf': banzhaf, 'loo': leave_one_out}
 def shapley_sampled(utility,                 # utility(masks: int array) -> values, shape (len(masks),) or (len(masks), M)
                     n_players: int,          # K
                     n_permutations: int = 200,  # permutations sampled
-                    tol: float = 0.0,        # truncation: stop a permutation once |v(N) − v(prefix)| ≤ tol (the rest get 0); 0: never
+                    tol=0.0,                 # truncation: stop a permutation once |v(N) − v(prefix)| ≤ tol (per utility column; the rest get 0); 0: never
                     seed: int = 0,           # seed of the permutations
                     batch: int = 64,         # permutations walked together (one utility call per position)
                    ) -> tuple:
     "Monte-Carlo Shapley values with their standard errors (permutation sampling with truncation, as in TMC/GTG-Shapley); returns (values, se, utility evaluations)."
     _check_players(n_players)
     _check_count('n_permutations', n_permutations, 2)
-    if not (isinstance(tol, (int, float)) and math.isfinite(tol) and tol >= 0): raise ValueError(f"tol={tol!r} must be ≥ 0")
+    tol = np.asarray(tol, dtype=np.float64)
+    if not (np.isfinite(tol).all() and (tol >= 0).all()): raise ValueError(f"tol={tol.tolist()!r} must be ≥ 0")
     K, cache = n_players, {}
     def u(ms):
         new = sorted({int(m) for m in ms} - cache.keys())
@@ -108,7 +111,7 @@ def shapley_sampled(utility,                 # utility(masks: int array) -> valu
             nxt = prefix[i] | (1 << perms[i, j]); val = u(nxt)
             marg[s + i, perms[i, j]] = val - prev[i]
             prefix[i], prev[i] = nxt, val
-            if tol > 0: live[i] = np.abs(vN - val).max(1) > tol   # tol = 0: no truncation
+            if (tol > 0).any(): live[i] = (np.abs(vN - val) > tol).any(1)   # tol = 0: no truncation
     vals = marg.mean(0); se = marg.std(0, ddof=1) / math.sqrt(n_permutations)
     return (vals[:, 0], se[:, 0], len(cache)) if len(v0) == 1 else (vals.T, se.T, len(cache))
 
@@ -162,7 +165,7 @@ class Valuation:
         K = self.n_clients; se = self.se if self.se is not None else np.full(K, np.nan); out = []
         for i, k in enumerate(self.ranking()):
             v, s = float(self.values[k]), float(se[k]); share = f" ({100 * weights[k]:.0f} % of the data)" if weights is not None else ''
-            pm = f" ± {abs(s) * (100 if self.metric == 'accuracy' else 1):.2g}" if np.isfinite(s) else ''
+            pm = (f" ± {100 * abs(s):.2f}" if self.metric == 'accuracy' else f" ± {abs(s):.4f}") if np.isfinite(s) else ''
             if self.metric == 'accuracy':
                 what = f"adds {100 * v:.2f}{pm} points of test accuracy" if v >= 0 else f"costs {-100 * v:.2f}{pm} points of test accuracy"
             else: what = f"lowers the test loss by {v:.4f}{pm}" if v >= 0 else f"raises the test loss by {-v:.4f}{pm}"
@@ -183,6 +186,7 @@ class CoalitionGame:
     acc: np.ndarray            # (n_seeds, 2^K) test accuracy of the model trained on S (S = ∅: θ₀)
     loss: np.ndarray           # (n_seeds, 2^K) test loss
     seconds: float = math.nan  # wall time of the training
+    hits: np.ndarray | None = None  # (n_seeds, 2^K, n_test) bool: which test samples each coalition's model classifies correctly
     def table(self, metric: str = 'accuracy', seed: int | None = None) -> np.ndarray:
         "v(S) per bitmask (accuracy, or minus the loss), for one seed index or averaged over seeds."
         if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
@@ -199,15 +203,26 @@ class CoalitionGame:
         per = self.values(method, metric).per_seed
         if len(per) < 2: return math.nan
         return float(np.mean([_spearman(per[i], per[j]) for i in range(len(per)) for j in range(i + 1, len(per))]))
+    def split_agreement(self, n_splits: int = 50, seed: int = 0) -> float:
+        "Mean Spearman ρ between the exact Shapley values (accuracy, averaged over seeds) measured on two random halves of the test set: the agreement an estimator measured on another sample of that size can hope for."
+        if self.hits is None: raise ValueError("this game has no per-sample results (hits); it was made before they were recorded")
+        rng, n, out = np.random.default_rng(seed), self.hits.shape[-1], []
+        for _ in range(n_splits):
+            p = rng.permutation(n); a, b = p[:n // 2], p[n // 2:]
+            out.append(_spearman(shapley(self.hits[:, :, a].mean((0, 2))), shapley(self.hits[:, :, b].mean((0, 2)))))
+        return float(np.nanmean(out))
     def save(self, path: str | os.PathLike):
         "Write an `.npz` (atomic; no pickles)."
         path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(path.name + '.tmp.npz')
-        np.savez(tmp, n_players=self.n_players, seeds=np.asarray(self.seeds), acc=self.acc, loss=self.loss, seconds=self.seconds); os.replace(tmp, path)
+        extra = {} if self.hits is None else dict(hits=np.packbits(self.hits, axis=-1), n_test=self.hits.shape[-1])
+        np.savez_compressed(tmp, n_players=self.n_players, seeds=np.asarray(self.seeds), acc=self.acc, loss=self.loss, seconds=self.seconds, **extra); os.replace(tmp, path)
     @classmethod
     def load(cls, path: str | os.PathLike) -> 'CoalitionGame':
         "Read a game written by `save`; a damaged file is an error naming it."
         try:
-            with np.load(path, allow_pickle=False) as z: return cls(int(z['n_players']), z['seeds'].tolist(), z['acc'], z['loss'], float(z['seconds']))
+            with np.load(path, allow_pickle=False) as z:
+                hits = np.unpackbits(z['hits'], axis=-1, count=int(z['n_test'])).astype(bool) if 'hits' in z.files else None
+                return cls(int(z['n_players']), z['seeds'].tolist(), z['acc'], z['loss'], float(z['seconds']), hits)
         except Exception as e: raise RuntimeError(f"coalition game {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
     def __repr__(self): return f"CoalitionGame({self.n_players} clients, {2 ** self.n_players} coalitions × {len(self.seeds)} seeds, v(N) acc {self.acc[:, -1].mean():.3f})"
 
@@ -223,17 +238,25 @@ def _pearson(a, b) -> float:
     return float(stats.pearsonr(a, b).statistic)
 
 # %% ../nbs/07b_valuation.ipynb #v026
-def _final_eval(model, flats, buffers, X, Y, chunk: int = 256) -> tuple:
-    "Test loss and accuracy of stacked flat models (G, P)."
-    spec = [(n, tuple(v.shape)) for n, v in param_dict(model).items()]; oh = torch.ones(len(Y), 1, device=X.device)
-    L, C = [], []
+@torch.no_grad()
+def _final_eval(model, flats, buffers, X, Y, chunk: int = 64) -> tuple:
+    "Test loss, accuracy and per-sample correctness (G, n) of stacked flat models (G, P)."
+    like = {n: v for n, v in param_dict(model).items()}; f = vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
+    L, H = [], []
     was = model.training; model.eval()
     try:
-        with torch.no_grad():
-            for s in range(0, len(flats), chunk):
-                l, c = _point_losses(model, spec, buffers, flats[s:s + chunk], X, Y, oh, 1024); L.append(l[:, 0] / len(Y)); C.append(c[:, 0] / len(Y))
+        for s in range(0, len(flats), chunk):
+            out = f(dict(_unflatten_stacked(flats[s:s + chunk], like)), X)
+            L.append(_nll(out, Y).mean(1)); H.append(out.argmax(-1) == Y[None])
     finally: model.train(was)
-    return torch.cat(L).cpu().numpy(), torch.cat(C).cpu().numpy()
+    H = torch.cat(H).cpu()
+    return torch.cat(L).cpu().numpy(), H.float().mean(1).numpy(), H.numpy()
+
+def _unflatten_stacked(flats, like):
+    "(G, P) flat vectors as a dict of stacked tensors shaped like `like`."
+    out, i = {}, 0
+    for n, v in like.items(): out[n] = flats[:, i:i + v.numel()].reshape(len(flats), *v.shape); i += v.numel()
+    return out
 
 def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save, chunk):
     "FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in one vmapped engine."
@@ -282,14 +305,15 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
     idx = [np.asarray(ix) for ix in part]
     p0 = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}; b0 = {k: v.detach().to(dev) for k, v in buffer_dict(model).items()}
     masks = coalition_masks(K)[1:]
-    l0, a0 = evaluate(model, Xt, Yt, p0, b0)
+    l0, a0, h0 = _final_eval(model, flatten(p0)[None], b0, Xt, Yt)
     ident = config_hash({'fed': asdict(cfg), 'seeds': seeds, 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__,
                          'sizes': part.sizes.tolist(), 'theta0': float(flatten(p0).double().sum())})
     ck = Path(checkpoint_dir) / 'coalitions.pt' if checkpoint_dir else None
     acc, loss = np.full((len(seeds), 2 ** K), np.nan), np.full((len(seeds), 2 ** K), np.nan)
+    hits = np.zeros((len(seeds), 2 ** K, len(Yt)), dtype=bool)
     state = load_checkpoint(ck) if ck is not None and ck.exists() else None
     if state is not None and state['hash'] != ident: raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); use another checkpoint_dir")
-    if state is not None: acc, loss = state['acc'].numpy(), state['loss'].numpy()
+    if state is not None: acc, loss, hits = state['acc'].numpy(), state['loss'].numpy(), state['hits'].numpy().astype(bool)
     batched = not b0 and cfg.algorithm != 'scaffold' and cfg.bn == 'aggregate'
     from tqdm.auto import tqdm
     t0 = time.perf_counter()
@@ -306,18 +330,19 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
                 if ck is None: return
                 save_checkpoint(ck, {'hash': ident, 'seed_index': i, 'round': r, 'theta': {k: v.cpu() for k, v in th.items()},
                                      'opt': {n: {k: v.cpu() for k, v in s.items()} for n, s in op.state_dict().items()},
-                                     'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss)})
+                                     'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss), 'hits': torch.as_tensor(hits)})
             theta = _coalition_rounds(model, X, Y, idx, c, masks, start, theta, opt, bar, save, chunk)
-            l, a = _final_eval(model, torch.cat([v.reshape(len(masks), -1) for v in theta.values()], 1), b0, Xt, Yt)
+            l, a, hh = _final_eval(model, torch.cat([v.reshape(len(masks), -1) for v in theta.values()], 1), b0, Xt, Yt)
         else:   # SCAFFOLD or BatchNorm: the sequential engine, one coalition after another
-            l, a = np.zeros(len(masks)), np.zeros(len(masks))
+            l, a, hh = np.zeros(len(masks)), np.zeros(len(masks)), np.zeros((len(masks), len(Yt)), dtype=bool)
             for j, m in enumerate(masks):
                 h = run_federated(model, ds, part, c, device=dev, coalition=members(m, K), progress=False, keep_clients='none')
-                l[j], a[j] = h.round_rows[-1]['test_loss'], h.round_rows[-1]['test_acc']; bar.update(1)
-        acc[i], loss[i] = np.r_[a0, a], np.r_[l0, l]
-        if ck is not None: save_checkpoint(ck, {'hash': ident, 'seed_index': -1, 'round': 0, 'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss)})
+                ls_, c_ = per_sample_losses(model, Xt, Yt, h.global_model(), {k: v.to(dev) for k, v in h.buffers.items()})
+                l[j], a[j], hh[j] = h.round_rows[-1]['test_loss'], h.round_rows[-1]['test_acc'], c_.cpu().numpy(); bar.update(1)
+        acc[i], loss[i], hits[i] = np.r_[a0, a], np.r_[l0, l], np.concatenate([h0, hh])
+        if ck is not None: save_checkpoint(ck, {'hash': ident, 'seed_index': -1, 'round': 0, 'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss), 'hits': torch.as_tensor(hits)})
     bar.close()
-    return CoalitionGame(K, seeds, acc, loss, time.perf_counter() - t0)
+    return CoalitionGame(K, seeds, acc, loss, time.perf_counter() - t0, hits)
 
 # %% ../nbs/07b_valuation.ipynb #v037
 WEIGHTINGS = ('aggregate', 'renormalized')
@@ -339,23 +364,25 @@ class Reconstruction:
     "Coalition games read off the landscape during training: the corners of the cube spanned by the clients' contributions, evaluated on a validation sample (no extra training)."
     def __init__(self, model: nn.Module,       # architecture (and buffers)
                  X_val: torch.Tensor, Y_val: torch.Tensor,  # the validation sample the utility is measured on
-                 game: str = 'run',            # 'run': corners θ₀ + Σ_{k∈S} C_k of the clients' accumulated contributions; 'round': each round's own game
-                 weighting: str = 'renormalized',  # the 'round' game's coalition weights: n_k/n_S (Song et al., GTG-Shapley) or n_k/n_N ('aggregate')
+                 game: str = 'run',            # 'run': the cube spanned by the clients' accumulated contributions; 'round': each round's own game
+                 weighting: str | None = None, # coalition weights: 'aggregate' (n_k/n_N: S's part of the actual step; the 'run' default) or 'renormalized' (n_k/n_S: S alone; the 'round' default)
                  every: int = 1,               # evaluate the game every this many rounds ('run' game; the last round always)
                  last_round: int | None = None,  # the run's last round (always evaluated); None: every `every` rounds only
                  max_exact: int = 12,          # exact game (all 2^K corners) up to this many players
                  n_permutations: int = 100,    # above it: permutations sampled (at most max_evaluations / K of them)
                  max_evaluations: int = 2048,  # bound on the corners a sampled game evaluates (many clients stay affordable)
-                 tol: float = 0.0,             # permutation truncation tolerance (utility units)
+                 tol: float = 0.01,            # sampled games: truncate a permutation once its prefix is within tol·|v(N) − v(∅)| of v(N)
                  seed: int = 0,
                  chunk_points: int | None = None):
+        if not (isinstance(tol, (int, float)) and 0 <= tol < 1): raise ValueError(f"tol={tol!r} must be in [0, 1)")
         if len(X_val) != len(Y_val) or len(Y_val) == 0: raise ValueError(f"X_val and Y_val must hold the same, non-zero number of samples; got {len(X_val)} and {len(Y_val)}")
         if game not in GAMES: raise ValueError(f"game={game!r} must be one of {', '.join(GAMES)}")
+        if weighting is None: weighting = 'aggregate' if game == 'run' else 'renormalized'
         if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of {', '.join(WEIGHTINGS)}")
         _check_count('every', every); _check_count('max_exact', max_exact); _check_count('n_permutations', n_permutations, 2); _check_count('max_evaluations', max_evaluations)
         self.model, self.X, self.Y, self.game, self.weighting, self.every, self.last = model, X_val, Y_val, game, weighting, every, last_round
         self.max_exact, self.n_perm, self.max_eval, self.tol, self.seed, self.chunk = max_exact, n_permutations, max_evaluations, tol, seed, chunk_points
-        self.contrib = None
+        self.contrib, self._hist = None, None
     def utility(self, origin, D, coefs, buffers=None) -> np.ndarray:
         "(G, 2) accuracy and minus loss of the points origin + coefs @ D."
         dev = next(self.model.parameters()).device
@@ -367,8 +394,9 @@ class Reconstruction:
         if m <= self.max_exact:
             u = self.utility(origin, D, W, buffers); return dict(acc=u[:, 0], loss=-u[:, 1])
         n_perm = min(self.n_perm, max(2, self.max_eval // m))
-        vals, se, ne = shapley_sampled(lambda ms: self.utility(origin, D, W[ms], buffers), m, n_perm, self.tol, seed=(self.seed * 1_000_003 + r) % 2**32)
         ends = self.utility(origin, D, W[[0, 2 ** m - 1]], buffers)
+        vals, se, ne = shapley_sampled(lambda ms: self.utility(origin, D, W[ms], buffers), m, n_perm, self.tol * np.abs(ends[1] - ends[0]),
+                                       seed=(self.seed * 1_000_003 + r) % 2**32)
         loo = ends[1][None] - self.utility(origin, D, W[[(2 ** m - 1) ^ (1 << k) for k in range(m)]], buffers)
         return dict(shapley_acc=vals[0], shapley_loss=vals[1], se_acc=se[0], se_loss=se[1], loo_acc=loo[:, 0], loo_loss=loo[:, 1],
                     v_acc=ends[:, 0], v_loss=-ends[:, 1], evaluations=np.array(ne))
@@ -377,16 +405,22 @@ class Reconstruction:
         D = (flats - g0[None]).float(); n = np.asarray(n, dtype=np.float64)
         if self.game == 'round':
             return dict(game=np.array(1), clients=np.asarray(clients), **self._game(r, g0, D, coalition_weights(n, self.weighting), buffers))
-        if self.contrib is None:   # a fresh run, or one resumed from a checkpoint: continue from the stored contributions
+        K, aggregate = hist.n_clients, self.weighting == 'aggregate'
+        if self.contrib is None or self._hist is not hist:   # a fresh run, or one resumed from a checkpoint: continue from the stored contributions
+            self._hist = hist
             prev = hist.valuations.get(r - 1, {})
             if r > 1 and 'contrib' not in prev: return {}   # earlier rounds were trained without this valuer: the run's game is unknown
-            self.contrib = torch.as_tensor(prev['contrib']).to(D) if r > 1 else torch.zeros(hist.n_clients, D.shape[1], dtype=D.dtype, device=D.device)
-        self.contrib[torch.as_tensor(clients, device=D.device)] += torch.as_tensor(n / n.sum(), dtype=D.dtype, device=D.device)[:, None] * D   # C_k += p_k^r Δ_k^r
+            self.contrib = torch.as_tensor(prev['contrib']).to(D) if r > 1 else torch.zeros(K, D.shape[1], dtype=D.dtype, device=D.device)
+            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > 1 else np.zeros(K)
+        cl = torch.as_tensor(clients, device=D.device); self.sizes[np.asarray(clients)] = n
+        w = torch.as_tensor(n / n.sum() if aggregate else np.ones_like(n), dtype=D.dtype, device=D.device)
+        self.contrib[cl] += w[:, None] * D          # C_k += p_k^r Δ_k^r ('aggregate'), or A_k += Δ_k^r ('renormalized')
         prev = hist.valuations.get(r - 1)
         if prev is not None: prev.pop('contrib', None)                # only the latest contributions are kept (K × P floats)
-        out = dict(game=np.array(0), clients=np.arange(hist.n_clients), contrib=self.contrib.cpu().numpy())
+        out = dict(game=np.array(0), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy())
         if r % self.every == 0 or r == self.last:
-            K = hist.n_clients; out.update(self._game(r, hist.global_params[0].to(D), self.contrib, membership(K), buffers))
+            W = membership(K) if aggregate else coalition_weights(np.maximum(self.sizes, 1e-12), 'renormalized')
+            out.update(self._game(r, hist.global_params[0].to(D), self.contrib, W, buffers))
         return out
 
 def _record_values(d: dict, method: str, metric: str) -> tuple:
@@ -433,6 +467,18 @@ def agreement(truth, estimate) -> dict:
     e = estimate.values if isinstance(estimate, Valuation) else np.asarray(estimate, float)
     if len(t) != len(e): raise ValueError(f"truth has {len(t)} clients, the estimate {len(e)}")
     return dict(spearman=_spearman(t, e), pearson=_pearson(t, e))
+
+def run_estimators(hist,                          # a `History` trained with a `Reconstruction` valuer
+                   contributions: pd.DataFrame | None = None,  # its `contribution_table` (tidy: client, metric, value)
+                   metric: str = 'accuracy') -> dict:
+    "Every estimator one training run offers: reconstruction Shapley and leave-one-out, and each contribution-table metric oriented by its direction (higher = more)."
+    out = {f'reconstruction_{m}': reconstruction_values(hist, m, metric) for m in ('shapley', 'loo')} if hist.valuations else {}
+    if contributions is not None:
+        wide = contributions.pivot(index='client', columns='metric', values='value').reindex(range(hist.n_clients))
+        for m in wide.columns:
+            d = CONTRIBUTION_METRICS.get(m, ('', 0))[1] or 1
+            out[f'table: {m}' + (' (negated)' if d < 0 else '')] = d * wide[m].to_numpy(np.float64)
+    return out
 
 def valuation_report(game: CoalitionGame,     # the exact game (≥ 2 training seeds give the ceiling)
                      estimators: dict,        # name -> Valuation or (K,) values, oriented so that higher = contributes more
