@@ -176,9 +176,9 @@ def time_exact(ks, reps=1):
     return out
 
 
-def time_overhead(model, reps=3):
+def time_overhead(model, reps=3, **kw):
     "Training with the default reconstruction valuation vs without, on the default experiment with K = 8 (median of alternated repetitions)."
-    exp = Experiment(model=model, n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"))
+    exp = Experiment(model=model, n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"), **kw)
     ds, part, net = prepare(exp)
     vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
     plain, valued = [], []
@@ -189,7 +189,7 @@ def time_overhead(model, reps=3):
     ratios = [(v - p) / p for p, v in zip(plain, valued)]
     return dict(model=model, plain_seconds=float(np.median(plain)), valued_seconds=float(np.median(valued)),
                 overhead=float(np.median(ratios)), overhead_min=float(np.min(ratios)), overhead_max=float(np.max(ratios)),
-                every=exp.valuation_every, samples=exp.valuation_samples, reps=reps)
+                every=exp.valuation_every, samples=exp.valuation_samples, local_epochs=exp.local_epochs, reps=reps)
 
 
 def main():
@@ -213,7 +213,9 @@ def main():
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
     if "exact" not in a.skip: out["exact_seconds"] = time_exact(range(4, 9) if a.quick else range(4, 11))
-    if "overhead" not in a.skip: out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp")]
+    if "overhead" not in a.skip:
+        out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp"), time_overhead("cnn1d", valuation_every=10),
+                                          time_overhead("cnn1d", local_epochs=5)]
     if a.json:
         if a.merge and Path(a.json).exists(): out = {**json.loads(Path(a.json).read_text()), **out}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True); Path(a.json).write_text(json.dumps(out, indent=1))

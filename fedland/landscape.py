@@ -358,11 +358,11 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
                                    batch_size or 512, chunk_points or 64)
     else:
         bufs = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
-        cp = chunk_points or 32; L = torch.zeros(len(cf), K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
+        cp = chunk_points or 8; L = torch.zeros(len(cf), K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)   # few points × many samples: 1.5× faster than 32 × 256 on cnn1d
         was = model.training; model.eval()
         try:
             for s in range(0, len(cf), cp):
-                l, c = _point_losses(model, spec, bufs, o[None] + cf[s:s + cp] @ D, X, Y, onehot, batch_size or 256)
+                l, c = _point_losses(model, spec, bufs, o[None] + cf[s:s + cp] @ D, X, Y, onehot, batch_size or 512)
                 L[s:s + cp], C[s:s + cp] = l, c
         finally: model.train(was)
     nk = n_k.double()
