@@ -77,8 +77,8 @@ def estimators(net, ds, part, cfg, seed):
     "Every estimator from one training run with this seed."
     vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, seed))
     X, Y = ds.x_train[vi], ds.y_train[vi]
-    several = Several(run=Reconstruction(net, X, Y, every=5, last_round=cfg.rounds),
-                      run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=5, last_round=cfg.rounds),
+    several = Several(run=Reconstruction(net, X, Y, every=10, last_round=cfg.rounds),
+                      run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=10, last_round=cfg.rounds),
                       round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
                       round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"))
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
@@ -176,7 +176,7 @@ def time_exact(ks, reps=1):
     return out
 
 
-def time_overhead(model, reps=3, **kw):
+def time_overhead(model, reps=5, **kw):
     "Training with the default reconstruction valuation vs without, on the default experiment with K = 8 (median of alternated repetitions)."
     exp = Experiment(model=model, n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"), **kw)
     ds, part, net = prepare(exp)
@@ -214,7 +214,7 @@ def main():
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
     if "exact" not in a.skip: out["exact_seconds"] = time_exact(range(4, 9) if a.quick else range(4, 11))
     if "overhead" not in a.skip:
-        out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp"), time_overhead("cnn1d", valuation_every=10),
+        out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp"), time_overhead("cnn1d", valuation_every=5),
                                           time_overhead("cnn1d", local_epochs=5)]
     if a.json:
         if a.merge and Path(a.json).exists(): out = {**json.loads(Path(a.json).read_text()), **out}

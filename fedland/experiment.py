@@ -80,7 +80,7 @@ class Experiment:
     valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (per-round Shapley during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
     valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
-    valuation_every: int = 5       # evaluate the reconstruction game every this many rounds (and the last): the columns of the client × round matrix
+    valuation_every: int = 10      # evaluate the reconstruction game every this many rounds (and the last): the columns of the client × round matrix
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
     noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
@@ -160,7 +160,7 @@ class Experiment:
         "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 5, 'valuation_seeds': 2, 'valuation_max_clients': 8,
+_LATER = {'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_seeds': 2, 'valuation_max_clients': 8,
           'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
 
 # %% ../nbs/09_experiment.ipynb #c011

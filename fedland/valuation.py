@@ -372,8 +372,10 @@ class Reconstruction:
                  n_permutations: int = 100,    # above it: permutations sampled (at most max_evaluations / K of them)
                  max_evaluations: int = 2048,  # bound on the corners a sampled game evaluates (many clients stay affordable)
                  tol: float = 0.01,            # sampled games: truncate a permutation once its prefix is within tol·|v(N) − v(∅)| of v(N)
+                 bootstrap: int = 100,         # exact games: bootstrap resamples of the validation sample for the values' standard errors (0: none)
                  seed: int = 0,
                  chunk_points: int | None = None):
+        _check_count('bootstrap', bootstrap, 0)
         if not (isinstance(tol, (int, float)) and 0 <= tol < 1): raise ValueError(f"tol={tol!r} must be in [0, 1)")
         if len(X_val) != len(Y_val) or len(Y_val) == 0: raise ValueError(f"X_val and Y_val must hold the same, non-zero number of samples; got {len(X_val)} and {len(Y_val)}")
         if game not in GAMES: raise ValueError(f"game={game!r} must be one of {', '.join(GAMES)}")
@@ -382,17 +384,23 @@ class Reconstruction:
         _check_count('every', every); _check_count('max_exact', max_exact); _check_count('n_permutations', n_permutations, 2); _check_count('max_evaluations', max_evaluations)
         self.model, self.X, self.Y, self.game, self.weighting, self.every, self.last = model, X_val, Y_val, game, weighting, every, last_round
         self.max_exact, self.n_perm, self.max_eval, self.tol, self.seed, self.chunk = max_exact, n_permutations, max_evaluations, tol, seed, chunk_points
+        cnt = np.random.default_rng([seed, 0xB007]).multinomial(len(Y_val), np.full(len(Y_val), 1 / len(Y_val)), size=bootstrap)
+        self.resample = torch.as_tensor(cnt.T / len(Y_val), dtype=torch.float64)   # (n, B): one bootstrap mean per column, the same every round
         self.contrib, self._hist = None, None
-    def utility(self, origin, D, coefs, buffers=None) -> np.ndarray:
-        "(G, 2) accuracy and minus loss of the points origin + coefs @ D."
+    def utility(self, origin, D, coefs, buffers=None, per_sample: bool = False):
+        "(G, 2) accuracy and minus loss of the points origin + coefs @ D; with `per_sample`, their (G, n) per-sample losses and correctness."
         dev = next(self.model.parameters()).device
-        l, a = evaluate_span(self.model, origin, D, coefs, self.X.to(dev), self.Y.to(dev), buffers=buffers, chunk_points=self.chunk)
-        return np.stack([a[:, 0].numpy(), -l[:, 0].numpy()], 1)
+        own = torch.arange(len(self.Y)) if per_sample else None
+        l, a = evaluate_span(self.model, origin, D, coefs, self.X.to(dev), self.Y.to(dev), owner=own, buffers=buffers, chunk_points=self.chunk)
+        return (l, a) if per_sample else np.stack([a[:, 0].numpy(), -l[:, 0].numpy()], 1)
     def _game(self, r, origin, D, W, buffers) -> dict:
         "The whole table (exact) or sampled Shapley and leave-one-out values with standard errors."
         m = W.shape[1]; W = np.asarray(W, dtype=np.float32)
         if m <= self.max_exact:
-            u = self.utility(origin, D, W, buffers); return dict(acc=u[:, 0], loss=-u[:, 1])
+            if not self.resample.shape[1]:
+                u = self.utility(origin, D, W, buffers); return dict(acc=u[:, 0], loss=-u[:, 1])
+            l, a = self.utility(origin, D, W, buffers, per_sample=True)    # (2^m, n): every corner on every validation sample
+            return dict(acc=a.mean(1).numpy(), loss=l.mean(1).numpy(), boot_acc=(a @ self.resample).T.float().numpy(), boot_loss=(l @ self.resample).T.float().numpy())
         n_perm = min(self.n_perm, max(2, self.max_eval // m))
         ends = self.utility(origin, D, W[[0, 2 ** m - 1]], buffers)
         vals, se, ne = shapley_sampled(lambda ms: self.utility(origin, D, W[ms], buffers), m, n_perm, self.tol * np.abs(ends[1] - ends[0]),
@@ -424,10 +432,12 @@ class Reconstruction:
         return out
 
 def _record_values(d: dict, method: str, metric: str) -> tuple:
-    "Values (and standard errors) of one recorded game for its clients."
+    "Values of one recorded game for its clients, and their bootstrap replicates (exact tables) or standard errors (sampled games)."
     if 'acc' in d:   # the exact table
         t = d['acc'] if metric == 'accuracy' else -d['loss']
-        return SOLUTIONS[method](t), None
+        boot = d.get('boot_acc' if metric == 'accuracy' else 'boot_loss')
+        reps = None if boot is None else np.stack([SOLUTIONS[method](b if metric == 'accuracy' else -b) for b in boot])
+        return SOLUTIONS[method](t), reps
     if method == 'banzhaf': raise ValueError("sampled games (more clients than max_exact) have Shapley and leave-one-out values, not Banzhaf")
     sfx = '_acc' if metric == 'accuracy' else '_loss'
     return d[method + sfx], (d['se' + sfx] if method == 'shapley' else None)
@@ -450,15 +460,21 @@ def reconstruction_values(hist,                       # `History` of a run train
     if not recs: raise ValueError("the history has no recorded games: train with run_federated(..., valuer=Reconstruction(...)) from round 1")
     K = hist.n_clients; rs = list(recs); per = np.zeros((len(rs), K)); var = np.zeros(K); sampled = False
     run_game = int(recs[rs[-1]]['game']) == 0
+    boots = [] if all('boot_acc' in recs[r] for r in rs) else None   # bootstrap replicates (same resamples every round)
     for i, r in enumerate(rs):
-        v, se = _record_values(recs[r], method, metric); cl = np.asarray(recs[r]['clients'], dtype=int)
+        v, extra = _record_values(recs[r], method, metric); cl = np.asarray(recs[r]['clients'], dtype=int)
         per[i, cl] = v
-        if se is not None and (not run_game or r == rs[-1]): var[cl] += np.asarray(se) ** 2; sampled = True
+        if extra is None or (run_game and r != rs[-1]): continue
+        if extra.ndim == 2:
+            b = np.zeros((len(extra), K)); b[:, cl] = extra
+            if boots is not None: boots.append(b)
+        else: var[cl] += np.asarray(extra) ** 2; sampled = True   # permutation-sampling standard errors
+    se = np.sqrt(var) if sampled else None
+    if boots: se = np.sum(boots, axis=0).std(0, ddof=1)            # the run game's last table, or the sum of the round games
     if run_game:   # cumulative values at each evaluation → increments; the total is the last evaluation's
         total = per[-1].copy(); per = np.diff(np.vstack([np.zeros(K), per]), axis=0)
     else: total = per.sum(0)
-    return Valuation(f'reconstruction_{method}', metric, total, np.sqrt(var) if sampled else None, per, rs,
-                     info=dict(game='run' if run_game else 'round'))
+    return Valuation(f'reconstruction_{method}', metric, total, se, per, rs, info=dict(game='run' if run_game else 'round'))
 
 # %% ../nbs/07b_valuation.ipynb #v038
 def agreement(truth, estimate) -> dict:

@@ -54,7 +54,7 @@ def test_reconstruction_agrees_with_exact_shapley_where_clients_differ():
     game = coalition_values(net, ds, part, cfg, seeds=[0, 1], progress=False)
     truth, ceiling = game.values("shapley"), game.seed_agreement()
     vi = torch.as_tensor(validation_sample(part, 512, 0))
-    h = run_federated(net, ds, part, cfg, valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=5, last_round=20), progress=False)
+    h = run_federated(net, ds, part, cfg, valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=10, last_round=20), progress=False)
     a = agreement(truth, reconstruction_values(h))
     print(f"exact game {game.seconds:.0f} s; reconstruction vs exact Shapley: Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}; ceiling {ceiling:.2f}")
     assert a["spearman"] >= min(0.9, ceiling - 0.05) and a["pearson"] >= 0.9
