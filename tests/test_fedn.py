@@ -25,14 +25,7 @@ BIN = Path(sys.executable).parent
 EXP = dict(model="mlp", partition="dirichlet", alpha=1.0, n_clients=3, seed=2, lr=0.05, local_epochs=1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The FEDn runs (`fedn run train/validate`) run with OMP_NUM_THREADS=1; the in-process references must too: a float32 reduction split over two
-    threads rounds differently on some CPUs (seen: 3e-8 apart on the session-3 machine), and these tests assert bitwise equality."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # the subprocesses run single-threaded: so do the references (conftest)
 
 
 @pytest.fixture()

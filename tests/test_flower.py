@@ -95,15 +95,7 @@ SETTINGS = dict(n_clients=K, rounds=ROUNDS, model="mlp", partition="dirichlet", 
                 landscape=True, landscape_steps=5, curvature=False, contributions=True)
 
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The SuperNodes run with OMP_NUM_THREADS=1; the in-process references must too: a float32 reduction split over two
-    threads rounds differently on some CPUs (seen: 3e-8 apart on the session-3 machine), and these tests assert bitwise equality."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")   # the subprocesses run single-threaded: so do the references (conftest)
 
 
 @pytest.fixture(scope="module")
