@@ -77,7 +77,7 @@ class Experiment:
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
     contributions: bool = True     # compute the per-client contribution table
-    valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (per-round Shapley during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
+    valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (coalition games read off the landscape during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
     valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
     valuation_every: int = 10      # evaluate the reconstruction game every this many rounds (and the last): the columns of the client × round matrix
