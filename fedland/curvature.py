@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 # %% auto #0
 __all__ = ['HessianOperator', 'per_sample_quadratic', 'lanczos', 'Eigen', 'top_eigenvalues', 'Trace', 'rademacher', 'hutchinson',
-           'relu_sample_traces', 'exact_trace', 'trace', 'spectral_density', 'curvature_table']
+           'relu_sample_traces', 'sample_traces', 'exact_trace', 'trace', 'spectral_density', 'curvature_table']
 
 # %% ../nbs/06_curvature.ipynb #c004
 import numpy as np
@@ -17,8 +17,8 @@ import pandas as pd
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, grad, jvp
-from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers
+from torch.func import functional_call, grad, jvp, jacrev, vmap
+from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers, piecewise_linear_graph
 
 # %% ../nbs/06_curvature.ipynb #c007
 class HessianOperator:
@@ -200,26 +200,50 @@ def relu_sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch
         out.append((A * gram).sum((1, 2)).double())
     return torch.cat(out)
 
+def sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, buffers: dict | None = None,
+                  batch_size: int = 4096,
+                  max_elems: int = 2**25) -> torch.Tensor:   # bound on the Jacobian entries held at once (samples × classes × parameters)
+    "tr ∇²ℓ_i for every sample i (exact up to float32 rounding) of a network piecewise linear in every parameter: the trace of its Gauss–Newton diagonal, in eval mode."
+    if linear_relu_layers(model) is not None and not buffers: return relu_sample_traces(model, params, X, Y, batch_size)
+    if piecewise_linear_graph(model) is None:
+        raise ValueError(f"the exact trace needs a network that is piecewise linear in every parameter (Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use hutchinson)")
+    b = {k: v.to(X.device) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
+    p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
+    f = lambda q, x: functional_call(model, (q, b), (x[None],))[0]
+    jac = vmap(jacrev(f), in_dims=(None, 0))
+    was = model.training; model.eval(); out = []
+    try:
+        with torch.no_grad(): C = functional_call(model, (p, b), (X[:1],)).shape[-1]
+        n = max(1, min(batch_size, max_elems // (C * sum(v.numel() for v in p.values()))))
+        for s in range(0, len(Y), n):
+            x = X[s:s + n]
+            J = torch.cat([j.reshape(len(x), C, -1) for j in jac(p, x).values()], 2).detach()   # (n, C, P)
+            with torch.no_grad():
+                pr = torch.softmax(functional_call(model, (p, b), (x,)), -1)
+                out.append(((pr * (J ** 2).sum(2)).sum(1) - ((pr[:, :, None] * J).sum(1) ** 2).sum(1)).double())
+    finally: model.train(was)
+    return torch.cat(out) if out else torch.zeros(0, dtype=torch.float64)
+
 def exact_trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
-                batch_size: int = 4096) -> Trace:
-    "Exact tr H, and every tr H_k with `owner`, of a Linear/ReLU stack (standard errors 0)."
+                batch_size: int = 4096, buffers: dict | None = None) -> Trace:
+    "Exact tr H, and every tr H_k with `owner`, of a network piecewise linear in every parameter (standard errors 0)."
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
     owner = torch.as_tensor(owner).to(X.device); keep = owner >= 0
     own = owner[keep]; K = int(own.max()) + 1 if len(own) else 0
     nk = torch.bincount(own, minlength=K).double()
     if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
-    t = relu_sample_traces(model, params, X[keep], Y[keep], batch_size)
+    t = sample_traces(model, params, X[keep], Y[keep], buffers, batch_size)
     gk = (torch.zeros(K, dtype=torch.float64, device=t.device).index_add_(0, own, t) / nk).cpu().numpy()
     w = (nk / nk.sum()).cpu().numpy(); tot = float(gk @ w)
     return Trace(tot, 0.0, np.array([tot]), gk, np.zeros(K), gk[None], w)
 
 def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
-          method: str = 'auto',   # 'exact' (Linear/ReLU stacks), 'hutchinson', or 'auto' (exact where it applies)
+          method: str = 'auto',   # 'exact' (piecewise-linear networks), 'hutchinson', or 'auto' (exact where it applies)
           n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096) -> Trace:
-    "tr H and the per-client tr H_k: exact for Linear/ReLU stacks, else Hutchinson."
+    "tr H and the per-client tr H_k: exact for networks piecewise linear in every parameter (every fedland model), else Hutchinson with standard errors."
     if method not in ('auto', 'exact', 'hutchinson'): raise ValueError(f"method={method!r} must be 'auto', 'exact' or 'hutchinson'")
-    if method == 'exact' or (method == 'auto' and linear_relu_layers(model) is not None and not buffers):
-        return exact_trace(model, params, X, Y, owner, batch_size)
+    if method == 'exact' or (method == 'auto' and piecewise_linear_graph(model) is not None):
+        return exact_trace(model, params, X, Y, owner, batch_size, buffers)
     return hutchinson(model, params, X, Y, owner, n_probes, seed, buffers, batch_size)
 
 # %% ../nbs/06_curvature.ipynb #c029

@@ -4,13 +4,13 @@
 
 # %% ../nbs/02_models.ipynb #c003
 from __future__ import annotations
-import math
+import ctypes, ctypes.util, math, operator, os, sys, weakref
 from collections import OrderedDict
 
 # %% auto #0
-__all__ = ['MODELS', 'MLP', 'CNN1D', 'CNN', 'NIIDBenchCNN', 'BasicBlock', 'ResNet', 'build_model', 'param_dict', 'buffer_dict',
-           'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params', 'same_architecture',
-           'linear_relu_layers']
+__all__ = ['MODELS', 'ALLOCATOR_TUNED', 'MLP', 'CNN1D', 'CNN', 'NIIDBenchCNN', 'BasicBlock', 'ResNet', 'build_model',
+           'param_dict', 'buffer_dict', 'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params',
+           'same_architecture', 'linear_relu_layers', 'piecewise_linear_graph', 'tune_allocator']
 
 # %% ../nbs/02_models.ipynb #c004
 import torch
@@ -190,3 +190,51 @@ def linear_relu_layers(model: nn.Module) -> list | None:
         elif isinstance(mod, nn.ReLU) and out and not out[-1][2] and i > 0 and isinstance(mods[i - 1][1], nn.Linear): out[-1][2] = True
         else: return None
     return [tuple(x) for x in out] if out and not out[-1][2] else None
+
+# %% ../nbs/02_models.ipynb #c026b
+_PL_FUNCTIONS = {F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d,
+                 F.adaptive_avg_pool2d, torch.flatten, torch.add, operator.add, operator.getitem, getattr}
+_PL_METHODS = {'relu', 'flatten', 'reshape', 'view', 'size', 'add'}
+_PL_MODULES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d, nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d,
+               nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten, nn.Identity, nn.Dropout)
+_GRAPHS = weakref.WeakKeyDictionary()
+
+def _piecewise_linear(gm) -> bool:
+    "Whether every node of a traced graph is a piecewise-linear operation and no parametric layer is called twice."
+    mods, used = dict(gm.named_modules()), set()
+    for n in gm.graph.nodes:
+        if n.op == 'call_module':
+            m = mods[n.target]
+            if not isinstance(m, _PL_MODULES): return False
+            if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.padding_mode != 'zeros' or isinstance(m.padding, str)): return False
+            if any(True for _ in m.parameters(recurse=False)):
+                if n.target in used: return False
+                used.add(n.target)
+        elif n.op == 'call_function' and n.target not in _PL_FUNCTIONS: return False
+        elif n.op == 'call_method' and n.target not in _PL_METHODS: return False
+        elif n.op == 'get_attr': return False
+    return True
+
+def piecewise_linear_graph(model: nn.Module):
+    "The `torch.fx` graph of `model` when it is piecewise linear in every parameter (Linear, Conv, BatchNorm in eval mode, ReLU, pooling, reshapes, sums; each parametric layer used once), else None."
+    if model in _GRAPHS: return _GRAPHS[model]
+    try:
+        from torch import fx
+        gm = fx.symbolic_trace(model)
+        out = gm if _piecewise_linear(gm) else None
+    except Exception: out = None   # not traceable (data-dependent control flow, ...): the general paths apply
+    _GRAPHS[model] = out
+    return out
+
+# %% ../nbs/02_models.ipynb #c027n
+def tune_allocator(trim_threshold: int = 1 << 30,   # free heap kept before memory goes back to the OS (bytes)
+                   mmap_threshold: int = 1 << 28,   # blocks at least this large are mapped separately (bytes)
+                  ) -> bool:
+    "Raise glibc malloc's trim and mmap thresholds so that large freed blocks are reused instead of faulted in again; False where there is no glibc (or FEDLAND_MALLOC_TUNING=0)."
+    if os.environ.get('FEDLAND_MALLOC_TUNING', '1') == '0' or not sys.platform.startswith('linux'): return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library('c') or 'libc.so.6')
+        return bool(libc.mallopt(-1, int(trim_threshold)) and libc.mallopt(-3, int(mmap_threshold)))   # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
+    except (OSError, AttributeError): return False   # musl or another libc: nothing to tune
+
+ALLOCATOR_TUNED = tune_allocator()
