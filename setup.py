@@ -23,7 +23,7 @@ distributed_requirements = shlex.split(cfg.get('distributed_requirements') or ''
 postgres_requirements = shlex.split(cfg.get('postgres_requirements') or '')
 
 setuptools.setup(
-    name=cfg['lib_name'],
+    name=cfg.get('dist_name', cfg['lib_name']),   # the distribution name (PyPI's 'fedland' is another project); the import is lib_name
     license=lic[0],
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),

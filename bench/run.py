@@ -192,7 +192,7 @@ def bench_main():
 
 
 SCALE = ("import sys; from fedland.experiment import Experiment, run_experiment; "
-         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, curvature=False, valuation='none', "
+         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, local_epochs=1, curvature=False, valuation='none', "
          "contributions=False, landscape_steps=11, store=sys.argv[1]), progress=False)")
 
 

@@ -10,8 +10,9 @@ from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENGINES', 'Experiment', 'Result', 'prepare', 'run_experiment', 'run_experiments', 'parse_value', 'expand_grid',
-           'sweep', 'main']
+__all__ = ['ENGINES', 'CLIENT_HISTORY_MB', 'STUDY_SETTINGS', 'Experiment', 'Result', 'prepare', 'run_experiment',
+           'run_experiments', 'study_experiments', 'study', 'curvature_shares', 'study_table', 'study_summary',
+           'parse_value', 'expand_grid', 'sweep', 'main']
 
 # %% ../nbs/09_experiment.ipynb #c004
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 import fedland
 from .data import DATASETS, load_dataset
 from .partition import SCHEMES, partition as make_partition
-from .models import MODELS, build_model, flatten
+from .models import MODELS, build_model, flatten, n_params
 from .train import LocalConfig, train_centralized, TrainingDiverged, CentralizedResult
 from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_ids, config_hash, load_checkpoint
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
@@ -38,6 +39,7 @@ def _need(name, v, types, ok, rng):
     if not ok(v): raise ValueError(f"{name}={v!r} is out of range: must be {rng}")
 
 ENGINES = ('local', 'flower')
+CLIENT_HISTORY_MB = 64.0   # client models of every round are kept when K × R × P floats fit in this (else the last round's only)
 
 def _client_list(name: str, s: str) -> list:
     "Client ids given as text (a papermill or command-line value): '[2, 5]', '2,5' or ''."
@@ -60,16 +62,17 @@ class Experiment:
     n_clients: int = 10            # number of clients K
     holdout: float = 0.2           # share of each client's samples kept as its local test split
     algorithm: str = 'fedavg'      # fedavg, fedprox, fedavgm, fedadam, scaffold
-    rounds: int = 20               # communication rounds (the centralized baseline trains as many epochs)
-    local_epochs: int = 1          # local epochs per round
-    lr: float = 0.05               # learning rate (local and centralized)
+    rounds: int = 30               # communication rounds
+    local_epochs: int = 5          # local epochs per round
+    lr: float = 0.03               # learning rate (local and centralized)
     momentum: float = 0.9          # SGD momentum (local and centralized)
-    weight_decay: float = 0.0      # weight decay
+    weight_decay: float = 5e-4     # weight decay (local and centralized)
     batch_size: int = 32           # batch size
     fraction: float = 1.0          # clients sampled per round
     mu: float = 0.0                # FedProx μ
     seed: int = 0                  # seed of every random choice
     centralized: bool = True       # also train the centralized baseline
+    centralized_epochs: int | None = None  # its epochs; None: as many passes over the data as the federated run (rounds × local epochs)
     landscape: bool = True         # compute the landscape of the final global model
     landscape_plane: str = 'pca'   # 'pca' (plane of the global trajectory) or 'random' (filter-normalised, around θ_g)
     landscape_steps: int = 21      # grid points per axis
@@ -105,6 +108,7 @@ class Experiment:
         _need('landscape_steps', self.landscape_steps, (int,), lambda v: v >= 2, 'an int ≥ 2')
         _need('landscape_span', self.landscape_span, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
         _need('curvature_probes', self.curvature_probes, (int,), lambda v: v >= 2, 'an int ≥ 2')
+        if self.centralized_epochs is not None: _need('centralized_epochs', self.centralized_epochs, (int,), lambda v: v >= 1, 'an int ≥ 1 (or None: rounds × local_epochs)')
         for n in ('centralized', 'landscape', 'curvature', 'contributions'): _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
         _need('store', self.store, (str, os.PathLike), lambda v: len(str(v)) > 0, 'a path or URL')
         _need('valuation_samples', self.valuation_samples, (int,), lambda v: v >= 1, 'an int ≥ 1')
@@ -133,11 +137,17 @@ class Experiment:
         p = {'dirichlet': f'dir{self.alpha:g}', 'pathological': f'C{self.k}'}.get(self.partition, self.partition)
         return f"{self.dataset}-{self.model}-{p}{f'-unb{self.unbalance:g}' if self.unbalance else ''}-K{self.n_clients}-{self.algorithm}-s{self.seed}{'' if self.engine == 'local' else '-' + self.engine}"
 
-    def fed_config(self) -> FedConfig:
-        "The federated engine's settings."
+    def fed_config(self, n_params: int | None = None) -> FedConfig:
+        "The federated engine's settings; given the model's size, client models of every round are kept when they fit in `CLIENT_HISTORY_MB` (so the rounds can be scrolled), else the last round's only."
+        every = n_params is not None and self.n_clients * self.rounds * n_params * 4 / 2**20 <= CLIENT_HISTORY_MB
         return FedConfig(algorithm=self.algorithm, rounds=self.rounds, fraction=self.fraction, lr=self.lr, momentum=self.momentum,
                          weight_decay=self.weight_decay, batch_size=self.batch_size, local_epochs=self.local_epochs, mu=self.mu,
-                         seed=self.seed, keep_clients='last', free_riders=list(self.free_riders))
+                         seed=self.seed, keep_clients='all' if every else 'last', free_riders=list(self.free_riders))
+
+    @property
+    def centralized_passes(self) -> int:
+        "Epochs of the centralized baseline: `centralized_epochs`, or as many passes over the data as the federated run."
+        return self.centralized_epochs if self.centralized_epochs is not None else self.rounds * self.local_epochs
 
     def partition_params(self) -> dict:
         "Keyword arguments of `fedland.partition.partition` for this experiment."
@@ -160,7 +170,7 @@ class Experiment:
         "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_seeds': 2, 'valuation_max_clients': 8,
+_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_seeds': 2, 'valuation_max_clients': 8,
           'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
 
 # %% ../nbs/09_experiment.ipynb #c011
@@ -222,7 +232,7 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
         cen = CentralizedResult(hist, s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
     else:
         cen = train_centralized(
-            net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size, epochs=exp.rounds),
+            net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size, epochs=exp.centralized_passes),
             seed=exp.seed, device=exp.device, progress=progress, train_idx=np.concatenate(list(part)))
         tmp = f.with_name(f.name + '.tmp')
         torch.save({'params': {k: v.cpu() for k, v in cen.params.items()}, 'buffers': {k: v.cpu() for k, v in cen.buffers.items()},
@@ -321,7 +331,7 @@ def run_experiment(exp: Experiment,
             if exp.valuation != 'none':
                 vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
                 val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds, seed=exp.seed)
-            hist = run_federated(net, ds, part, exp.fed_config(), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
+            hist = run_federated(net, ds, part, exp.fed_config(n_params(net)), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
                                  callback=_round_writer(st, exp), clients=clients, valuer=val)
             have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])
             missing = set(range(exp.rounds + 1)) - {int(x) for x in have}
@@ -350,6 +360,72 @@ def run_experiments(exps: list, progress: bool = True) -> list:
     for e in exps:
         try: out.append(run_experiment(e, progress))
         except Exception as err: out.append(err)
+    return out
+
+# %% ../nbs/09_experiment.ipynb #c020b
+STUDY_SETTINGS = ('IID, balanced', 'IID, unbalanced', 'non-IID, balanced', 'non-IID, unbalanced')
+
+def study_experiments(alpha: float = 0.1,      # Dirichlet concentration of the non-IID settings
+                      unbalance: float = 1.0,  # lognormal σ of the client sizes in the unbalanced settings
+                      **fields) -> dict:       # every other Experiment field, shared by the four
+    "The four experiments of the study by setting name; the IID balanced one also trains the centralized baseline."
+    if 'partition' in fields or 'centralized' in fields: raise ValueError("the study sets partition and centralized itself; give alpha and unbalance")
+    _need('alpha', alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0'); _need('unbalance', unbalance, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
+    split = {'IID, balanced': dict(partition='iid'), 'IID, unbalanced': dict(partition='iid', unbalance=float(unbalance)),
+             'non-IID, balanced': dict(partition='dirichlet', alpha=float(alpha)), 'non-IID, unbalanced': dict(partition='dirichlet', alpha=float(alpha), unbalance=float(unbalance))}
+    return {n: Experiment(**{**fields, **s, 'centralized': n == 'IID, balanced'}) for n, s in split.items()}
+
+def study(alpha: float = 0.1, unbalance: float = 1.0, progress: bool = True, **fields) -> dict:
+    "Run (or resume, or reload) the four experiments of the study; returns setting name -> `Result`."
+    exps = study_experiments(alpha, unbalance, **fields)        # every setting is checked before any runs
+    return {n: run_experiment(e, progress) for n, e in exps.items()}
+
+def curvature_shares(res) -> tuple:
+    "Data shares p_k and curvature shares p_k tr H_k / tr H of the global model (None without curvature)."
+    w = res.partition.weights; cur = res.curvature
+    if cur is None or not len(cur): return w, None
+    g = cur[cur.model == 'global'].set_index('data')
+    return w, np.array([w[k] * g.loc[f'client:{k}', 'trace'] / g.loc['global', 'trace'] for k in range(len(w))])
+
+def study_table(results: dict) -> pd.DataFrame:
+    "One row per setting of what differs: accuracy and its gap to centralized, how unequal the clients' loss shares, curvature shares and values are, the most and least valuable clients, drift and alignment."
+    cen = next((r.centralized for r in results.values() if r.centralized is not None), None)
+    c_acc = float(cen.history.test_acc.iloc[-1]) if cen is not None else math.nan
+    rows = []
+    for n, r in results.items():
+        w, cs = curvature_shares(r); h = r.history; last = h.clients[h.clients['round'] == h.last_round]
+        ls_share = w[last.client.to_numpy()] * last.global_loss.to_numpy(); ls_share = ls_share / ls_share.sum()
+        v = (r.valuations or {}).get('reconstruction_shapley'); acc = float(h.rounds.test_acc.iloc[-1])
+        row = {'setting': n, 'test acc': acc, 'gap to centralized (points)': 100 * (c_acc - acc),
+               'data share max/min': float(w.max() / w.min()), 'loss share max/min': float(ls_share.max() / ls_share.min()),
+               'curvature share ÷ data share, max/min': float((cs / w).max() / (cs / w).min()) if cs is not None else math.nan,
+               'value spread (sd, points)': 100 * float(np.std(v.values)) if v is not None else math.nan,
+               'most valuable': f"client {v.ranking()[0]} ({100 * w[v.ranking()[0]]:.0f} % of data)" if v is not None else '',
+               'least valuable': f"client {v.ranking()[-1]} ({100 * w[v.ranking()[-1]]:.0f} % of data)" if v is not None else '',
+               'value vs data share (Spearman)': float(pd.Series(v.values).corr(pd.Series(w), method='spearman')) if v is not None and np.ptp(w) > 0 else math.nan,   # equal data shares: no ranking to follow
+               'mean drift': float(last.drift.mean()), 'mean cos with aggregate': float(last.cos_aggregate.mean())}
+        if r.curvature is not None and len(r.curvature):
+            g = r.curvature[(r.curvature.model == 'global') & (r.curvature.data == 'global')]
+            row.update({'λmax (global)': float(g.lambda_max.iloc[0]), 'tr H (global)': float(g.trace.iloc[0])})
+        rows.append(row)
+    return pd.DataFrame(rows).set_index('setting')
+
+def study_summary(table: pd.DataFrame, baseline: str = 'IID, balanced') -> list:
+    "Sentences comparing every setting of `study_table` with the baseline setting."
+    if baseline not in table.index: raise ValueError(f"baseline={baseline!r} is not a setting of the table ({', '.join(table.index)})")
+    b = table.loc[baseline]; out = []
+    if np.isfinite(b['gap to centralized (points)']):
+        g = b['gap to centralized (points)']
+        out.append(f"{baseline}: test accuracy {b['test acc']:.3f}, {abs(g):.1f} points {'below' if g > 0 else 'above'} the centralized baseline.")
+    for n, r in table.drop(index=baseline).iterrows():
+        d = 100 * (r['test acc'] - b['test acc'])
+        s = f"{n}: test accuracy {r['test acc']:.3f} ({'+' if d >= 0 else '−'}{abs(d):.1f} points vs {baseline})"
+        if np.isfinite(r['value spread (sd, points)']) and np.isfinite(b['value spread (sd, points)']) and b['value spread (sd, points)'] > 0:
+            s += f"; client values spread {r['value spread (sd, points)'] / b['value spread (sd, points)']:.1f}× as wide ({r['value spread (sd, points)']:.2f} points sd)"
+        if np.isfinite(r['value vs data share (Spearman)']): s += f", their ranking follows data size with Spearman ρ {r['value vs data share (Spearman)']:.2f}"
+        if r['most valuable']: s += f"; most valuable {r['most valuable']}, least {r['least valuable']}"
+        if np.isfinite(r['curvature share ÷ data share, max/min']): s += f"; curvature share per unit of data varies {r['curvature share ÷ data share, max/min']:.1f}× across clients"
+        out.append(s + '.')
     return out
 
 # %% ../nbs/09_experiment.ipynb #c022

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'CHECKPOINT', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer', 'ClientModels',
-           'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients', 'client_ids',
-           'client_step', 'Server', 'run_federated']
+__all__ = ['ALGORITHMS', 'CHECKPOINT', 'RECORDING_FIELDS', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer',
+           'ClientModels', 'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients',
+           'client_ids', 'client_step', 'Server', 'run_federated']
 
 # %% ../nbs/04_federated.ipynb #c004
 import numpy as np
@@ -355,6 +355,8 @@ class Server:
         self.local_bufs = {int(k): to(b) for k, b in ck['local_buffers'].items()}
 
 # %% ../nbs/04_federated.ipynb #c030
+RECORDING_FIELDS = ('keep_clients', 'client_every', 'max_memory_mb', 'eval_batch_size')   # what a run records, not what it trains: not part of its identity
+
 def _free_ride(model, srv, X, Y, idx, hold, res, bs) -> tuple:
     "A planted free rider's reply: the model it received, unchanged, with its data size (and the step count SCAFFOLD expects)."
     p = {n: v.clone() for n, v in srv.params.items()}; b = dict(srv.buffers)
@@ -399,16 +401,18 @@ def run_federated(model: nn.Module,           # architecture and initial weights
              'theta0': float(flatten(params).double().sum())}
     if not cfg.free_riders: del ident['fed']['free_riders']   # runs without planted clients keep their identity
     if coalition is not None: ident['coalition'] = coalition
+    legacy = config_hash(ident)                               # checkpoints written before what is recorded left the identity
+    for f in RECORDING_FIELDS: ident['fed'].pop(f)
     h = config_hash(ident)
     ckpath = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     spill = spill_dir or (Path(checkpoint_dir) / 'clients' if checkpoint_dir else None)
-    hist = History({**ident['fed'], 'dataset': ds.name, 'model': type(model).__name__, 'hash': h}, spec, part.weights,
+    hist = History({**ident['fed'], **{f: getattr(cfg, f) for f in RECORDING_FIELDS}, 'dataset': ds.name, 'model': type(model).__name__, 'hash': h}, spec, part.weights,
                    cfg.max_memory_mb * 2**20, spill)
     srv, start = Server(cfg, params, buffers, K, valuer), 1
     test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
     if ckpath is not None and ckpath.exists():
         ck = load_checkpoint(ckpath)
-        if ck.get('hash') != h: raise ValueError(f"checkpoint {ckpath} belongs to a different run (settings, data, partition or model differ); use another checkpoint_dir")
+        if ck.get('hash') not in (h, legacy): raise ValueError(f"checkpoint {ckpath} belongs to a different run (settings, data, partition or model differ); use another checkpoint_dir")
         start = _restore(ck, hist, srv) + 1
     else:
         tl, ta = test_eval(params, buffers)

@@ -8,7 +8,8 @@ import math, os
 
 # %% auto #0
 __all__ = ['CLIENT_METRICS', 'LANDSCAPE_FIELDS', 'trajectory_of', 'landscape_figure', 'clients_figure', 'line_figure',
-           'spectrum_figure', 'accuracy_figure', 'Explorer', 'valuation_figure', 'valuation_heatmap']
+           'spectrum_figure', 'accuracy_figure', 'Explorer', 'valuation_figure', 'valuation_heatmap', 'round_positions',
+           'rounds_figure', 'rounds_widget', 'landscapes_figure', 'share_figure']
 
 # %% ../nbs/10_plots.ipynb #c004
 import numpy as np
@@ -26,16 +27,47 @@ def _zfield(ls, z: str, k: int | None = None) -> np.ndarray:
         if a is None: raise ValueError(f"z={z!r} is not in this landscape; choose loss, acc, test_loss, test_acc, client_loss, client_acc, share or loo")
     return a if k is None else a[k]
 
+_OFFSETS = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1)]   # label directions tried, in order
+
+def _label_positions(xy: np.ndarray, box: tuple) -> list:
+    "Greedy label directions for markers at `xy` (N, 2): each label goes where it is farthest from the markers and labels placed so far (in axis-normalised units)."
+    (x0, x1), (y0, y1) = box; span = np.array([max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)])
+    p = (np.asarray(xy, dtype=float) - [x0, y0]) / span; taken, out = list(p), []
+    for q in p:
+        best = max(_OFFSETS, key=lambda o: min(np.hypot(*(q + 0.045 * np.array(o) - t)) for t in taken) if taken else 0)
+        taken.append(q + 0.045 * np.array(best)); out.append(best)
+    return out
+
+def _textpos(o) -> str:
+    return {1: 'top', 0: 'middle', -1: 'bottom'}[o[1]] + ' ' + {1: 'right', 0: 'center', -1: 'left'}[o[0]]
+
 def _points(ls, fig, row=None, col=None, show_text=True):
-    "Overlay projected models as labelled markers."
+    "Overlay projected models as labelled markers (clients by number); a model outside the grid sits on its edge, marked with how far off it is."
     names = [n for n in ls.points if not n.startswith('round ')]    # trajectory points are drawn as a line
     if not names: return
-    a = [ls.points[n][0] for n in names]; b = [ls.points[n][1] for n in names]
-    d = [ls.points[n][2] for n in names]
-    fig.add_trace(go.Scatter(x=a, y=b, mode='markers+text' if show_text else 'markers', text=names if show_text else None,
-                             textposition='top center', marker=dict(color='white', size=8, line=dict(color='black', width=1)),
-                             customdata=d, hovertemplate='%{text}: (%{x:.3f}, %{y:.3f}), off-plane %{customdata:.3g}<extra></extra>',
-                             showlegend=False), row=row, col=col)
+    box = ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
+    xy = np.array([ls.points[n][:2] for n in names], dtype=float); d = [ls.points[n][2] for n in names]
+    lo, hi = np.array([box[0][0], box[1][0]]), np.array([box[0][1], box[1][1]])
+    inside = ((xy >= lo) & (xy <= hi)).all(1); clip = np.clip(xy, lo, hi)
+    label = [n.replace('client ', '') if n.startswith('client ') else n for n in names]
+    label = [t if ok else f'{t} (off grid)' for t, ok in zip(label, inside)]
+    span = np.maximum(hi - lo, 1e-12); q = (clip - lo) / span
+    crowded = len(q) > 1 and min(np.hypot(*(q[i] - q[j])) for i in range(len(q)) for j in range(i)) < 0.04
+    fan = show_text and crowded and len(q) <= 24
+    pos = [_textpos(o) for o in _label_positions(clip, box)]
+    hover = [f'{n}: ({a:.3f}, {b:.3f}){"" if ok else " — outside the grid, drawn at its edge"}, off-plane {dd:.3g}'
+             for n, (a, b), ok, dd in zip(names, xy, inside, d)]
+    symbol = ['circle' if ok else 'triangle-right-open' for ok in inside]
+    colour = ['white' if n.startswith('client ') else 'gold' if n == 'global' else 'orange' for n in names]
+    fig.add_trace(go.Scatter(x=clip[:, 0], y=clip[:, 1], mode='markers+text' if show_text and not fan else 'markers', text=label if show_text else None,
+                             textposition=pos, textfont=dict(size=10), hovertext=hover, hoverinfo='text',
+                             marker=dict(color=colour, size=8, symbol=symbol, line=dict(color='black', width=1)), showlegend=False), row=row, col=col)
+    if fan:   # markers too close for labels beside them: the labels fan out around the group on short leader lines, in the markers' angular order
+        c0 = q.mean(0); order = np.argsort(np.arctan2(q[:, 1] - c0[1], q[:, 0] - c0[0])); start = math.atan2(*(q[order[0]] - c0)[::-1]) if np.ptp(q, 0).max() > 0 else math.pi / 2
+        for j, i in enumerate(order):
+            th = start + 2 * math.pi * j / len(order)
+            fig.add_annotation(x=float(clip[i, 0]), y=float(clip[i, 1]), text=label[i], showarrow=True, arrowhead=0, arrowwidth=0.8, arrowcolor='black',
+                               ax=46 * math.cos(th), ay=-46 * math.sin(th), font=dict(size=10), bgcolor='rgba(255,255,255,0.75)', borderpad=1, row=row, col=col)
 
 def trajectory_of(ls) -> np.ndarray | None:
     "The projected global trajectory stored as points 'round 0', 'round 1', … (None if absent)."
@@ -60,7 +92,8 @@ def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'con
             t = np.asarray(trajectory, dtype=float)
             fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 1], mode='lines+markers', line=dict(color='red'), marker=dict(size=4), name='trajectory'))
         _points(ls, fig)
-        fig.update_xaxes(title_text='a'); fig.update_yaxes(title_text='b')
+        fig.update_xaxes(title_text='a', range=[float(ls.x.min()), float(ls.x.max())])
+        fig.update_yaxes(title_text='b', range=[float(ls.y.min()), float(ls.y.max())])   # the grid fills the panel; off-grid models sit on its edge
         fig.update_layout(legend=dict(orientation='h', x=0, y=1.02, yanchor='bottom'))
     fig.update_layout(title=title or f'{label} on the {ls.kind} plane', height=height)
     return fig
@@ -196,4 +229,126 @@ def valuation_heatmap(val, title: str | None = None, height: int | None = None) 
                                colorbar=dict(title='points' if val.metric == 'accuracy' else 'value')))
     fig.update_layout(title=title or f"{val.method.replace('_', ' ')}: value gained per round", xaxis_title='round', height=height or 120 + 22 * val.n_clients,
                       margin=dict(t=50, b=40))
+    return fig
+
+# %% ../nbs/10_plots.ipynb #c017s
+def round_positions(hist, plane) -> pd.DataFrame:
+    "Projected coordinates of the global model and of every kept client model, round by round: round, model ('global' or 'client k'), a, b, off-plane distance."
+    rows = []
+    for r in range(1, hist.last_round + 1):
+        a, b, d = plane.project(hist.global_params[r]); rows.append(dict(round=r, model='global', a=a, b=b, distance=d))
+        if r in hist.client_models.rounds():
+            for k in hist.client_models.clients(r):
+                a, b, d = plane.project(hist.client_models.get(r, k)); rows.append(dict(round=r, model=f'client {k}', a=a, b=b, distance=d))
+    return pd.DataFrame(rows, columns=['round', 'model', 'a', 'b', 'distance'])
+
+def _round_shares(hist, r: int) -> np.ndarray:
+    "Loss shares p_k L_k / L of the model the clients received in round r (sampled clients only; NaN for the others)."
+    c = hist.clients; c = c[c['round'] == r]; out = np.full(hist.n_clients, np.nan)
+    if len(c): w = hist.weights[c.client.to_numpy()] * c.global_loss.to_numpy(); out[c.client.to_numpy()] = w / w.sum()
+    return out
+
+def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` (the background and the coordinates)
+                  hist,                    # the `History` of the run (global model every round; client models of the kept rounds)
+                  valuation=None,          # optional per-round `Valuation` (reconstruction): each client's value so far, per frame
+                  log: bool = True, title: str | None = None, height: int = 470) -> go.Figure:
+    "The clients moving on the landscape's plane round by round — plotly frames with a slider and a play button — beside each round's loss shares (and values so far)."
+    if ls.plane is None or ls.y is None: raise ValueError("rounds_figure needs a 2-D landscape that carries its plane (evaluate_grid's result, or Landscape.load followed by ls.plane = plane)")
+    pos = round_positions(hist, ls.plane); rounds = sorted(pos['round'].unique())
+    if not rounds: raise ValueError("the history has no rounds")
+    K, box = hist.n_clients, ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
+    lo, hi = np.array([box[0][0], box[1][0]]), np.array([box[0][1], box[1][1]])
+    per_val = None
+    if valuation is not None:
+        if valuation.per_round is None: raise ValueError(f"{valuation.method} has no per-round values")
+        cum = np.cumsum(np.asarray(valuation.per_round), 0); scale = 100 if valuation.metric == 'accuracy' else 1
+        per_val = {r: scale * cum[max([i for i, q in enumerate(valuation.rounds) if q <= r], default=-1)] if any(q <= r for q in valuation.rounds) else np.zeros(K) for r in rounds}
+    cols = 3 if per_val is not None else 2
+    fig = make_subplots(rows=1, cols=cols, column_widths=[0.56, 0.22, 0.22][:cols] if cols == 3 else [0.68, 0.32], horizontal_spacing=0.08,
+                        subplot_titles=['models on the plane', 'loss share (received model)'] + (['value so far'] if per_val is not None else []))
+    Z = np.log10(np.maximum(ls.loss, 1e-12)) if log else ls.loss
+    fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Z, colorscale='Viridis', ncontours=25, showscale=False, hoverinfo='skip'), 1, 1)
+    names = [f'client {k}' for k in range(K)]
+    def frame_traces(r):
+        p = pos[pos['round'] <= r]; g = p[p.model == 'global'].sort_values('round'); c = pos[(pos['round'] == r) & (pos.model != 'global')]
+        cxy = np.clip(c[['a', 'b']].to_numpy(float), lo, hi) if len(c) else np.zeros((0, 2))
+        ids = [m.replace('client ', '') for m in c.model]
+        out = [go.Scatter(x=g.a, y=g.b, mode='lines+markers', line=dict(color='red'), marker=dict(size=4), name='global trajectory', hoverinfo='skip'),
+               go.Scatter(x=cxy[:, 0], y=cxy[:, 1], mode='markers+text', text=ids, textposition='top center', textfont=dict(size=10),
+                          marker=dict(color='white', size=8, line=dict(color='black', width=1)), name='client models',
+                          hovertext=[f'{m}, round {r}: ({a:.3f}, {b:.3f}), off-plane {d:.3g}' for m, a, b, d in zip(c.model, c.a, c.b, c.distance)], hoverinfo='text'),
+               go.Bar(x=names, y=_round_shares(hist, r), marker_color='steelblue', name='loss share', showlegend=False)]
+        if per_val is not None:
+            v = per_val[r]; out.append(go.Bar(x=names, y=v, marker_color=['#2166ac' if x >= 0 else '#b2182b' for x in v], name='value so far', showlegend=False))
+        return out
+    for i, t in enumerate(frame_traces(rounds[0])): fig.add_trace(t, 1, 1 if i < 2 else i)
+    idx = list(range(1, 1 + len(fig.data) - 1))
+    fig.frames = [go.Frame(data=frame_traces(r), traces=idx, name=str(r)) for r in rounds]
+    fig.update_xaxes(range=list(box[0]), title_text='a', row=1, col=1); fig.update_yaxes(range=list(box[1]), title_text='b', row=1, col=1)
+    fig.update_yaxes(range=[0, max(0.05, float(np.nanmax([np.nanmax(_round_shares(hist, r)) for r in rounds])) * 1.1)], row=1, col=2)
+    if per_val is not None:
+        m = max(1e-9, float(np.abs(np.stack(list(per_val.values()))).max()) * 1.1)
+        fig.update_yaxes(range=[-m, m], title_text='points' if valuation.metric == 'accuracy' else 'value', row=1, col=3)
+    steps = [dict(method='animate', label=str(r), args=[[str(r)], dict(mode='immediate', frame=dict(duration=0, redraw=True), transition=dict(duration=0))]) for r in rounds]
+    fig.update_layout(title=title or f'round by round on the {ls.kind} plane (log10 global loss)', height=height, showlegend=False, margin=dict(t=60, b=90),
+                      sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix='round '), pad=dict(t=40))],
+                      updatemenus=[dict(type='buttons', showactive=False, direction='left', x=1, y=1.13, xanchor='right', yanchor='bottom',
+                                        buttons=[dict(label='▶ play', method='animate', args=[None, dict(frame=dict(duration=400, redraw=True), fromcurrent=True)]),
+                                                 dict(label='❚❚', method='animate', args=[[None], dict(mode='immediate', frame=dict(duration=0))])])])
+    return fig
+
+def rounds_widget(ls, hist, valuation=None, log: bool = True):
+    "The same view under an ipywidgets round slider (JupyterLab): each move redraws that round."
+    import ipywidgets as W
+    from IPython.display import display
+    rounds = sorted(round_positions(hist, ls.plane)['round'].unique()) if ls.plane is not None else []
+    if not rounds: raise ValueError("rounds_widget needs a landscape with its plane and a history with rounds")
+    full = rounds_figure(ls, hist, valuation, log)
+    slider, out = W.IntSlider(min=rounds[0], max=rounds[-1], value=rounds[-1], description='round'), W.Output()
+    def show(*_):
+        f = go.Figure(full); fr = next(x for x in full.frames if x.name == str(slider.value))
+        for i, t in zip(fr.traces, fr.data): f.data[i].update(t)
+        f.frames = (); f.layout.sliders = (); f.layout.updatemenus = ()
+        out.clear_output(wait=True)
+        with out: display(f)
+    slider.observe(show, 'value'); show()
+    return W.VBox([slider, out])
+
+# %% ../nbs/10_plots.ipynb #c017x
+def landscapes_figure(landscapes: dict,        # name -> 2-D Landscape
+                      z: str = 'loss', log: bool = True, cols: int = 2, title: str | None = None, height_per_row: int = 330) -> go.Figure:
+    "Small multiples of several landscapes' field `z` on one colour scale, each with its projected models and trajectory."
+    if not landscapes: raise ValueError("landscapes_figure needs at least one landscape")
+    Zs = {n: _zfield(ls, z) for n, ls in landscapes.items()}
+    if any(Z.ndim != 2 for Z in Zs.values()): raise ValueError(f"z={z!r} must be a 2-D field of 2-D landscapes")
+    Zs = {n: np.log10(np.maximum(Z, 1e-12)) if log else Z for n, Z in Zs.items()}
+    lo, hi = min(float(np.nanmin(Z)) for Z in Zs.values()), max(float(np.nanmax(Z)) for Z in Zs.values())
+    n = len(landscapes); rows = math.ceil(n / cols)
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(landscapes), horizontal_spacing=0.07, vertical_spacing=0.12)
+    for i, (name, ls) in enumerate(landscapes.items()):
+        r, c = i // cols + 1, i % cols + 1
+        fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Zs[name], zmin=lo, zmax=hi, colorscale='Viridis', ncontours=25, showscale=i == 0,
+                                 colorbar=dict(title=('log10 ' if log else '') + z)), r, c)
+        t = trajectory_of(ls)
+        if t is not None: fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 1], mode='lines', line=dict(color='red', width=1.5), showlegend=False, hoverinfo='skip'), r, c)
+        _points(ls, fig, r, c)
+        fig.update_xaxes(range=[float(ls.x.min()), float(ls.x.max())], row=r, col=c); fig.update_yaxes(range=[float(ls.y.min()), float(ls.y.max())], row=r, col=c)
+    fig.update_layout(title=title or f'{"log10 " if log else ""}{z}, one colour scale', height=height_per_row * rows + 70, showlegend=False)
+    return fig
+
+def share_figure(points: dict,                 # setting -> (data shares p_k, values per client, standard errors or None)
+                 y_title: str = 'curvature share', diagonal: bool = True, title: str | None = None, height: int = 380) -> go.Figure:
+    "Every client of every setting as a point (data share, value): a curvature share, a loss share or a client value against how much data the client holds."
+    if not points: raise ValueError("share_figure needs at least one setting")
+    fig = go.Figure()
+    for name, (w, v, *se) in points.items():
+        w, v = np.asarray(w, float), np.asarray(v, float); e = np.asarray(se[0], float) if se and se[0] is not None else None
+        fig.add_trace(go.Scatter(x=w, y=v, mode='markers', name=name, marker=dict(size=9, line=dict(color='black', width=0.5)),
+                                 error_y=None if e is None else dict(type='data', array=e, visible=True),
+                                 text=[f'client {k}' for k in range(len(w))], hovertemplate='%{text}: data %{x:.3f}, %{y:.4f}<extra>' + name + '</extra>'))
+    if diagonal:
+        m = max(float(np.max(np.asarray(p[0], float))) for p in points.values()) * 1.05
+        fig.add_trace(go.Scatter(x=[0, m], y=[0, m], mode='lines', line=dict(color='grey', dash='dot'), name='= data share', hoverinfo='skip'))
+    fig.update_layout(title=title or f'{y_title} against data share, every client of every setting', xaxis_title='data share p_k', yaxis_title=y_title,
+                      height=height, legend=dict(orientation='h', y=-0.2))
     return fig

@@ -23,7 +23,7 @@ from torch.func import functional_call, vmap
 from scipy import stats
 from .models import param_dict, buffer_dict, flatten, unflatten
 from .train import evaluate, per_sample_losses, resolve_device, TrainingDiverged, _batched_chunk, _check_count
-from .federated import FedConfig, ServerOptimizer, run_federated, config_hash, save_checkpoint, load_checkpoint, _check_fit
+from .federated import FedConfig, ServerOptimizer, run_federated, config_hash, RECORDING_FIELDS, save_checkpoint, load_checkpoint, _check_fit
 from .landscape import evaluate_span, _nll
 from .contribution import CONTRIBUTION_METRICS
 
@@ -306,13 +306,15 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
     p0 = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}; b0 = {k: v.detach().to(dev) for k, v in buffer_dict(model).items()}
     masks = coalition_masks(K)[1:]
     l0, a0, h0 = _final_eval(model, flatten(p0)[None], b0, Xt, Yt)
-    ident = config_hash({'fed': asdict(cfg), 'seeds': seeds, 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__,
-                         'sizes': part.sizes.tolist(), 'theta0': float(flatten(p0).double().sum())})
+    what = {'seeds': seeds, 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__, 'sizes': part.sizes.tolist(),
+            'theta0': float(flatten(p0).double().sum())}
+    ident = config_hash({'fed': {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}, **what})   # what the coalitions train, not what a run records
     ck = Path(checkpoint_dir) / 'coalitions.pt' if checkpoint_dir else None
     acc, loss = np.full((len(seeds), 2 ** K), np.nan), np.full((len(seeds), 2 ** K), np.nan)
     hits = np.zeros((len(seeds), 2 ** K, len(Yt)), dtype=bool)
     state = load_checkpoint(ck) if ck is not None and ck.exists() else None
-    if state is not None and state['hash'] != ident: raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); use another checkpoint_dir")
+    legacy = config_hash({'fed': asdict(cfg), **what})                   # checkpoints written before that
+    if state is not None and state['hash'] not in (ident, legacy): raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); use another checkpoint_dir")
     if state is not None: acc, loss, hits = state['acc'].numpy(), state['loss'].numpy(), state['hits'].numpy().astype(bool)
     batched = not b0 and cfg.algorithm != 'scaffold' and cfg.bn == 'aggregate'
     from tqdm.auto import tqdm

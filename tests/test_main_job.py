@@ -49,9 +49,12 @@ def test_main_job_end_to_end(tmp_path):
     assert "cdn.plot.ly" in html or "plotly-" in html       # notebook_connected: plotly.js from its CDN, not embedded
     assert out.stat().st_size < 2_000_000
     assert not any(o.get("output_type") == "error" for o in outs)
+    warned = [o["text"] for o in outs if o.get("output_type") == "stream" and "Warning" in "".join(o["text"])]
+    assert not warned, warned                                   # no warnings in the saved outputs
+    assert "addFrames" in html                                   # the round-by-round figure with its frames
     st = Store(store)
     c = st.counts()
-    assert c["experiments"] == 1 and c["rounds"] == 2 * 21 and c["client_rounds"] == 20 * 10 and c["landscapes"] == 1
+    assert c["experiments"] == 1 and c["rounds"] == (30 + 1) + (30 * 5 + 1) and c["client_rounds"] == 30 * 10 and c["landscapes"] == 1   # federated rounds 0..30, centralized epochs 0..150
     assert st.table("experiments").status.iloc[0] == "finished"
     st.close()
 
@@ -86,3 +89,33 @@ def test_sweep_bad_input(tmp_path, args, msg):
     with contextlib.redirect_stderr(err):
         code = main(args + ["--out", str(tmp_path), "--notebook", str(NB)] + ([] if "--store" in args else ["--store", str(tmp_path / "s.db")]))
     assert code == 2 and msg in err.getvalue(), err.getvalue()
+
+
+STUDY = ROOT / "nbs" / "study.ipynb"
+
+
+def test_study_notebook_small(tmp_path):
+    """The 2×2 study through papermill at a small size: four runs into one store, every figure drawn, the rounds figure with
+    one frame per round, no warnings; a second run reloads them."""
+    out, store = tmp_path / "study.ipynb", tmp_path / "fedland.db"
+    args = dict(model="mlp", n_clients=5, rounds=3, local_epochs=1, landscape_steps=7, valuation_every=1, progress=False, store=str(store))
+    cmd = PM + [str(STUDY), str(out), "--no-progress-bar"]
+    for k, v in args.items(): cmd += ["-p", k, str(v)]
+    t0 = time.perf_counter(); subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900); first = time.perf_counter() - t0
+    outs = _outputs(out)
+    html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
+    assert not any(o.get("output_type") == "error" for o in outs)
+    assert not [o for o in outs if o.get("output_type") == "stream" and "Warning" in "".join(o["text"])]
+    # accuracy, 4 landscapes (1 figure), 4 client figures, curvature shares, values, 4 value bars, rounds
+    assert html.count("Plotly.newPlot") >= 12, html.count("Plotly.newPlot")
+    nb = json.loads(out.read_text())
+    text = "".join("".join(o.get("text", "")) for c in nb["cells"] for o in c.get("outputs", []))
+    assert "non-IID, unbalanced: test accuracy" in text and "IID, balanced: test accuracy" in text
+    st = Store(store)
+    ex = st.table("experiments")
+    assert len(ex) == 4 and set(ex.status) == {"finished"}
+    cfgs = [json.loads(c) for c in ex.config]
+    assert sorted(c.get("partition", "dirichlet") for c in cfgs) == ["dirichlet", "dirichlet", "iid", "iid"]
+    st.close()
+    t0 = time.perf_counter(); subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900); again = time.perf_counter() - t0
+    print(f"study (small): {first:.1f} s from an empty store, {again:.1f} s reloading")

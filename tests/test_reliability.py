@@ -190,7 +190,7 @@ SCALE = textwrap.dedent("""
     import sys, time, resource, json
     from fedland.experiment import Experiment, run_experiment
     t = time.perf_counter()
-    r = run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, curvature=False,
+    r = run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, local_epochs=1, curvature=False,
                                   contributions=False, valuation='none', landscape_steps=11, store=sys.argv[1]), progress=False)
     print(json.dumps(dict(seconds=time.perf_counter() - t, acc=r.history.rounds.test_acc.iloc[-1],
                           kept=len(r.history.client_models), cos_rounds=len(r.history.update_cos),

@@ -1,6 +1,8 @@
 """Check that every docs page renders: nbdev_proc_nbs (what Quarto would render), `jupyter nbconvert --to html` per page,
 then headless Chromium loads each page (plotly.js served from the installed plotly package instead of its CDN, since this
-machine has no internet) and counts the plotly figures actually drawn (`.main-svg`) against the figures the page holds.
+machine has no internet) and counts the plotly figures actually drawn (`.main-svg`) against the figures the page holds;
+every figure with animation frames (the round-by-round sliders) is played frame by frame in the page, and each frame
+must animate without an error.
 
 Usage: python tools/check_docs.py [--chromium /usr/bin/chromium] [--out _docs_check]"""
 import argparse
@@ -12,6 +14,23 @@ import sys
 from pathlib import Path
 
 root = Path(__file__).resolve().parents[1]
+
+
+PLAY_FRAMES = """<script>
+window.addEventListener('load', function () { setTimeout(async function () {
+  const out = [];
+  for (const gd of document.querySelectorAll('.js-plotly-plot')) {
+    const fr = (gd._transitionData && gd._transitionData._frames) || [];
+    if (!fr.length) continue;
+    let ok = 0;
+    for (const f of fr) {
+      try { await Plotly.animate(gd, [f.name], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}}); ok++; } catch (e) {}
+    }
+    out.push({frames: fr.length, played: ok});
+  }
+  const pre = document.createElement('pre'); pre.id = 'fedland-frames'; pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+}, 2000); });
+</script>"""
 
 
 def main():
@@ -35,19 +54,26 @@ def main():
         # notebook_connected loads plotly.js from its CDN (an ES-module import or a script tag): point it at the local copy
         text = re.sub(r'<script type="module">import "https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?(\.js)?"</script>', '<script src="plotly.min.js"></script>', text)
         text = re.sub(r"https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?\.js", "plotly.min.js", text)
+        animated = text.count("addFrames")
+        if animated: text = text.replace("</body>", PLAY_FRAMES + "</body>")
         html.write_text(text)
         dom = subprocess.run([a.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                               "--disable-component-update", "--no-first-run", "--virtual-time-budget=15000", "--dump-dom",
                               html.as_uri()], capture_output=True, text=True, timeout=120).stdout
         drawn = len(re.findall(r'class="main-svg"', dom)) // 2     # plotly draws two .main-svg layers per figure
         tables = dom.count("<table")
-        ok = drawn >= expected and len(dom) > 1000
+        m = re.search(r'<pre id="fedland-frames">(.*?)</pre>', dom, re.S)
+        played = json.loads(m.group(1).replace("&quot;", '"')) if m else []
+        frames_ok = len(played) == animated and all(p["played"] == p["frames"] > 0 for p in played)
+        ok = drawn >= expected and len(dom) > 1000 and frames_ok
         bad += not ok
-        rows.append(dict(page=nb.stem, figures=expected, drawn=drawn, tables=tables, ok=ok))
+        rows.append(dict(page=nb.stem, figures=expected, drawn=drawn, tables=tables, animated=animated,
+                         frames=sum(p["frames"] for p in played), played=sum(p["played"] for p in played), ok=ok))
     w = max(len(r["page"]) for r in rows)
     for r in rows:
-        print(f"{r['page']:<{w}}  figures {r['figures']:>2}  drawn {r['drawn']:>2}  tables {r['tables']:>2}  {'ok' if r['ok'] else 'NOT RENDERED'}")
-    print(json.dumps({"pages": len(rows), "failed": bad}))
+        anim = f"  slider frames {r['played']}/{r['frames']} played" if r["animated"] else ""
+        print(f"{r['page']:<{w}}  figures {r['figures']:>2}  drawn {r['drawn']:>2}  tables {r['tables']:>2}{anim}  {'ok' if r['ok'] else 'NOT RENDERED'}")
+    print(json.dumps({"pages": len(rows), "failed": bad, "figures": sum(r["figures"] for r in rows), "frames": sum(r["frames"] for r in rows)}))
     return 1 if bad else 0
 
 
