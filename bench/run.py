@@ -1,17 +1,28 @@
 """fedland against the tools researchers would otherwise use, measured side by side in one run.
 
-Prints a table and writes one JSON object (--json FILE) with the keys named in issue 7. Ratios, not absolute times.
-Sections: machine (dense matmul GFLOP/s), fedavg (fedland's simulator vs Flower's Simulation Engine with Ray, same
-experiment; and vs the compute floor), landscape (vs loss-landscapes on identical directions), curvature (vs PyHessian),
-main (papermill main job), scale (1000 clients x 100 rounds). Needs the dev and distributed extras.
+Prints a table and writes one JSON object (--json FILE). Ratios, not absolute times: every ratio is the median of
+`--reps` (default 3) alternated repetitions — ours, theirs, ours, theirs, … after one warm-up of each — with its min–max.
+Sections (the default model, cnn1d, first):
+  machine    dense matmul GFLOP/s (the compute ceiling)
+  fedavg     seconds per round of the same Experiment (the defaults: 30 rounds × 5 local epochs in full, 6 rounds with
+             --quick) in-process vs on Flower's Simulation Engine (Ray), cnn1d and the digits CNN with 10 clients, the
+             MLP with 10 and 100; and the round's compute floor (its FLOPs ÷ matmul GFLOP/s)
+  landscape  a filter-normalised plane with the global and 10 client landscapes: evaluate_grid (one pass) vs
+             loss-landscapes (one run per data set, identical directions) and vs a plain per-point loop (functional_call,
+             per-sample losses reduced per client); MLP, cnn1d, digits CNN, NIID-Bench CNN (on random MNIST-sized images)
+  curvature  λmax and trace: fedland (Lanczos to PyHessian's tolerance, exact traces) vs PyHessian (power iteration,
+             Hutchinson) on the MLP, cnn1d and the digits CNN
+  valuation  the exact coalition game (K = 8, MLP, 20 rounds × 1 epoch; K = 4…10 in full) and the reconstruction's
+             overhead on the default experiment's training (K = 8)
+  main       papermill nbs/run.ipynb -p alpha 0.5 (wall time, peak RSS)
+  scale      1000 clients × 100 rounds (peak RSS, disk)
 
-    python bench/run.py --quick --json bench/results/latest.json
+    OMP_NUM_THREADS=2 python bench/run.py --quick --json bench/results/latest.json
 """
 import argparse
 import copy
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -42,14 +53,33 @@ def matmul_gflops(n=2048, reps=5):
     return 2 * n ** 3 / float(np.median(ts)) / 1e9
 
 
-def _mlp_macs(model):
-    return sum(m.in_features * m.out_features for m in model.modules() if isinstance(m, torch.nn.Linear))
+def spread(xs) -> dict:
+    "Median and min–max of repetitions."
+    xs = [float(x) for x in xs]
+    return dict(median=float(np.median(xs)), min=min(xs), max=max(xs), reps=xs)
 
 
-FEDAVG = dict(model="mlp", partition="dirichlet", alpha=0.5, local_epochs=1, lr=0.05, momentum=0.9, batch_size=32, seed=0, valuation="none",
-              centralized=False, landscape=False, curvature=False, contributions=False)
+def alternate(fns: dict, reps: int, warm: bool = True) -> dict:
+    "Seconds of each function over `reps` alternated repetitions (after one untimed warm-up of each)."
+    if warm:
+        for f in fns.values(): f()
+    out = {k: [] for k in fns}
+    for _ in range(reps):
+        for k, f in fns.items():
+            t = time.perf_counter(); f(); out[k].append(time.perf_counter() - t)
+    return out
 
 
+def ratio(theirs, ours) -> dict:
+    "Per-repetition ratios theirs/ours (paired by repetition), median and min–max."
+    return spread([b / a for a, b in zip(ours, theirs)])
+
+
+def _fmt(r, unit="×") -> str:
+    return f"{r['median']:.2f}{unit} [{r['min']:.2f}–{r['max']:.2f}]"
+
+
+# ---------------------------------------------------------------- fedavg
 def _round_flops(exp):
     "FLOPs of one federated round: forward+backward of every trained sample, forward of every evaluation (torch's flop counter)."
     from torch.utils.flop_counter import FlopCounterMode
@@ -67,91 +97,146 @@ def _round_flops(exp):
     return train1 * n_train + fwd1 * n_eval
 
 
-def bench_fedavg(n_clients, rounds, matmul):
-    "Seconds per round (rounds 2..R; round 1 includes Flower's node discovery) of the same experiment, in-process and on Flower's Simulation Engine."
+def _fedavg_exp(model, n_clients, rounds, store, engine="local"):
+    from fedland.experiment import Experiment
+    return Experiment(model=model, dataset="digits" if model == "cnn" else "mnist1d", n_clients=n_clients, rounds=rounds, seed=0, valuation="none",
+                      centralized=False, landscape=False, curvature=False, contributions=False, engine=engine, store=store)
+
+
+def _flower_run(exp):
+    "The experiment's rounds on Flower's Simulation Engine (fedland's ClientApp on every virtual SuperNode); returns its Result."
+    import logging
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
     from flwr.simulation import run_simulation
-    from fedland.experiment import Experiment, run_experiment
+    from flwr.supercore.logger import update_console_handler
+    from fedland.experiment import run_experiment
     from fedland.flower import FlowerClients, make_client_app
-    d = tempfile.mkdtemp()
-    local = Experiment(**FEDAVG, n_clients=n_clients, rounds=rounds, store=f"{d}/local.db")
-    t = time.perf_counter(); ours = run_experiment(local, progress=False); wall_ours = time.perf_counter() - t
-    fl = Experiment(**FEDAVG, n_clients=n_clients, rounds=rounds, engine="flower", store=f"{d}/flower.db")
-    box = {}
-    app = ServerApp()
+    box, app = {}, ServerApp()
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        box["res"] = run_experiment(fl, progress=False, clients=FlowerClients(grid, fl))
+        box["res"] = run_experiment(exp, progress=False, clients=FlowerClients(grid, exp))
 
-    from flwr.supercore.logger import update_console_handler
-    import logging
     update_console_handler(level=logging.WARNING)
-    t = time.perf_counter()
-    run_simulation(app, make_client_app(fl), num_supernodes=n_clients,
+    run_simulation(app, make_client_app(exp), num_supernodes=exp.n_clients,
                    backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                                    "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR", "log_to_driver": False}})
-    wall_fl = time.perf_counter() - t
     if "res" not in box: raise RuntimeError("the Flower simulation did not finish the experiment")
-    theirs = box["res"]
-    s_ours = float(ours.history.rounds.seconds.iloc[2:].mean())
-    s_fl = float(theirs.history.rounds.seconds.iloc[2:].mean())
-    floor = _round_flops(local) / (matmul * 1e9)
-    return dict(clients=n_clients, rounds=rounds, seconds_per_round_fedland=s_ours, seconds_per_round_flower=s_fl, speedup=s_fl / s_ours,
-                acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]), acc_flower=float(theirs.history.rounds.test_acc.iloc[-1]),
-                floor_seconds_per_round=floor, vs_floor=s_ours / floor, wall_fedland=wall_ours, wall_flower=wall_fl)
+    return box["res"]
 
 
-def bench_landscape(steps):
+def bench_fedavg(model, n_clients, rounds, reps, matmul):
+    "Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions of whole runs."
+    from fedland.experiment import run_experiment
+    per = {"fedland": [], "flower": []}; accs = {}
+    for i in range(reps + 1):                     # repetition 0 is the warm-up of both
+        d = tempfile.mkdtemp()
+        ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f"{d}/local.db"), progress=False)
+        theirs = _flower_run(_fedavg_exp(model, n_clients, rounds, f"{d}/flower.db", engine="flower"))
+        if i == 0: continue
+        per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
+        per["flower"].append(float(theirs.history.rounds.seconds.iloc[2:].mean()))
+        accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]), acc_flower=float(theirs.history.rounds.test_acc.iloc[-1]))
+    floor = _round_flops(_fedavg_exp(model, n_clients, rounds, "unused.db")) / (matmul * 1e9)
+    return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_fedland=spread(per["fedland"]),
+                seconds_per_round_flower=spread(per["flower"]), speedup=ratio(per["flower"], per["fedland"]), **accs,
+                floor_seconds_per_round=floor, vs_floor=spread([s / floor for s in per["fedland"]]))
+
+
+def bench_compiled(model, n_clients, rounds, reps, matmul):
+    "The same rounds in-process, eager vs `compile=True` (torch.compile of each batched step; compiled once before timing), seconds per round 2..R."
+    from fedland.experiment import prepare
+    from fedland.federated import run_federated
+    exp = _fedavg_exp(model, n_clients, rounds, "unused.db")
+    ds, part, net = prepare(exp)
+    res = {}
+    def go(c):
+        h = run_federated(net, ds, part, exp.fed_config(), compile=c, progress=False); res[c] = h
+    T = alternate({False: lambda: go(False), True: lambda: go(True)}, reps)        # the warm-up compiles
+    per_rep = {c: [t / rounds for t in T[c]] for c in (False, True)}
+    floor = _round_flops(exp) / (matmul * 1e9)
+    diff = float((torch.stack(res[True].global_params) - torch.stack(res[False].global_params)).abs().max())
+    return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_eager=spread(per_rep[False]), seconds_per_round_compiled=spread(per_rep[True]),
+                speedup=ratio(per_rep[False], per_rep[True]), vs_floor_eager=spread([s / floor for s in per_rep[False]]),
+                vs_floor_compiled=spread([s / floor for s in per_rep[True]]), floor_seconds_per_round=floor, max_abs_diff=diff)
+
+
+# ---------------------------------------------------------------- landscape
+def _landscape_data(name):
+    from fedland.data import load_dataset
+    if name in ("mlp", "cnn1d"): ds = load_dataset("mnist1d"); return ds.x_train, ds.y_train, ds.input_shape, "MNIST-1D"
+    if name == "cnn": ds = load_dataset("digits"); return ds.x_train, ds.y_train, ds.input_shape, "digits"
+    g = torch.Generator().manual_seed(0)   # NIID-Bench's CNN needs 28×28 images: random ones (offline), the same for every tool
+    return torch.rand(4000, 1, 28, 28, generator=g), torch.randint(0, 10, (4000,), generator=g), (1, 28, 28), "random 1×28×28"
+
+
+def bench_landscape(name, steps, reps, matmul):
+    "One plane, the global and 10 client landscapes: evaluate_grid vs loss-landscapes (11 runs) vs a plain per-point loop."
     import loss_landscapes
     import loss_landscapes.metrics
-    from fedland.data import load_dataset
-    from fedland.federated import FedConfig, client_ids, run_federated
+    from torch.func import functional_call
+    from fedland.federated import client_ids
     from fedland.landscape import evaluate_grid, random_plane
-    from fedland.models import build_model, get_flat, set_flat
+    from fedland.models import build_model, param_dict, set_flat, unflatten
     from fedland.partition import partition
-    ds = load_dataset("mnist1d")
-    part = partition(ds.y_train, 10, "dirichlet", alpha=0.5, seed=0)
-    net = build_model("mlp", ds.input_shape, 10)
-    h = run_federated(net, ds, part, FedConfig(rounds=5, lr=0.05, momentum=0.9), progress=False)
-    set_flat(net, h.global_params[-1])
-    plane = random_plane(net, seed=0)
-    owner = client_ids(part, ds.n_train)
-    S = 1.0
-    t = time.perf_counter()
-    ours = evaluate_grid(net, plane, ds.x_train, ds.y_train, owner, steps=steps + 1, xrange=(0, S), yrange=(0, S), progress=False)
-    t_ours = time.perf_counter() - t
-    # loss-landscapes: one planar_interpolation per dataset (global + every client), same directions
-    theta = get_flat(net)
-    e1, e2 = copy.deepcopy(net), copy.deepcopy(net)
-    set_flat(e1, theta + S * plane.d1); set_flat(e2, theta + S * plane.d2)
-    sets = [owner >= 0] + [owner == k for k in range(10)]
-    t = time.perf_counter()
-    theirs = [loss_landscapes.planar_interpolation(copy.deepcopy(net), e1, e2, loss_landscapes.metrics.Loss(F.cross_entropy, ds.x_train[m], ds.y_train[m]), steps=steps)
-              for m in sets]
-    t_theirs = time.perf_counter() - t
-    n = steps
-    aligned = np.array([[ours.loss[j + 1 if i % 2 == 0 else j, i] for j in range(n)] for i in range(n)])
-    diff = float(np.abs(aligned - theirs[0]).max())
-    points = (steps + 1) ** 2
-    flops = 2 * _mlp_macs(net) * points * int((owner >= 0).sum())
-    return dict(seconds_fedland=t_ours, seconds_loss_landscapes=t_theirs, speedup=t_theirs / t_ours, max_abs_diff=diff,
-                gflops=flops / t_ours / 1e9, points=points)
+    X, Y, shape, data = _landscape_data(name)
+    K = 10
+    net = build_model(name, shape, 10, seed=0).eval()
+    pl = random_plane(net, seed=0); like = param_dict(net)
+    owner = client_ids(partition(Y, K, "dirichlet", alpha=0.5, seed=0, holdout=0.2), len(Y))
+    xs = np.linspace(-1, 1, steps)
+    ours = lambda: evaluate_grid(net, pl, X, Y, owner, steps=steps, progress=False)
+    keep = owner >= 0
+
+    def plain():
+        L = np.zeros((steps * steps, K))
+        with torch.no_grad():
+            for i, (b, a) in enumerate((b, a) for b in xs for a in xs):
+                p = dict(unflatten(pl.origin + float(a) * pl.d1 + float(b) * pl.d2, like))
+                l = F.cross_entropy(functional_call(net, p, (X[keep],)), Y[keep], reduction="none")
+                L[i] = torch.zeros(K, dtype=torch.float64).index_add_(0, owner[keep], l.double()).numpy()
+        return L
+
+    sets = [keep] + [owner == k for k in range(K)]
+
+    def theirs():
+        s0 = copy.deepcopy(net); set_flat(s0, pl.origin - pl.d1 - pl.d2)
+        e1 = copy.deepcopy(net); set_flat(e1, pl.origin + pl.d1 - pl.d2)
+        e2 = copy.deepcopy(net); set_flat(e2, pl.origin - pl.d1 + pl.d2)
+        return [loss_landscapes.planar_interpolation(copy.deepcopy(s0), e1, e2, loss_landscapes.metrics.Loss(F.cross_entropy, X[m], Y[m]), steps=steps)
+                for m in sets]
+
+    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps)
+    got, ref, ll = ours(), plain(), theirs()
+    nk = np.bincount(owner[keep].numpy(), minlength=K)
+    diff_plain = float(np.abs(got.client_loss.reshape(K, -1).T - ref / nk).max())
+    # loss-landscapes' point (i, j) is start + i·d1/steps + (j + 1 if i is even else j)·d2/steps (its in-place walk), start = θ − d1 − d2:
+    # on our (steps + 1)-point grid over [−1, 1] that is loss[j + 1 if i % 2 == 0 else j, i]
+    on_ll = evaluate_grid(net, pl, X, Y, owner, steps=steps + 1, progress=False).loss; g = np.asarray(ll[0])
+    diff_ll = float(max(abs(g[i, j] - on_ll[j + 1 if i % 2 == 0 else j, i]) for i in range(steps) for j in range(steps)))
+    from torch.utils.flop_counter import FlopCounterMode
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(X[:1])
+    flops = fc.get_total_flops() * steps * steps * int(keep.sum())
+    return dict(model=name, data=data, points=steps * steps, clients=K, seconds_fedland=spread(T["fedland"]), seconds_loss_landscapes=spread(T["loss_landscapes"]),
+                seconds_plain=spread(T["plain"]), speedup=ratio(T["loss_landscapes"], T["fedland"]), speedup_vs_plain=ratio(T["plain"], T["fedland"]),
+                max_abs_diff=diff_plain, max_abs_diff_loss_landscapes=diff_ll, gflops_fraction=flops / float(np.median(T["fedland"])) / 1e9 / matmul)
 
 
-def bench_curvature(n_probes):
+# ---------------------------------------------------------------- curvature
+def bench_curvature(name, n_probes, reps):
+    "λmax and trace of a trained model on 2000 samples: fedland vs PyHessian, alternated, median of `reps`."
     import pyhessian
     from fedland.curvature import HessianOperator, hutchinson, top_eigenvalues, trace
-    from fedland.data import load_dataset
     from fedland.models import build_model, param_dict
     from fedland.train import LocalConfig, train_centralized
-    ds = load_dataset("mnist1d")
-    net = build_model("mlp", ds.input_shape, 10)
-    r = train_centralized(net, ds, LocalConfig(lr=0.05, momentum=0.9, epochs=5), progress=False)
+    from fedland.data import load_dataset
+    ds = load_dataset("digits" if name == "cnn" else "mnist1d")
+    net = build_model(name, ds.input_shape, 10)
+    r = train_centralized(net, ds, LocalConfig(lr=0.03, momentum=0.9, epochs=5), progress=False)
     with torch.no_grad():
-        for k, v in param_dict(net, detach=False).items():
-            v.copy_(r.params[k])
+        for k, v in param_dict(net, detach=False).items(): v.copy_(r.params[k])
     net.eval()
     X, Y = ds.x_train[:2000], ds.y_train[:2000]
 
@@ -163,25 +248,66 @@ def bench_curvature(n_probes):
 
     def ours():
         op = HessianOperator(net, param_dict(net), X, Y)
-        e = top_eigenvalues(op, k=1, m=20, tol=1e-3)      # PyHessian's power iteration also stops at tol 1e-3 (ours: residual bound, stricter)
-        return float(e.values[0]), trace(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace, e.n_hvp   # exact for this ReLU MLP
+        e = top_eigenvalues(op, k=1, m=20, tol=1e-3)      # PyHessian's power iteration also stops at tol 1e-3 (ours: the residual bound, stricter)
+        return float(e.values[0]), trace(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace, e.n_hvp   # exact for piecewise-linear networks
 
-    theirs(); ours()                                   # warm-up: first calls pay one-off costs
-    tp, tf = [], []
-    for _ in range(7):                                 # alternate, keep the median
-        t = time.perf_counter(); lam_p, tr_p, se_p = theirs(); tp.append(time.perf_counter() - t)
-        t = time.perf_counter(); lam, tr, n_lanczos = ours(); tf.append(time.perf_counter() - t)
-    t_p, t_f = float(np.median(tp)), float(np.median(tf))
-    tr_h = hutchinson(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace   # fedland's Hutchinson with the same probes as PyHessian's
-    return dict(seconds_fedland=t_f, seconds_pyhessian=t_p, speedup=t_p / t_f, lambda_rel_diff=abs(lam - lam_p) / abs(lam_p),
-                trace_rel_diff=abs(tr - tr_p) / abs(tr_p), trace_rel_se_pyhessian=se_p / abs(tr_p),
-                hutchinson_rel_diff=abs(tr_h - tr_p) / abs(tr_p), hvp_lambda_fedland=n_lanczos, lambda_fedland=lam, lambda_pyhessian=lam_p, trace_fedland=tr, trace_pyhessian=tr_p)
+    res = {}
+    T = alternate(dict(fedland=lambda: res.__setitem__("ours", ours()), pyhessian=lambda: res.__setitem__("theirs", theirs())), reps)
+    lam, tr, n_hvp = res["ours"]; lam_p, tr_p, se_p = res["theirs"]
+    tr_h = hutchinson(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace   # fedland's Hutchinson with as many probes
+    return dict(model=name, seconds_fedland=spread(T["fedland"]), seconds_pyhessian=spread(T["pyhessian"]), speedup=ratio(T["pyhessian"], T["fedland"]),
+                lambda_rel_diff=abs(lam - lam_p) / abs(lam_p), trace_rel_diff=abs(tr - tr_p) / abs(tr_p), trace_rel_se_pyhessian=se_p / abs(tr_p),
+                trace_diff_in_pyhessian_se=abs(tr - tr_p) / se_p, hutchinson_rel_diff=abs(tr_h - tr_p) / abs(tr_p), hvp_lambda_fedland=n_hvp,
+                lambda_fedland=lam, lambda_pyhessian=lam_p, trace_fedland=tr, trace_pyhessian=tr_p)
+
+
+# ---------------------------------------------------------------- valuation
+def bench_exact(ks, reps):
+    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, 20 rounds × 1 epoch, one seed)."
+    from fedland.data import load_dataset
+    from fedland.federated import FedConfig
+    from fedland.models import build_model
+    from fedland.partition import partition
+    from fedland.valuation import coalition_values
+    ds = load_dataset("mnist1d"); out = {}
+    for k in ks:
+        part = partition(ds.y_train, k, "dirichlet", alpha=0.5, seed=0)
+        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        ts = []
+        for _ in range(reps if k == 8 else 1):
+            t = time.perf_counter(); coalition_values(net, ds, part, FedConfig(rounds=20, lr=0.05, momentum=0.9), progress=False); ts.append(time.perf_counter() - t)
+        out[str(k)] = dict(coalitions=2 ** k - 1, seconds=spread(ts))
+    return out
+
+
+def bench_overhead(reps):
+    "The default experiment with K = 8: training with the default reconstruction valuation vs without (alternated)."
+    from fedland.experiment import Experiment, prepare
+    from fedland.federated import run_federated
+    from fedland.valuation import Reconstruction, validation_sample
+    exp = Experiment(n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"))
+    ds, part, net = prepare(exp)
+    vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
+    plain = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False)
+    valued = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False,
+                                   valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds))
+    T = alternate(dict(plain=plain, valued=valued), reps, warm=False)
+    return dict(model=exp.model, clients=8, rounds=exp.rounds, local_epochs=exp.local_epochs, every=exp.valuation_every, samples=exp.valuation_samples,
+                plain_seconds=spread(T["plain"]), valued_seconds=spread(T["valued"]), overhead=spread([(v - p) / p for p, v in zip(T["plain"], T["valued"])]))
+
+
+# ---------------------------------------------------------------- main job, scale
+# A child's ru_maxrss starts at its parent's resident set at the fork (Linux carries it across exec), and this process is large
+# by now: the command runs under a small launcher, whose children (the command and its descendants) start from the launcher's size.
+_LAUNCH = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
+           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
 
 
 def _child_peak_rss(cmd, env=None):
+    "Wall seconds and peak resident set (MB) of the largest process of the command's tree."
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
-    return time.perf_counter() - t, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    r = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], check=True, capture_output=True, text=True, env=env)
+    return time.perf_counter() - t, float(r.stdout.split()[-1])
 
 
 def bench_main():
@@ -205,45 +331,67 @@ def bench_scale():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="smaller grids and fewer probes (finishes in about 5 minutes)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 (about 15 minutes on 2 cores)")
+    ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg landscape curvature main scale")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg landscape curvature valuation main scale")
     a = ap.parse_args()
-    out = {"machine": {"matmul_gflops": matmul_gflops(), "cpus": os.cpu_count(), "torch": torch.__version__,
+    out = {"machine": {"matmul_gflops": matmul_gflops(), "cpus": os.cpu_count(), "torch": torch.__version__, "reps": a.reps,
                        "threads": torch.get_num_threads(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                        "python": sys.version.split()[0], "quick": a.quick}}
-    rows = [("machine", "matmul GFLOP/s (2048² float32, median of 5)", f"{out['machine']['matmul_gflops']:.1f}")]
+    mm = out["machine"]["matmul_gflops"]
+    rows = [("machine", "matmul GFLOP/s (2048² float32, median of 5)", f"{mm:.1f}")]
+    done = lambda key: print(f"  {key} done", file=sys.stderr, flush=True)
     if "fedavg" not in a.skip:
-        R = 6 if a.quick else 20
-        F10, F100 = (bench_fedavg(k, R, out["machine"]["matmul_gflops"]) for k in (10, 100))
-        out["fedavg"] = {"speedup_vs_flower_10": F10["speedup"], "speedup_vs_flower_100": F100["speedup"],
-                         "acc_fedland": F10["acc_fedland"], "acc_flower": F10["acc_flower"],
-                         "acc_fedland_100": F100["acc_fedland"], "acc_flower_100": F100["acc_flower"],
-                         "vs_floor": F10["vs_floor"], "vs_floor_100": F100["vs_floor"], "k10": F10, "k100": F100}
-        for F in (F10, F100):
-            rows += [("fedavg", f"{F['clients']} clients, MLP, Dir(0.5), {R} rounds: s/round fedland vs Flower simulation",
-                      f"{F['seconds_per_round_fedland']:.3f} vs {F['seconds_per_round_flower']:.3f} s: {F['speedup']:.1f}× faster"),
-                     ("fedavg", f"{F['clients']} clients: final test accuracy fedland / Flower", f"{F['acc_fedland']:.3f} / {F['acc_flower']:.3f}"),
-                     ("fedavg", f"{F['clients']} clients: s/round ÷ compute floor (round FLOPs ÷ matmul GFLOP/s)", f"{F['vs_floor']:.1f}×")]
+        R = 6 if a.quick else 30
+        runs = [("cnn1d", 10), ("cnn", 10), ("mlp", 10), ("mlp", 100)]
+        F_ = {f"{m}_{k}": bench_fedavg(m, k, R, a.reps, mm) for m, k in runs}; done("fedavg")
+        out["fedavg"] = {"speedup_vs_flower_10": F_["mlp_10"]["speedup"]["median"], "speedup_vs_flower_100": F_["mlp_100"]["speedup"]["median"],
+                         "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"], "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
+                         "vs_floor": F_["mlp_10"]["vs_floor"]["median"], "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"], **F_}
+        Cp = {f"{m}_{k}": bench_compiled(m, k, R, a.reps, mm) for m, k in (("cnn1d", 10), ("mlp", 10))}; done("compiled")
+        out["fedavg"].update(compiled=Cp, vs_floor_compiled=Cp["mlp_10"]["vs_floor_compiled"]["median"])
+        for key, c in Cp.items():
+            rows += [("fedavg", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs incl. evaluation); ÷ compute floor",
+                      f"{c['seconds_per_round_eager']['median']:.3f} vs {c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
+                      f"floor ×{c['vs_floor_eager']['median']:.1f} → ×{c['vs_floor_compiled']['median']:.1f}")]
+        for key, f in F_.items():
+            rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs Flower simulation",
+                      f"{f['seconds_per_round_fedland']['median']:.3f} vs {f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
+                     ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round ÷ compute floor",
+                      f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
     if "landscape" not in a.skip:
-        L = bench_landscape(25 if a.quick else 50)
-        out["landscape"] = {"speedup_vs_loss_landscapes": L["speedup"], "max_abs_diff": L["max_abs_diff"],
-                            "gflops_fraction": L["gflops"] / out["machine"]["matmul_gflops"], **L}
-        rows += [("landscape", f"{L['points']} points, global + 10 clients: fedland vs loss-landscapes ×11", f"{L['speedup']:.1f}× faster"),
-                 ("landscape", "max |difference| of the global landscape", f"{L['max_abs_diff']:.1e}"),
-                 ("landscape", "achieved GFLOP/s / matmul GFLOP/s", f"{out['landscape']['gflops_fraction']:.0%}")]
+        L = {m: bench_landscape(m, (26 if a.quick else 51) if m == "mlp" else 11, a.reps, mm) for m in ("cnn1d", "cnn", "niid_cnn", "mlp")}; done("landscape")
+        out["landscape"] = {"speedup_vs_loss_landscapes": L["mlp"]["speedup"]["median"], "speedup_vs_loss_landscapes_cnn1d": L["cnn1d"]["speedup"]["median"],
+                            "speedup_vs_loss_landscapes_cnn": L["cnn"]["speedup"]["median"], "speedup_vs_loss_landscapes_niid_cnn": L["niid_cnn"]["speedup"]["median"],
+                            "speedup_vs_plain_min": min(l["speedup_vs_plain"]["median"] for l in L.values()),
+                            "max_abs_diff": max(l["max_abs_diff"] for l in L.values()), "gflops_fraction": L["mlp"]["gflops_fraction"], **L}
+        for m, l in L.items():
+            rows += [("landscape", f"{m} ({l['data']}), {l['points']} points, global + 10 clients: vs loss-landscapes ×11; vs a plain per-point loop",
+                      f"{_fmt(l['speedup'])}; {_fmt(l['speedup_vs_plain'])}"),
+                     ("landscape", f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ matmul", f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}")]
     if "curvature" not in a.skip:
-        C = bench_curvature(50 if a.quick else 200)
-        out["curvature"] = {"speedup_vs_pyhessian": C["speedup"], "lambda_rel_diff": C["lambda_rel_diff"], "trace_rel_diff": C["trace_rel_diff"], **C}
-        rows += [("curvature", "λmax (tol 1e-3 both) + trace: fedland vs PyHessian", f"{C['speedup']:.2f}× faster"),
-                 ("curvature", "relative difference λmax / trace (exact) vs PyHessian", f"{C['lambda_rel_diff']:.1e} / {C['trace_rel_diff']:.1e} "
-                  f"(PyHessian's trace standard error {C['trace_rel_se_pyhessian']:.1e}; fedland Hutchinson, same probes: {C['hutchinson_rel_diff']:.1e})")]
+        C = {m: bench_curvature(m, 50 if a.quick else 200, max(a.reps, 5)) for m in ("cnn1d", "cnn", "mlp")}; done("curvature")
+        out["curvature"] = {"speedup_vs_pyhessian": C["mlp"]["speedup"]["median"], "speedup_vs_pyhessian_cnn1d": C["cnn1d"]["speedup"]["median"],
+                            "speedup_vs_pyhessian_cnn": C["cnn"]["speedup"]["median"], "lambda_rel_diff": max(c["lambda_rel_diff"] for c in C.values()),
+                            "trace_rel_diff": max(c["trace_rel_diff"] for c in C.values()), **C}
+        for m, c in C.items():
+            rows += [("curvature", f"{m}: λmax (tol 1e-3 both) + trace: fedland (exact trace) vs PyHessian", _fmt(c["speedup"])),
+                     ("curvature", f"{m}: relative difference λmax / trace vs PyHessian", f"{c['lambda_rel_diff']:.1e} / {c['trace_rel_diff']:.1e} "
+                      f"({c['trace_diff_in_pyhessian_se']:.1f} of PyHessian's standard errors; fedland Hutchinson, same probes: {c['hutchinson_rel_diff']:.1e})")]
+    if "valuation" not in a.skip:
+        E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps); O = bench_overhead(a.reps); done("valuation")
+        out["valuation"] = {"exact_seconds_k8": E["8"]["seconds"]["median"], "reconstruction_overhead": O["overhead"]["median"], "exact": E, "overhead": O}
+        rows += [("valuation", "exact game, K = 8 (255 coalitions, MLP, 20 rounds × 1 epoch, one seed)", f"{_fmt(E['8']['seconds'], ' s')}"),
+                 ("valuation", "exact game, K = " + "/".join(E), " / ".join(f"{e['seconds']['median']:.0f}" for e in E.values()) + " s"),
+                 ("valuation", f"reconstruction (every {O['every']} rounds, {O['samples']} samples) on {O['model']} training, K = 8, {O['rounds']} × {O['local_epochs']}",
+                  f"+{100 * O['overhead']['median']:.0f} % [{100 * O['overhead']['min']:.0f}–{100 * O['overhead']['max']:.0f} %]")]
     if "main" not in a.skip:
-        M = bench_main()
+        M = bench_main(); done("main")
         out["main"] = M
         rows += [("main", "papermill nbs/run.ipynb -p alpha 0.5", f"{M['seconds']:.0f} s, peak RSS {M['peak_rss_mb']:.0f} MB")]
     if "scale" not in a.skip:
-        S = bench_scale()
+        S = bench_scale(); done("scale")
         out["scale"] = S
         rows += [("scale", "1000 clients × 100 rounds (default history policy)", f"{S['seconds']:.0f} s, peak RSS {S['peak_rss_mb']:.0f} MB, disk {S['disk_mb']:.0f} MB")]
     out["table"] = [list(r) for r in rows]
@@ -253,7 +401,6 @@ def main():
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))
-    print(json.dumps({k: {kk: vv for kk, vv in v.items() if isinstance(vv, (int, float))} for k, v in out.items() if isinstance(v, dict)}))
 
 
 if __name__ == "__main__":

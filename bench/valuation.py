@@ -5,7 +5,8 @@ overhead on training.
     python bench/valuation.py --json bench/results/valuation.json            # agreement table + timings (~25 min on 2 cores)
     python bench/valuation.py --quick --json /tmp/v.json                      # 2 settings, K = 4…8 timings
 
-Settings (MNIST-1D, MLP, K = 8 clients, FedAvg 20 rounds × 1 local epoch, lr 0.05, momentum 0.9): IID and Dirichlet(0.5),
+Settings (MNIST-1D, MLP, K = 8 clients, FedAvg at the Experiment defaults — 30 rounds × 5 local epochs, lr 0.03, momentum
+0.9, weight decay 5e-4, batch 32 — or `--local-epochs/--rounds/--lr` as given): IID and Dirichlet(0.5),
 each balanced and with quantity skew (lognormal σ = 1), and a Dirichlet(0.5) split with two planted clients (client 2's
 training labels random, client 5 a free rider). The truth is the exact Shapley value of final test accuracy, averaged
 over training seeds 0 and 1; its ceiling is the Spearman ρ between the two seeds' exact values. Each estimator comes
@@ -46,7 +47,8 @@ SETTINGS = {
     "planted": dict(scheme="dirichlet", alpha=0.5),
 }
 NOISY, RIDER = [2], [5]
-CFG = dict(rounds=20, lr=0.05, momentum=0.9, local_epochs=1, batch_size=32)
+_E = Experiment()
+CFG = dict(rounds=_E.rounds, lr=_E.lr, momentum=_E.momentum, local_epochs=_E.local_epochs, batch_size=_E.batch_size, weight_decay=_E.weight_decay)
 VAL_SAMPLES = 512
 
 
@@ -73,15 +75,27 @@ def setting_data(name, ds0):
     return ds, part, cfg
 
 
-def estimators(net, ds, part, cfg, seed):
-    "Every estimator from one training run with this seed."
+class Recorder:
+    "Keeps every round's received model and client models (for estimators tried offline on the same run)."
+    def __init__(self): self.rounds = {}
+    def __call__(self, hist, r, clients, g0, flats, n, buffers=None):
+        self.rounds[r] = (g0.detach().cpu().clone(), flats.detach().cpu().clone(), np.asarray(n)); return {}
+    def save(self, path):
+        rs = sorted(self.rounds)
+        torch.save({"g0": torch.stack([self.rounds[r][0] for r in rs]), "flats": torch.stack([self.rounds[r][1] for r in rs]),
+                    "n": torch.as_tensor(np.stack([self.rounds[r][2] for r in rs]))}, path)
+
+
+def estimators(net, ds, part, cfg, seed, record=None):
+    "Every estimator from one training run with this seed (with `record`, that run's updates are saved there)."
     vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, seed))
     X, Y = ds.x_train[vi], ds.y_train[vi]
     several = Several(run=Reconstruction(net, X, Y, every=10, last_round=cfg.rounds),
                       run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=10, last_round=cfg.rounds),
                       round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
-                      round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"))
+                      round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"), record=Recorder())
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
+    if record is not None: several.v["record"].save(record)
     out = {"reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
            "reconstruction_loo (run game)": reconstruction_values(_one(h, "run"), "loo"),
            "reconstruction_shapley (run game, loss)": reconstruction_values(_one(h, "run"), metric="loss"),
@@ -111,7 +125,7 @@ def validate(names, cache: Path):
         truth = game.values("shapley")
         ceiling = game.seed_agreement()
         split = game.split_agreement() if game.hits is not None else float("nan")
-        runs = [estimators(net, ds, part, cfg, s) for s in SEEDS]
+        runs = [estimators(net, ds, part, cfg, s, record=cache / f"updates-{name}-s{s}.pt") for s in SEEDS]
         print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f} (seeds), {split:.2f} (test-set halves)", flush=True)
         for est in runs[0][0]:
             ag = [agreement(truth, r[0][est]) for r in runs]
@@ -162,20 +176,6 @@ def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
     return out
 
 
-def time_exact(ks, reps=1):
-    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, 20 rounds × 1 epoch, one seed)."
-    ds = load_dataset("mnist1d"); out = {}
-    for k in ks:
-        part = partition(ds.y_train, k, "dirichlet", alpha=0.5, seed=0)
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
-        ts = []
-        for _ in range(reps):
-            t = time.perf_counter(); coalition_values(net, ds, part, FedConfig(**CFG), progress=False); ts.append(time.perf_counter() - t)
-        out[str(k)] = dict(coalitions=2 ** k - 1, seconds=float(np.median(ts)), min=float(np.min(ts)), max=float(np.max(ts)))
-        print(f"exact game K={k}: {out[str(k)]['seconds']:.1f} s", flush=True)
-    return out
-
-
 def time_overhead(model, reps=5, **kw):
     "Training with the default reconstruction valuation vs without, on the default experiment with K = 8 (median of alternated repetitions)."
     exp = Experiment(model=model, n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"), **kw)
@@ -198,12 +198,13 @@ def main():
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate samples exact overhead")
-    ap.add_argument("--local-epochs", type=int, default=1, help="local epochs per round of every run (default 1)")
+    ap.add_argument("--local-epochs", type=int, default=CFG["local_epochs"], help=f"local epochs per round of every run (default {CFG['local_epochs']})")
+    ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
     ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file, keep the others")
     a = ap.parse_args()
-    CFG["local_epochs"] = a.local_epochs
-    cache = Path(a.cache or tempfile.mkdtemp()) / (f"e{a.local_epochs}" if a.local_epochs != 1 else ""); cache.mkdir(parents=True, exist_ok=True)
+    CFG["local_epochs"], CFG["rounds"] = a.local_epochs, a.rounds
+    cache = Path(a.cache or tempfile.mkdtemp()) / f"r{a.rounds}e{a.local_epochs}lr{CFG['lr']:g}wd{CFG['weight_decay']:g}"; cache.mkdir(parents=True, exist_ok=True)
     out = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": a.quick},
            "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
@@ -212,7 +213,9 @@ def main():
         rows, planted, spread, per = validate(names, cache)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
-    if "exact" not in a.skip: out["exact_seconds"] = time_exact(range(4, 9) if a.quick else range(4, 11))
+    if "exact" not in a.skip:
+        from run import bench_exact                      # bench/run.py's: one timing of the exact game, K = 4…10 (median of 3 at K = 8)
+        out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
     if "overhead" not in a.skip:
         out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp"), time_overhead("cnn1d", valuation_every=5),
                                           time_overhead("cnn1d", local_epochs=5)]

@@ -381,11 +381,13 @@ def study(alpha: float = 0.1, unbalance: float = 1.0, progress: bool = True, **f
     return {n: run_experiment(e, progress) for n, e in exps.items()}
 
 def curvature_shares(res) -> tuple:
-    "Data shares p_k and curvature shares p_k tr H_k / tr H of the global model (None without curvature)."
+    "Data shares p_k, curvature shares p_k tr H_k / tr H of the global model (None without curvature) and their standard errors where the traces were sampled (delta method, errors taken as independent: an upper bound; None for exact traces)."
     w = res.partition.weights; cur = res.curvature
-    if cur is None or not len(cur): return w, None
-    g = cur[cur.model == 'global'].set_index('data')
-    return w, np.array([w[k] * g.loc[f'client:{k}', 'trace'] / g.loc['global', 'trace'] for k in range(len(w))])
+    if cur is None or not len(cur): return w, None, None
+    g = cur[cur.model == 'global'].set_index('data'); t, s = g.loc['global', 'trace'], g.loc['global', 'trace_se']
+    tk = np.array([g.loc[f'client:{k}', 'trace'] for k in range(len(w))]); sk = np.array([g.loc[f'client:{k}', 'trace_se'] for k in range(len(w))])
+    cs = w * tk / t
+    return w, cs, (cs * np.hypot(sk / tk, s / t) if (sk > 0).any() or s > 0 else None)
 
 def study_table(results: dict) -> pd.DataFrame:
     "One row per setting of what differs: accuracy and its gap to centralized, how unequal the clients' loss shares, curvature shares and values are, the most and least valuable clients, drift and alignment."
@@ -393,7 +395,7 @@ def study_table(results: dict) -> pd.DataFrame:
     c_acc = float(cen.history.test_acc.iloc[-1]) if cen is not None else math.nan
     rows = []
     for n, r in results.items():
-        w, cs = curvature_shares(r); h = r.history; last = h.clients[h.clients['round'] == h.last_round]
+        w, cs, _ = curvature_shares(r); h = r.history; last = h.clients[h.clients['round'] == h.last_round]
         ls_share = w[last.client.to_numpy()] * last.global_loss.to_numpy(); ls_share = ls_share / ls_share.sum()
         v = (r.valuations or {}).get('reconstruction_shapley'); acc = float(h.rounds.test_acc.iloc[-1])
         row = {'setting': n, 'test acc': acc, 'gap to centralized (points)': 100 * (c_acc - acc),

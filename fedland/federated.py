@@ -46,6 +46,7 @@ class FedConfig:
     bn: str = 'aggregate'          # BatchNorm statistics: 'aggregate' (weighted mean) or 'local' (each client keeps its own)
     seed: int = 0                  # seed of sampling and batch orders
     batched: str | bool = 'auto'   # train sampled clients stacked with torch.func: True, False or 'auto'
+    compile: bool = False          # torch.compile the batched local step: the first round compiles (tens of seconds), later steps run ~3× faster on small models; results equal eager ones to float rounding, not bitwise
     keep_clients: str | list = 'last'  # rounds whose client models are kept: 'last', 'all', 'none' or a list of rounds
     client_every: int | None = None    # also keep client models every this many rounds
     max_memory_mb: float = 256.0       # client models kept in RAM up to this; beyond, they are spilled to disk
@@ -68,6 +69,7 @@ class FedConfig:
             if v >= 1: raise ValueError(f"{n}={v} is out of range: must be in [0, 1)")
         if self.bn not in ('aggregate', 'local'): raise ValueError(f"bn={self.bn!r} must be 'aggregate' or 'local'")
         if self.batched not in (True, False, 'auto'): raise ValueError(f"batched={self.batched!r} must be True, False or 'auto'")
+        if not isinstance(self.compile, bool): raise TypeError(f"compile={self.compile!r} must be True or False")
         if isinstance(self.keep_clients, str):
             if self.keep_clients not in ('last', 'all', 'none'): raise ValueError(f"keep_clients={self.keep_clients!r} must be 'last', 'all', 'none' or a list of rounds")
         else:
@@ -400,6 +402,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
              'partition': {'scheme': part.scheme, 'params': part.params, 'seed': part.seed, 'sizes': part.sizes.tolist()},
              'theta0': float(flatten(params).double().sum())}
     if not cfg.free_riders: del ident['fed']['free_riders']   # runs without planted clients keep their identity
+    if not cfg.compile: del ident['fed']['compile']           # (and runs without compiled steps)
     if coalition is not None: ident['coalition'] = coalition
     legacy = config_hash(ident)                               # checkpoints written before what is recorded left the identity
     for f in RECORDING_FIELDS: ident['fed'].pop(f)
@@ -419,6 +422,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
         hist.global_params.append(flatten(params).cpu())
         hist.round_rows.append(dict(round=0, train_loss=math.nan, test_loss=tl, test_acc=ta, n_sampled=0, seconds=0.0))
     batched = cfg.batched is True or (cfg.batched == 'auto' and not buffers)
+    if cfg.compile and not batched: raise ValueError("compile=True compiles the batched local step: it needs batched=True or 'auto' and a model without BatchNorm buffers")
     from tqdm.auto import tqdm
     bar = tqdm(range(start, cfg.rounds + 1), desc=f'{cfg.algorithm} ({K} clients)', disable=not progress, leave=False)
     for r in bar:
@@ -431,7 +435,7 @@ def run_federated(model: nn.Module,           # architecture and initial weights
         elif batched:   # the batched equivalent of client_step for every sampled client at once
             l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, cfg.eval_batch_size)   # θ_g on every client's data: one pass
             gl, ga = reduce_by_client(l[own], owner[own], K).tolist(), reduce_by_client(c[own].float(), owner[own], K).tolist()
-            res = local_update_batched(model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs)
+            res = local_update_batched(model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs, compile=cfg.compile)
             tl_, ta_ = evaluate_stacked(model, {n: torch.stack([x.params[n] for x in res]) for n in srv.params}, X, Y, [hold[k] for k in sampled])
             mets = [dict(global_loss=gl[k], global_acc=ga[k], local_test_loss=tl_[i], local_test_acc=ta_[i]) for i, k in enumerate(sampled)]
         else:

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #c003
 from __future__ import annotations
-import math
+import math, weakref
 from dataclasses import dataclass, field, asdict
 
 # %% auto #0
@@ -139,6 +139,7 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
                          corrs: list | None = None,      # per-client SCAFFOLD corrections
                          chunk: int = 256,               # clients stacked per call (bounds memory)
                          stacked: bool = False,          # `params` (and `anchor`) hold one start per client on a leading axis
+                         compile: bool = False,          # run each step through `torch.compile` (compiled once per model and settings)
                         ) -> list:
     "`local_update` for many clients, stacked and vmapped (from one start, or each from its own); same results as the sequential path."
     if has_batchnorm(model) or len(buffer_dict(model)): raise ValueError("batched local updates need a model without buffers (BatchNorm): use the sequential path")
@@ -146,12 +147,26 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
     for s in range(0, len(idxs), chunk):
         sl = lambda d: None if d is None else {k: v[s:s + chunk] for k, v in d.items()} if stacked else d
         P, M, loss, acc, steps = _batched_chunk(model, sl(params), X, Y, idxs[s:s + chunk], cfg, seeds[s:s + chunk], sl(anchor),
-                                                None if corrs is None else corrs[s:s + chunk], stacked)
+                                                None if corrs is None else corrs[s:s + chunk], stacked, compile)
         out += [LocalResult({n: v[k] for n, v in P.items()}, {}, len(idxs[s + k]), steps[k], loss[k], acc[k],
                             {n: v[k] for n, v in M.items()}) for k in range(len(steps))]
     return out
 
-def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked=False):
+_STEPS = weakref.WeakKeyDictionary()   # model -> {settings: compiled step}
+
+def _step_fn(model, cfg: LocalConfig, compiled: bool):
+    "One SGD step of stacked clients — per-client gradients (vmap of grad) and the update — optionally compiled (kept per model and settings)."
+    def step(p, m, xb, yb, w, anchor, corr):
+        g, (sl, h) = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(p, xb, yb, w)
+        with torch.no_grad(): p1, m1 = sgd_update(p, g, m, cfg, anchor, corr)
+        return p1, m1, sl, h
+    if not compiled: return step
+    key = (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.mu)
+    cache = _STEPS.setdefault(model, {})
+    if key not in cache: cache[key] = torch.compile(step, dynamic=None)
+    return cache[key]
+
+def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked=False, compiled=False):
     "Train one chunk of clients with stacked parameters and padded, masked batches; return stacked parameters, momenta, losses, accuracies, steps."
     dev, K, B = X.device, len(idxs), cfg.batch_size
     scheds = [batch_schedule(len(ix), B, cfg.epochs, cfg.steps, sd) for ix, sd in zip(idxs, seeds)]
@@ -169,17 +184,16 @@ def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
     corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in P}
-    gfn = vmap(lambda p, xb, yb, w: grad(lambda q: _batch_loss(model, q, {}, xb, yb, w), has_aux=True)(p))
+    step = _step_fn(model, cfg, compiled)
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
     was = model.training; model.train()
     try:
         for t in range(S):
             n = live[t]; cut = lambda d: None if d is None else {k: v[:n] for k, v in d.items()} if n < K else d
             p_, m_ = cut(P), cut(M)
-            g, (sl, h) = gfn(p_, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
+            a_ = anc if anc is None or not stacked else cut(anc)
+            p1, m1, sl, h = step(p_, m_, X[I[t, :n]], Y[I[t, :n]], W[t, :n], a_, cut(corr))
             with torch.no_grad():
-                a_ = anc if anc is None or not stacked else cut(anc)
-                p1, m1 = sgd_update(p_, g, m_, cfg, a_, cut(corr))
                 if n < K:
                     for k in P: P[k][:n] = p1[k]; M[k][:n] = m1[k]
                 else: P, M = p1, m1

@@ -91,7 +91,7 @@ class Federation:
             p.wait()
 
 
-SETTINGS = dict(n_clients=K, rounds=ROUNDS, model="mlp", partition="dirichlet", alpha=0.5, seed=3, centralized=False,
+SETTINGS = dict(n_clients=K, rounds=ROUNDS, local_epochs=1, model="mlp", partition="dirichlet", alpha=0.5, seed=3, centralized=False,   # one local epoch: the batched path stays within float reassociation of the sequential one (over 5 epochs × 3 rounds a chaotic trajectory amplifies it to ~1e-2)
                 landscape=True, landscape_steps=5, curvature=False, contributions=True)
 
 
@@ -117,6 +117,20 @@ def flower_run(tmp_path_factory):
     exp = experiment_from_config({**SETTINGS, "store": str(store)})
     print(f"\nFlower deployment ({K} SuperNodes, {ROUNDS} rounds): flwr run took {seconds:.1f} s")
     return exp, r.stdout
+
+
+def test_app_config_defaults_are_the_experiment_defaults():
+    "Every Experiment field the Flower app's pyproject lists has the Experiment's default ('' stands for none or an empty list)."
+    import tomllib
+    from dataclasses import fields
+    from fedland.experiment import Experiment
+    cfg = tomllib.loads((ROOT / "flower_app" / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    d = Experiment()
+    for f in fields(Experiment):
+        if f.name not in cfg or f.name in ("store",): continue
+        want = getattr(d, f.name); got = cfg[f.name]
+        if got == "": assert want in (None, [], ""), f.name
+        else: assert got == want, (f.name, got, want)
 
 
 def test_store_holds_every_round_and_client(flower_run):
