@@ -334,8 +334,10 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 (about 15 minutes on 2 cores)")
     ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg landscape curvature valuation main scale")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled landscape curvature valuation main scale")
+    ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file and keep the others (and their table rows)")
     a = ap.parse_args()
+    old = json.loads(Path(a.json).read_text()) if a.merge and a.json and Path(a.json).exists() else None
     out = {"machine": {"matmul_gflops": matmul_gflops(), "cpus": os.cpu_count(), "torch": torch.__version__, "reps": a.reps,
                        "threads": torch.get_num_threads(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                        "python": sys.version.split()[0], "quick": a.quick}}
@@ -349,17 +351,19 @@ def main():
         out["fedavg"] = {"speedup_vs_flower_10": F_["mlp_10"]["speedup"]["median"], "speedup_vs_flower_100": F_["mlp_100"]["speedup"]["median"],
                          "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"], "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
                          "vs_floor": F_["mlp_10"]["vs_floor"]["median"], "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"], **F_}
-        Cp = {f"{m}_{k}": bench_compiled(m, k, R, a.reps, mm) for m, k in (("cnn1d", 10), ("mlp", 10))}; done("compiled")
-        out["fedavg"].update(compiled=Cp, vs_floor_compiled=Cp["mlp_10"]["vs_floor_compiled"]["median"])
-        for key, c in Cp.items():
-            rows += [("fedavg", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs incl. evaluation); ÷ compute floor",
-                      f"{c['seconds_per_round_eager']['median']:.3f} vs {c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
-                      f"floor ×{c['vs_floor_eager']['median']:.1f} → ×{c['vs_floor_compiled']['median']:.1f}")]
         for key, f in F_.items():
             rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs Flower simulation",
                       f"{f['seconds_per_round_fedland']['median']:.3f} vs {f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
                      ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round ÷ compute floor",
                       f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
+    if "compiled" not in a.skip:
+        R = 6 if a.quick else 30
+        Cp = {f"{m}_{k}": bench_compiled(m, k, R, a.reps, mm) for m, k in (("cnn1d", 10), ("mlp", 10))}; done("compiled")
+        out.setdefault("fedavg", {}).update(compiled=Cp, vs_floor_compiled=Cp["mlp_10"]["vs_floor_compiled"]["median"])
+        for key, c in Cp.items():
+            rows += [("compiled", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs incl. evaluation); ÷ compute floor",
+                      f"{c['seconds_per_round_eager']['median']:.3f} vs {c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
+                      f"floor ×{c['vs_floor_eager']['median']:.1f} → ×{c['vs_floor_compiled']['median']:.1f}")]
     if "landscape" not in a.skip:
         L = {m: bench_landscape(m, (26 if a.quick else 51) if m == "mlp" else 11, a.reps, mm) for m in ("cnn1d", "cnn", "niid_cnn", "mlp")}; done("landscape")
         out["landscape"] = {"speedup_vs_loss_landscapes": L["mlp"]["speedup"]["median"], "speedup_vs_loss_landscapes_cnn1d": L["cnn1d"]["speedup"]["median"],
@@ -394,6 +398,13 @@ def main():
         S = bench_scale(); done("scale")
         out["scale"] = S
         rows += [("scale", "1000 clients × 100 rounds (default history policy)", f"{S['seconds']:.0f} s, peak RSS {S['peak_rss_mb']:.0f} MB, disk {S['disk_mb']:.0f} MB")]
+    if old is not None:   # the machine line of this run, every other section as it was unless run again
+        ran = {r[0] for r in rows} - {"machine"}
+        fed = {**old.get("fedavg", {}), **out.get("fedavg", {})}
+        out = {**old, **out, **({"fedavg": fed} if fed else {})}
+        order = ["machine", "fedavg", "compiled", "landscape", "curvature", "valuation", "main", "scale"]
+        rows = sorted([r for r in rows] + [tuple(r) for r in old["table"] if r[0] not in ran and r[0] != "machine"], key=lambda r: order.index(r[0]))
+        out["machine"]["merged_from"] = old["machine"]["date"]
     out["table"] = [list(r) for r in rows]
     w = max(len(r[1]) for r in rows)
     for s, what, val in rows:

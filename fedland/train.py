@@ -156,9 +156,13 @@ _STEPS = weakref.WeakKeyDictionary()   # model -> {settings: compiled step}
 
 def _step_fn(model, cfg: LocalConfig, compiled: bool):
     "One SGD step of stacked clients — per-client gradients (vmap of grad) and the update — optionally compiled (kept per model and settings)."
-    def step(p, m, xb, yb, w, anchor, corr):
+    def step(p, m, xb, yb, w, anchor, corr, active=None):
         g, (sl, h) = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(p, xb, yb, w)
-        with torch.no_grad(): p1, m1 = sgd_update(p, g, m, cfg, anchor, corr)
+        with torch.no_grad():
+            p1, m1 = sgd_update(p, g, m, cfg, anchor, corr)
+            if active is not None:   # finished clients keep their parameters and momenta exactly
+                keep = lambda new, old: {k: torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, old[k]) for k, v in new.items()}
+                p1, m1 = keep(p1, p), keep(m1, m)
         return p1, m1, sl, h
     if not compiled: return step
     key = (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.mu)
@@ -185,10 +189,14 @@ def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
     corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in P}
     step = _step_fn(model, cfg, compiled)
+    act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None]   # (S, K): clients still training at step t
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
     was = model.training; model.train()
     try:
         for t in range(S):
+            if compiled:   # one shape for the whole run (a graph per live-client count would recompile until torch falls back to eager): finished clients ride along, masked
+                P, M, sl, h = step(P, M, X[I[t]], Y[I[t]], W[t], anc, corr, act[t])
+                tot += sl; hits += h; continue
             n = live[t]; cut = lambda d: None if d is None else {k: v[:n] for k, v in d.items()} if n < K else d
             p_, m_ = cut(P), cut(M)
             a_ = anc if anc is None or not stacked else cut(anc)
