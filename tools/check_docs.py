@@ -17,18 +17,28 @@ root = Path(__file__).resolve().parents[1]
 
 
 PLAY_FRAMES = """<script>
+// headless Chromium runs no animation frames under a virtual-time budget (seen with Chromium 150): schedule them on timers,
+// which virtual time does advance, so that Plotly.animate runs its frames as in a browser on screen
+window.requestAnimationFrame = function (cb) { return setTimeout(function () { cb(performance.now()); }, 16); };
+window.cancelAnimationFrame = function (id) { clearTimeout(id); };
 window.addEventListener('load', function () { setTimeout(async function () {
-  const out = [];
+  const out = [], pre = document.createElement('pre'); pre.id = 'fedland-frames'; document.body.appendChild(pre);
+  const show = () => { pre.textContent = JSON.stringify(out); };
+  const wait = (ms) => new Promise(r => setTimeout(() => r('timeout'), ms));
+  show();
   for (const gd of document.querySelectorAll('.js-plotly-plot')) {
     const fr = (gd._transitionData && gd._transitionData._frames) || [];
     if (!fr.length) continue;
-    let ok = 0;
+    const rec = {frames: fr.length, played: 0, timeouts: 0}; out.push(rec);
     for (const f of fr) {
-      try { await Plotly.animate(gd, [f.name], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}}); ok++; } catch (e) {}
+      try {   // a frame that neither resolves nor rejects counts as not played (and cannot stall the rest)
+        const r = await Promise.race([Plotly.animate(gd, [f.name], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}}), wait(2000)]);
+        if (r === 'timeout') rec.timeouts++; else rec.played++;
+      } catch (e) {}
+      show();
     }
-    out.push({frames: fr.length, played: ok});
   }
-  const pre = document.createElement('pre'); pre.id = 'fedland-frames'; pre.textContent = JSON.stringify(out); document.body.appendChild(pre);
+  show();
 }, 2000); });
 </script>"""
 
