@@ -7,6 +7,7 @@ Sections (the default model, cnn1d, first):
   fedavg     seconds per round of the same Experiment (the defaults: 30 rounds × 5 local epochs in full, 6 rounds with
              --quick) in-process vs on Flower's Simulation Engine (Ray), cnn1d and the digits CNN with 10 clients, the
              MLP with 10 and 100; and the round's compute floor (its FLOPs ÷ matmul GFLOP/s)
+  compiled   the same in-process rounds eager vs compile=True (torch.compile of the batched local step), cnn1d and the MLP
   landscape  a filter-normalised plane with the global and 10 client landscapes: evaluate_grid (one pass) vs
              loss-landscapes (one run per data set, identical directions) and vs a plain per-point loop (functional_call,
              per-sample losses reduced per client); MLP, cnn1d, digits CNN, NIID-Bench CNN (on random MNIST-sized images)
@@ -18,6 +19,7 @@ Sections (the default model, cnn1d, first):
   scale      1000 clients × 100 rounds (peak RSS, disk)
 
     OMP_NUM_THREADS=2 python bench/run.py --quick --json bench/results/latest.json
+    OMP_NUM_THREADS=2 python bench/run.py --quick --merge --json bench/results/latest.json --skip fedavg landscape curvature valuation main scale   # one section again
 """
 import argparse
 import copy
@@ -331,7 +333,7 @@ def bench_scale():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 (about 15 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 (about 30 minutes on 2 cores)")
     ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled landscape curvature valuation main scale")
