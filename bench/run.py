@@ -282,12 +282,12 @@ def bench_exact(ks, reps):
     return out
 
 
-def bench_overhead(reps):
-    "The default experiment with K = 8: training with the default reconstruction valuation vs without (alternated)."
+def bench_overhead(reps, **fields):
+    "The default experiment with K = 8 (or these Experiment fields): training with the default reconstruction valuation vs without (alternated)."
     from fedland.experiment import Experiment, prepare
     from fedland.federated import run_federated
     from fedland.valuation import Reconstruction, validation_sample
-    exp = Experiment(n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"))
+    exp = Experiment(**{"n_clients": 8, **fields, "store": str(Path(tempfile.mkdtemp()) / "x.db")})
     ds, part, net = prepare(exp)
     vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
     plain = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False)

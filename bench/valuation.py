@@ -17,7 +17,6 @@ one test set, so their agreement leaves out the evaluation sample's own noise.
 """
 import argparse
 import json
-import math
 import os
 import sys
 import tempfile
@@ -176,22 +175,6 @@ def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
     return out
 
 
-def time_overhead(model, reps=5, **kw):
-    "Training with the default reconstruction valuation vs without, on the default experiment with K = 8 (median of alternated repetitions)."
-    exp = Experiment(model=model, n_clients=8, store=str(Path(tempfile.mkdtemp()) / "x.db"), **kw)
-    ds, part, net = prepare(exp)
-    vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
-    plain, valued = [], []
-    for _ in range(reps):
-        t = time.perf_counter(); run_federated(net, ds, part, exp.fed_config(), progress=False); plain.append(time.perf_counter() - t)
-        val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds)
-        t = time.perf_counter(); run_federated(net, ds, part, exp.fed_config(), valuer=val, progress=False); valued.append(time.perf_counter() - t)
-    ratios = [(v - p) / p for p, v in zip(plain, valued)]
-    return dict(model=model, plain_seconds=float(np.median(plain)), valued_seconds=float(np.median(valued)),
-                overhead=float(np.median(ratios)), overhead_min=float(np.min(ratios)), overhead_max=float(np.max(ratios)),
-                every=exp.valuation_every, samples=exp.valuation_samples, local_epochs=exp.local_epochs, reps=reps)
-
-
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
@@ -213,12 +196,11 @@ def main():
         rows, planted, spread, per = validate(names, cache)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
-    if "exact" not in a.skip:
-        from run import bench_exact                      # bench/run.py's: one timing of the exact game, K = 4…10 (median of 3 at K = 8)
-        out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
+    from run import bench_exact, bench_overhead           # bench/run.py's timings (median and min–max of alternated repetitions)
+    if "exact" not in a.skip: out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
     if "overhead" not in a.skip:
-        out["reconstruction_overhead"] = [time_overhead("cnn1d"), time_overhead("mlp"), time_overhead("cnn1d", valuation_every=5),
-                                          time_overhead("cnn1d", local_epochs=5)]
+        out["reconstruction_overhead"] = [bench_overhead(5), bench_overhead(5, model="mlp"), bench_overhead(5, valuation_every=5),
+                                          bench_overhead(5, local_epochs=1)]
     if a.json:
         if a.merge and Path(a.json).exists(): out = {**json.loads(Path(a.json).read_text()), **out}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True); Path(a.json).write_text(json.dumps(out, indent=1))

@@ -189,7 +189,7 @@ def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
     corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in P}
     step = _step_fn(model, cfg, compiled)
-    act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None]   # (S, K): clients still training at step t
+    act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None] if compiled else None   # (S, K): clients still training at step t
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
     was = model.training; model.train()
     try:
