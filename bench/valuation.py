@@ -2,7 +2,7 @@
 every estimator agrees with them, per setting; timings of the exact game (K = 4…10) and of the reconstruction's
 overhead on training.
 
-    python bench/valuation.py --json bench/results/valuation.json            # agreement table + timings (~25 min on 2 cores)
+    python bench/valuation.py --json bench/results/valuation.json            # agreement table + timings (~90 min on 2 cores)
     python bench/valuation.py --quick --json /tmp/v.json                      # 2 settings, K = 4…8 timings
 
 Settings (MNIST-1D, MLP, K = 8 clients, FedAvg at the Experiment defaults — 30 rounds × 5 local epochs, lr 0.03, momentum
