@@ -35,6 +35,12 @@ SETTINGS = {"iid": dict(scheme="iid"), "iid, unbalanced (σ=1)": dict(scheme="ii
 OLD = dict(rounds=20, local_epochs=1, lr=0.05, weight_decay=0.0)
 
 
+def centralized(exp: Experiment, net, ds, part, seed):
+    "The baseline: the clients' union, the experiment's optimizer, as many passes as the federated run."
+    return train_centralized(net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size,
+                                                  epochs=exp.centralized_passes), seed=seed, progress=False, train_idx=np.concatenate(list(part)))
+
+
 def measure(exp: Experiment, seeds, ds):
     out = {}
     for name, kw in SETTINGS.items():
@@ -50,9 +56,7 @@ def measure(exp: Experiment, seeds, ds):
     for s in seeds:
         part = partition(ds.y_train, exp.n_clients, "iid", seed=s, holdout=exp.holdout)
         net = build_model(exp.model, ds.input_shape, ds.n_classes, seed=s)
-        t = time.perf_counter()
-        c = train_centralized(net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size,
-                                                   epochs=exp.centralized_passes), seed=s, progress=False, train_idx=np.concatenate(list(part)))
+        t = time.perf_counter(); c = centralized(exp, net, ds, part, s)
         secs.append(time.perf_counter() - t); accs.append(float(c.history.test_acc.iloc[-1]))
     out["centralized"] = dict(acc=accs, mean=float(np.mean(accs)), sd=float(np.std(accs, ddof=1)), seconds=float(np.mean(secs)), epochs=exp.centralized_passes)
     print(f"  {'centralized':28s} {np.mean(accs):.3f} ± {np.std(accs, ddof=1):.3f}  ({np.mean(secs):.1f} s, {exp.centralized_passes} epochs)", flush=True)
@@ -92,8 +96,7 @@ def sweep(seeds, ds):
             Xu, Yu = ds.x_train[idx], ds.y_train[idx]
             with lr_schedule(kind, exp.rounds, exp.centralized_passes):
                 h = run_federated(net, ds, part, dataclasses.replace(exp.fed_config(), keep_clients="none"), seed=s, progress=False)
-                c = train_centralized(net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size,
-                                                           epochs=exp.centralized_passes), seed=s, progress=False, train_idx=idx)
+                c = centralized(exp, net, ds, part, s)
             r["fedavg"].append(float(h.round_rows[-1]["test_acc"])); r["fedavg_train_loss"].append(evaluate(net, Xu, Yu, h.global_model())[0])
             r["centralized"].append(float(c.history.test_acc.iloc[-1])); r["centralized_train_loss"].append(evaluate(net, Xu, Yu, c.params)[0])
         out[name] = dict(settings=dict(rounds=exp.rounds, local_epochs=exp.local_epochs, lr=exp.lr, schedule=kind or "constant"), **r,
@@ -111,10 +114,10 @@ def main():
     ap.add_argument("--sweep", action="store_true", help="only the IID sweep, merged into --json's file")
     a = ap.parse_args()
     ds = load_dataset("mnist1d"); seeds = list(range(a.seeds))
-    if a.sweep:
-        res = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}
-        res["iid sweep"] = sweep(seeds, ds)
-        if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
+    old = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}
+    if a.sweep:   # the other sections of the file are kept
+        old["iid sweep"] = sweep(seeds, ds)
+        if a.json: Path(a.json).write_text(json.dumps(old, indent=1))
         return
     res = {}
     for label, kw in (("default", {}), ("previous default", OLD)):
@@ -124,6 +127,7 @@ def main():
         res[label] = dict(settings=dict(rounds=exp.rounds, local_epochs=exp.local_epochs, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
                                         batch_size=exp.batch_size, n_clients=exp.n_clients, model=exp.model, centralized_epochs=exp.centralized_passes),
                           results=measure(exp, seeds, ds))
+    if "iid sweep" in old: res["iid sweep"] = old["iid sweep"]   # a sweep measured before is kept
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
 
 
