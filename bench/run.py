@@ -8,6 +8,8 @@ Sections (the default model, cnn1d, first):
              --quick) in-process vs on Flower's Simulation Engine (Ray), cnn1d and the digits CNN with 10 clients, the
              MLP with 10 and 100; and the round's compute floor (its FLOPs ÷ matmul GFLOP/s)
   compiled   the same in-process rounds eager vs compile=True (torch.compile of the batched local step), cnn1d and the MLP
+  sequential one client's local_update (the path Flower and FEDn clients and centralized training run): the flat-vector
+             update vs the per-tensor dict update it replaced, cnn1d and the MLP, with the results compared bit for bit
   landscape  a filter-normalised plane with the global and 10 client landscapes: evaluate_grid (one pass) vs
              loss-landscapes (one run per data set, identical directions) and vs a plain per-point loop (functional_call,
              per-sample losses reduced per client); MLP, cnn1d, digits CNN, NIID-Bench CNN (on random MNIST-sized images)
@@ -162,6 +164,24 @@ def bench_compiled(model, n_clients, rounds, reps, matmul):
     return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_eager=spread(per_rep[False]), seconds_per_round_compiled=spread(per_rep[True]),
                 speedup=ratio(per_rep[False], per_rep[True]), vs_floor_eager=spread([s / floor for s in per_rep[False]]),
                 vs_floor_compiled=spread([s / floor for s in per_rep[True]]), floor_seconds_per_round=floor, max_abs_diff=diff)
+
+
+def bench_sequential(model, reps):
+    "One client's local update (3,200 samples, one epoch, momentum and weight decay): the flat-vector path vs the dict path it replaced (kept as the fallback), with their results compared bit for bit."
+    from fedland.data import load_dataset
+    from fedland.models import build_model, param_dict
+    from fedland.train import LocalConfig, _local_update_dicts, local_update
+    ds = load_dataset("mnist1d"); X, Y = ds.x_train, ds.y_train
+    net = build_model(model, ds.input_shape, 10, seed=0); th = param_dict(net); idx = np.arange(3200)
+    cfg = LocalConfig(lr=0.03, momentum=0.9, weight_decay=5e-4, epochs=1)
+    res = {}
+    def flat(): res["flat"] = local_update(net, th, X, Y, idx, cfg, seed=0)
+    def dicts(): res["dicts"] = _local_update_dicts(net, th, X, Y, idx, cfg, 0, {}, None, None, None)
+    T = alternate(dict(flat=flat, dicts=dicts), reps)
+    steps = res["flat"].steps
+    same = all(torch.equal(res["flat"].params[k], res["dicts"].params[k]) for k in th)
+    return dict(model=model, steps=steps, ms_per_step_flat=spread([1e3 * t / steps for t in T["flat"]]),
+                ms_per_step_dicts=spread([1e3 * t / steps for t in T["dicts"]]), speedup=ratio(T["dicts"], T["flat"]), bitwise_equal=same)
 
 
 # ---------------------------------------------------------------- landscape
@@ -336,7 +356,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 (about 30 minutes on 2 cores)")
     ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled landscape curvature valuation main scale")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled sequential landscape curvature valuation main scale")
     ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file and keep the others (and their table rows)")
     a = ap.parse_args()
     old = json.loads(Path(a.json).read_text()) if a.merge and a.json and Path(a.json).exists() else None
@@ -366,6 +386,12 @@ def main():
             rows += [("compiled", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs incl. evaluation); ÷ compute floor",
                       f"{c['seconds_per_round_eager']['median']:.3f} vs {c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
                       f"floor ×{c['vs_floor_eager']['median']:.1f} → ×{c['vs_floor_compiled']['median']:.1f}")]
+    if "sequential" not in a.skip:
+        Sq = {m: bench_sequential(m, max(a.reps, 5)) for m in ("cnn1d", "mlp")}; done("sequential")
+        out["sequential"] = {"speedup_cnn1d": Sq["cnn1d"]["speedup"]["median"], "speedup_mlp": Sq["mlp"]["speedup"]["median"], **Sq}
+        for m, q in Sq.items():
+            rows += [("sequential", f"{m}: local_update ms/step, flat parameter vector vs per-tensor dicts (bitwise equal: {q['bitwise_equal']})",
+                      f"{q['ms_per_step_flat']['median']:.2f} vs {q['ms_per_step_dicts']['median']:.2f} ms: {_fmt(q['speedup'])}")]
     if "landscape" not in a.skip:
         L = {m: bench_landscape(m, (26 if a.quick else 51) if m == "mlp" else 11, a.reps, mm) for m in ("cnn1d", "cnn", "niid_cnn", "mlp")}; done("landscape")
         out["landscape"] = {"speedup_vs_loss_landscapes": L["mlp"]["speedup"]["median"], "speedup_vs_loss_landscapes_cnn1d": L["cnn1d"]["speedup"]["median"],
@@ -404,7 +430,7 @@ def main():
         ran = {r[0] for r in rows} - {"machine"}
         fed = {**old.get("fedavg", {}), **out.get("fedavg", {})}
         out = {**old, **out, **({"fedavg": fed} if fed else {})}
-        order = ["machine", "fedavg", "compiled", "landscape", "curvature", "valuation", "main", "scale"]
+        order = ["machine", "fedavg", "compiled", "sequential", "landscape", "curvature", "valuation", "main", "scale"]
         rows = sorted([r for r in rows] + [tuple(r) for r in old["table"] if r[0] not in ran and r[0] != "machine"], key=lambda r: order.index(r[0]))
         out["machine"]["merged_from"] = old["machine"]["date"]
     out["table"] = [list(r) for r in rows]

@@ -4,7 +4,7 @@
 
 # %% ../nbs/03_train.ipynb #c003
 from __future__ import annotations
-import math, weakref
+import copy, math, weakref
 from dataclasses import dataclass, field, asdict
 
 # %% auto #0
@@ -62,13 +62,16 @@ def batch_schedule(n: int, batch_size: int, epochs: int = 1, steps: int | None =
         if steps is not None and len(out) >= steps: return out[:steps]
 
 # %% ../nbs/03_train.ipynb #c016
-def _batch_loss(model, params, buffers, xb, yb, w=None):
-    "Mean cross-entropy over the batch (weights `w` mask padding); aux: summed loss and correct count."
-    out = functional_call(model, {**params, **buffers}, (xb,))
+def _loss_aux(out, yb, w=None):
+    "Mean cross-entropy of the logits `out` over the batch (weights `w` mask padding); aux: summed loss and correct count."
     l = F.cross_entropy(out, yb, reduction='none'); hit = (out.argmax(1) == yb).to(l.dtype)
     if w is None: return l.mean(), (l.detach().sum(), hit.sum())
     n = w.sum()
     return (l * w).sum() / torch.clamp(n, min=1), ((l * w).detach().sum(), (hit * w).sum())
+
+def _batch_loss(model, params, buffers, xb, yb, w=None):
+    "`_loss_aux` of the model at `params` and `buffers` (a pure function of them: vmap and grad apply)."
+    return _loss_aux(functional_call(model, {**params, **buffers}, (xb,)), yb, w)
 
 def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: dict | None = None,
                corr: dict | None = None, active: torch.Tensor | None = None):
@@ -86,6 +89,15 @@ def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: d
             new_p[k], new_m[k] = p - cfg.lr * a * m, mom[k] + a * (m - mom[k])
     return new_p, new_m
 
+def _sgd_flat_(p: torch.Tensor, g: torch.Tensor, mom: torch.Tensor, cfg: LocalConfig, anchor=None, corr=None) -> torch.Tensor:
+    "`sgd_update` on one flat parameter vector `p`, in place — the same operations in the same order, so the same bits; returns the new momentum."
+    if cfg.weight_decay: g = g + cfg.weight_decay * p
+    if cfg.mu and anchor is not None: g = g + cfg.mu * (p - anchor)
+    if corr is not None: g = g + corr
+    m = cfg.momentum * mom + g if cfg.momentum else g
+    p.sub_(cfg.lr * m)
+    return m
+
 # %% ../nbs/03_train.ipynb #c017
 @dataclass
 class LocalResult:
@@ -100,6 +112,27 @@ class LocalResult:
 
 def _zeros_like(d): return {k: torch.zeros_like(v) for k, v in d.items()}
 
+def _flat_copy(model: nn.Module, params: dict, buffers: dict):
+    "A copy of `model` whose parameters are views into one new flat vector holding `params` (one update per step instead of one per tensor) and whose buffers are `buffers`; None where parameters are shared, parametrized or of mixed dtypes or devices."
+    ts = [v.detach() for v in params.values()]
+    own = dict(model.named_parameters(remove_duplicate=False))
+    if (not ts or len({(t.dtype, t.device) for t in ts}) > 1 or set(own) != set(params) or len(own) != len(dict(model.named_parameters()))
+            or any(hasattr(m, 'parametrizations') for m in model.modules())): return None
+    work = copy.deepcopy(model)
+    flat = torch.cat([t.reshape(-1) for t in ts]); off = 0
+    for k, t in zip(params, ts):
+        mod, _, leaf = k.rpartition('.')
+        setattr(work.get_submodule(mod), leaf, nn.Parameter(flat[off:off + t.numel()].view(t.shape))); off += t.numel()
+    for k, v in buffers.items():
+        mod, _, leaf = k.rpartition('.'); work.get_submodule(mod)._buffers[leaf] = v
+    return work.train(), flat
+
+def _unflat(flat: torch.Tensor, like: dict) -> dict:
+    "Copies of the pieces of `flat`, shaped and named as `like`."
+    out, off = {}, 0
+    for k, v in like.items(): out[k] = flat[off:off + v.numel()].view(v.shape).clone(); off += v.numel()
+    return out
+
 def local_update(model: nn.Module,   # architecture (its own weights are not used or changed)
                  params: dict,       # starting parameters θ (e.g. the global model)
                  X: torch.Tensor, Y: torch.Tensor,  # the training set (all clients)
@@ -112,9 +145,28 @@ def local_update(model: nn.Module,   # architecture (its own weights are not use
                  momentum: dict | None = None, # starting momentum buffers (default zeros)
                 ) -> LocalResult:
     "Train one client from `params` on `X[idx]` and return its new parameters and metrics."
+    buffers = {k: v.detach().clone() for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
+    fc = _flat_copy(model, params, buffers)
+    if fc is None: return _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum)
+    work, p = fc; ps = list(work.parameters()); cat = lambda d: torch.cat([d[k].detach().reshape(-1) for k in params])
+    anc = cat(params if anchor is None else anchor).to(p) if cfg.mu else None
+    cr = None if corr is None else cat(corr).to(p)
+    mom = torch.zeros_like(p) if momentum is None else cat(momentum).to(p)
+    sched = batch_schedule(len(idx), cfg.batch_size, cfg.epochs, cfg.steps, seed)
+    order = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=X.device)[torch.as_tensor(np.concatenate(sched) if sched else np.zeros(0, np.int64), device=X.device)]
+    tot, hits, at = torch.zeros((), device=X.device), torch.zeros((), device=X.device), 0
+    for b in sched:
+        j = order[at:at + len(b)]; at += len(b)
+        loss, (s, h) = _loss_aux(work(X[j]), Y[j])
+        g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, ps)])
+        with torch.no_grad(): mom = _sgd_flat_(p, g, mom, cfg, anc, cr)
+        tot += s; hits += h
+    return LocalResult(_unflat(p, params), buffers, len(idx), len(sched), float(tot) / max(at, 1), float(hits) / max(at, 1), _unflat(mom, params))
+
+def _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum) -> LocalResult:
+    "`local_update` through `functional_call` and `sgd_update` on dicts of tensors: any model (shared or parametrized parameters, mixed dtypes)."
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=X.device)
     params = {k: v.detach().clone() for k, v in params.items()}
-    buffers = {k: v.detach().clone() for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     anchor = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     mom = _zeros_like(params) if momentum is None else {k: v.detach().clone() for k, v in momentum.items()}
     was = model.training; model.train()
