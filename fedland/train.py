@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from .models import param_dict, buffer_dict, has_batchnorm, flatten
+from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten
 
 # %% ../nbs/03_train.ipynb #c007
 def _check_pos(name, v, allow_zero=False):
@@ -73,16 +73,19 @@ def _batch_loss(model, params, buffers, xb, yb, w=None):
     "`_loss_aux` of the model at `params` and `buffers` (a pure function of them: vmap and grad apply)."
     return _loss_aux(functional_call(model, {**params, **buffers}, (xb,)), yb, w)
 
+def _step_direction(p, g, mom, cfg: LocalConfig, anchor=None, corr=None):
+    "The momentum-filtered step m of one tensor: g + λθ + μ(θ − θ_g) + (c − c_k), then m = βm + g."
+    if cfg.weight_decay: g = g + cfg.weight_decay * p
+    if cfg.mu and anchor is not None: g = g + cfg.mu * (p - anchor)
+    if corr is not None: g = g + corr
+    return cfg.momentum * mom + g if cfg.momentum else g
+
 def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: dict | None = None,
                corr: dict | None = None, active: torch.Tensor | None = None):
     "One SGD step (weight decay, FedProx, SCAFFOLD correction, momentum); `active` (per stacked client) masks finished clients."
     new_p, new_m = {}, {}
     for k, p in params.items():
-        g = grads[k]
-        if cfg.weight_decay: g = g + cfg.weight_decay * p
-        if cfg.mu and anchor is not None: g = g + cfg.mu * (p - anchor[k])
-        if corr is not None: g = g + corr[k]
-        m = cfg.momentum * mom[k] + g if cfg.momentum else g
+        m = _step_direction(p, grads[k], mom[k], cfg, None if anchor is None else anchor[k], None if corr is None else corr[k])
         if active is None: new_p[k], new_m[k] = p - cfg.lr * m, m
         else:
             a = active.view(-1, *[1] * (p.ndim - 1)).to(p.dtype)
@@ -91,10 +94,7 @@ def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: d
 
 def _sgd_flat_(p: torch.Tensor, g: torch.Tensor, mom: torch.Tensor, cfg: LocalConfig, anchor=None, corr=None) -> torch.Tensor:
     "`sgd_update` on one flat parameter vector `p`, in place — the same operations in the same order, so the same bits; returns the new momentum."
-    if cfg.weight_decay: g = g + cfg.weight_decay * p
-    if cfg.mu and anchor is not None: g = g + cfg.mu * (p - anchor)
-    if corr is not None: g = g + corr
-    m = cfg.momentum * mom + g if cfg.momentum else g
+    m = _step_direction(p, g, mom, cfg, anchor, corr)
     p.sub_(cfg.lr * m)
     return m
 
@@ -127,12 +127,6 @@ def _flat_copy(model: nn.Module, params: dict, buffers: dict):
         mod, _, leaf = k.rpartition('.'); work.get_submodule(mod)._buffers[leaf] = v
     return work.train(), flat
 
-def _unflat(flat: torch.Tensor, like: dict) -> dict:
-    "Copies of the pieces of `flat`, shaped and named as `like`."
-    out, off = {}, 0
-    for k, v in like.items(): out[k] = flat[off:off + v.numel()].view(v.shape).clone(); off += v.numel()
-    return out
-
 def local_update(model: nn.Module,   # architecture (its own weights are not used or changed)
                  params: dict,       # starting parameters θ (e.g. the global model)
                  X: torch.Tensor, Y: torch.Tensor,  # the training set (all clients)
@@ -161,7 +155,7 @@ def local_update(model: nn.Module,   # architecture (its own weights are not use
         g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, ps)])
         with torch.no_grad(): mom = _sgd_flat_(p, g, mom, cfg, anc, cr)
         tot += s; hits += h
-    return LocalResult(_unflat(p, params), buffers, len(idx), len(sched), float(tot) / max(at, 1), float(hits) / max(at, 1), _unflat(mom, params))
+    return LocalResult(unflatten(p.clone(), params), buffers, len(idx), len(sched), float(tot) / max(at, 1), float(hits) / max(at, 1), unflatten(mom.clone(), params))
 
 def _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum) -> LocalResult:
     "`local_update` through `functional_call` and `sgd_update` on dicts of tensors: any model (shared or parametrized parameters, mixed dtypes)."
