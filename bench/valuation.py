@@ -4,11 +4,14 @@ overhead on training.
 
     python bench/valuation.py --json bench/results/valuation.json            # agreement table + timings (~90 min on 2 cores)
     python bench/valuation.py --quick --json /tmp/v.json                      # 2 settings, K = 4…8 timings
+    python bench/valuation.py --json F --merge --settings planted-s1 --skip samples exact overhead   # one setting's rows replaced in F
 
 Settings (MNIST-1D, MLP, K = 8 clients, FedAvg at the Experiment defaults — 30 rounds × 5 local epochs, lr 0.03, momentum
 0.9, weight decay 5e-4, batch 32 — or `--local-epochs/--rounds/--lr` as given): IID and Dirichlet(0.5),
 each balanced and with quantity skew (lognormal σ = 1), and a Dirichlet(0.5) split with two planted clients (client 2's
-training labels random, client 5 a free rider). The truth is the exact Shapley value of final test accuracy, averaged
+training labels random, client 5 a free rider); then three held-out settings — Dirichlet, Dirichlet unbalanced and
+planted drawn with partition seed 1 (`-s1`) — scored only after the window games had been chosen on the first five
+(their lengths, 5 and 10 rounds, were the best of 1, 2, 3, 5, 10 and 30 there). The truth is the exact Shapley value of final test accuracy, averaged
 over training seeds 0 and 1; its ceiling is the Spearman ρ between the two seeds' exact values. Each estimator comes
 from one ordinary training run (seeds 0 and 1: two users' runs) and is scored by Spearman ρ and Pearson r against the
 truth (median and min–max over the two runs). A second ceiling: the agreement of the exact values measured on two random
@@ -44,7 +47,13 @@ SETTINGS = {
     "dirichlet": dict(scheme="dirichlet", alpha=0.5),
     "dirichlet-unbalanced": dict(scheme="dirichlet", alpha=0.5, sigma=1.0),
     "planted": dict(scheme="dirichlet", alpha=0.5),
+    # held out: the same kinds of split drawn with another partition seed, scored after the estimators were chosen on the five above
+    "dirichlet-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
+    "dirichlet-unbalanced-s1": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=1),
+    "planted-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
 }
+HELD_OUT = [n for n, s in SETTINGS.items() if s.get("partition_seed", 0)]
+DEFAULT = "reconstruction_shapley (run game)"   # the Experiment default (valuation_game='run', valuation_every=10)
 NOISY, RIDER = [2], [5]
 _E = Experiment()
 CFG = dict(rounds=_E.rounds, lr=_E.lr, momentum=_E.momentum, local_epochs=_E.local_epochs, batch_size=_E.batch_size, weight_decay=_E.weight_decay)
@@ -67,10 +76,14 @@ def _one(hist, name):
     return SimpleNamespace(valuations={r: d[name] for r, d in hist.valuations.items()}, n_clients=hist.n_clients)
 
 
+def is_planted(name): return name.startswith("planted")
+
+
 def setting_data(name, ds0):
-    part = partition(ds0.y_train, K, seed=0, **SETTINGS[name])
-    ds = plant_label_noise(ds0, part, NOISY, 1.0) if name == "planted" else ds0
-    cfg = FedConfig(**CFG, free_riders=RIDER if name == "planted" else [])
+    spec = dict(SETTINGS[name]); pseed = spec.pop("partition_seed", 0)
+    part = partition(ds0.y_train, K, seed=pseed, **spec)
+    ds = plant_label_noise(ds0, part, NOISY, 1.0) if is_planted(name) else ds0
+    cfg = FedConfig(**CFG, free_riders=RIDER if is_planted(name) else [])
     return ds, part, cfg
 
 
@@ -92,7 +105,9 @@ def estimators(net, ds, part, cfg, seed, record=None):
     several = Several(run=Reconstruction(net, X, Y, every=10, last_round=cfg.rounds),
                       run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=10, last_round=cfg.rounds),
                       round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
-                      round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"), record=Recorder())
+                      round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"),
+                      window10=Reconstruction(net, X, Y, game="window", every=10, last_round=cfg.rounds),
+                      window5=Reconstruction(net, X, Y, game="window", every=5, last_round=cfg.rounds), record=Recorder())
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
     if record is not None: several.v["record"].save(record)
     out = {"reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
@@ -101,7 +116,10 @@ def estimators(net, ds, part, cfg, seed, record=None):
            "reconstruction_shapley (run game, renormalized)": reconstruction_values(_one(h, "run_renormalized")),
            "reconstruction_shapley (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized")),
            "reconstruction_loo (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized"), "loo"),
-           "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate"))}
+           "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate")),
+           "reconstruction_shapley (window game, 10 rounds)": reconstruction_values(_one(h, "window10")),
+           "reconstruction_loo (window game, 10 rounds)": reconstruction_values(_one(h, "window10"), "loo"),
+           "reconstruction_shapley (window game, 5 rounds)": reconstruction_values(_one(h, "window5"))}
     owner = client_ids(part, ds.n_train)
     cur = curvature_table(net, {"global": h.global_model(), **{f"client:{k}": h.client_model(cfg.rounds, k) for k in range(K)}},
                           ds.x_train, ds.y_train, owner, lambda_on="own", n_probes=10, m=15, progress=False)
@@ -132,15 +150,16 @@ def validate(names, cache: Path):
             rows.append(dict(setting=name, estimator=est, spearman=float(np.median(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
                              pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)), ceiling=ceiling,
                              ceiling_split=split))
-        rec = [r[0]["reconstruction_shapley (run game)"] for r in runs]
+        rec = [r[0][DEFAULT] for r in runs]
         per_setting[name] = dict(truth=truth.values.tolist(), truth_se=truth.se.tolist(), truth_per_seed=truth.per_seed.tolist(),
                                  sizes=part.sizes.tolist(), ceiling=ceiling, ceiling_split=split, v_full=game.acc[:, -1].tolist(), exact_seconds=game.seconds,
                                  estimates={e: [np.asarray(r[0][e].values if hasattr(r[0][e], "values") else r[0][e]).tolist() for r in runs] for e in runs[0][0]},
                                  heatmap=rec[0].per_round.tolist(), heatmap_rounds=rec[0].rounds)
-        if name == "planted":
+        if is_planted(name):
             last = lambda v: sorted(np.argsort(np.asarray(v))[:2].tolist())
-            planted = dict(exact_per_seed=[last(v) for v in truth.per_seed], reconstruction_per_run=[last(r.values) for r in rec],
-                           planted=sorted(NOISY + RIDER))
+            planted[name] = dict(exact_per_seed=[last(v) for v in truth.per_seed], reconstruction_per_run=[last(r.values) for r in rec],
+                                 planted=sorted(NOISY + RIDER), estimator=DEFAULT,
+                                 per_estimator={e: [last(np.asarray(r[0][e].values if hasattr(r[0][e], "values") else r[0][e])) for r in runs] for e in runs[0][0]})
         if name == "iid":
             spread = dict(reconstruction_std_across_clients=[float(np.std(r.values)) for r in rec],
                           truth_seed_spread=float(np.mean(np.std(truth.per_seed, axis=0, ddof=1))),
@@ -196,6 +215,12 @@ def main():
         rows, planted, spread, per = validate(names, cache)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
+    if a.merge and a.json and Path(a.json).exists() and "validate" not in a.skip and a.settings:   # settings run now replace theirs, the others stay
+        old = json.loads(Path(a.json).read_text())
+        out["agreement"] = [r for r in old.get("agreement", []) if r["setting"] not in names] + out["agreement"]
+        if "exact_per_seed" in old.get("planted", {}): old["planted"] = {"planted": old["planted"]}   # older files: one planted setting
+        for key in ("per_setting", "planted"): out[key] = {**{k: v for k, v in old.get(key, {}).items() if k not in names}, **out[key]}
+        if not out["iid_spread"]: out["iid_spread"] = old.get("iid_spread", {})
     from run import bench_exact, bench_overhead           # bench/run.py's timings (median and min–max of alternated repetitions)
     if "exact" not in a.skip: out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
     if "overhead" not in a.skip:

@@ -27,7 +27,7 @@ from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
 from .curvature import curvature_table
 from .contribution import contribution_table
-from .valuation import (VALUATIONS, METRICS, Valuation, Reconstruction, CoalitionGame, coalition_values, reconstruction_values,
+from .valuation import (VALUATIONS, METRICS, GAMES, Valuation, Reconstruction, CoalitionGame, coalition_values, reconstruction_values,
                                plant_label_noise, validation_sample)
 from .store import Store, StoreError, now
 
@@ -83,7 +83,8 @@ class Experiment:
     valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (coalition games read off the landscape during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
     valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
-    valuation_every: int = 10      # evaluate the reconstruction game every this many rounds (and the last): the columns of the client × round matrix
+    valuation_game: str = 'run'   # reconstruction game: 'window' (windows of valuation_every rounds), 'run' (the whole run's cube) or 'round' (each round's game); see fedland.valuation
+    valuation_every: int = 10      # the window game's length in rounds (the 'run' game: evaluate every this many rounds, and the last): the columns of the client × round matrix
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
     noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
@@ -97,7 +98,7 @@ class Experiment:
     def __post_init__(self):
         _need('name', self.name, (str,), lambda v: True, 'a string')
         for n, allowed in (('dataset', DATASETS), ('model', tuple(MODELS)), ('partition', SCHEMES), ('algorithm', ALGORITHMS), ('landscape_plane', ('pca', 'random')),
-                           ('engine', ENGINES), ('valuation', VALUATIONS), ('valuation_metric', METRICS)):
+                           ('engine', ENGINES), ('valuation', VALUATIONS), ('valuation_metric', METRICS), ('valuation_game', GAMES)):
             v = getattr(self, n)
             if not isinstance(v, str) or v not in allowed: raise ValueError(f"{n}={v!r} is not valid; choose one of {', '.join(allowed)}")
         _need('alpha', self.alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
@@ -170,7 +171,7 @@ class Experiment:
         "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_seeds': 2, 'valuation_max_clients': 8,
+_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_game': 'run', 'valuation_seeds': 2, 'valuation_max_clients': 8,
           'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
 
 # %% ../nbs/09_experiment.ipynb #c011
@@ -330,7 +331,7 @@ def run_experiment(exp: Experiment,
             val = None
             if exp.valuation != 'none':
                 vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
-                val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds, seed=exp.seed)
+                val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], game=exp.valuation_game, every=exp.valuation_every, last_round=exp.rounds, seed=exp.seed)
             hist = run_federated(net, ds, part, exp.fed_config(n_params(net)), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
                                  callback=_round_writer(st, exp), clients=clients, valuer=val)
             have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])

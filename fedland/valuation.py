@@ -348,7 +348,8 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
 
 # %% ../nbs/07b_valuation.ipynb #v037
 WEIGHTINGS = ('aggregate', 'renormalized')
-GAMES = ('run', 'round')
+GAMES = ('run', 'window', 'round')
+_GAME_CODE = {'run': 0, 'round': 1, 'window': 2}
 
 def membership(n_players: int) -> np.ndarray:
     "(2^K, K) 0/1 matrix: row S has a 1 for every member of S."
@@ -366,9 +367,9 @@ class Reconstruction:
     "Coalition games read off the landscape during training: the corners of the cube spanned by the clients' contributions, evaluated on a validation sample (no extra training)."
     def __init__(self, model: nn.Module,       # architecture (and buffers)
                  X_val: torch.Tensor, Y_val: torch.Tensor,  # the validation sample the utility is measured on
-                 game: str = 'run',            # 'run': the cube spanned by the clients' accumulated contributions; 'round': each round's own game
-                 weighting: str | None = None, # coalition weights: 'aggregate' (n_k/n_N: S's part of the actual step; the 'run' default) or 'renormalized' (n_k/n_S: S alone; the 'round' default)
-                 every: int = 1,               # evaluate the game every this many rounds ('run' game; the last round always)
+                 game: str = 'run',            # 'run': the cube spanned by the clients' accumulated contributions; 'window': the same over windows of `every` rounds, from the window's first model; 'round': each round's own game
+                 weighting: str | None = None, # coalition weights: 'aggregate' (n_k/n_N: S's part of the actual step; the 'run' default) or 'renormalized' (n_k/n_S: S alone; the 'window' and 'round' default)
+                 every: int = 1,               # 'run': evaluate the game every this many rounds (the last round always); 'window': the window's length in rounds
                  last_round: int | None = None,  # the run's last round (always evaluated); None: every `every` rounds only
                  max_exact: int = 12,          # exact game (all 2^K corners) up to this many players
                  n_permutations: int = 100,    # above it: permutations sampled (at most max_evaluations / K of them)
@@ -411,26 +412,27 @@ class Reconstruction:
         return dict(shapley_acc=vals[0], shapley_loss=vals[1], se_acc=se[0], se_loss=se[1], loo_acc=loo[:, 0], loo_loss=loo[:, 1],
                     v_acc=ends[:, 0], v_loss=-ends[:, 1], evaluations=np.array(ne))
     def __call__(self, hist, r: int, clients: list, g0: torch.Tensor, flats: torch.Tensor, n, buffers=None) -> dict:
-        "Record of round r (a `valuer` for `run_federated`): the game's table or sampled values, and for the 'run' game the contributions so far."
+        "Record of round r (a `valuer` for `run_federated`): the game's table or sampled values, and for the 'run' and 'window' games the contributions so far."
         D = (flats - g0[None]).float(); n = np.asarray(n, dtype=np.float64)
         if self.game == 'round':
             return dict(game=np.array(1), clients=np.asarray(clients), **self._game(r, g0, D, coalition_weights(n, self.weighting), buffers))
-        K, aggregate = hist.n_clients, self.weighting == 'aggregate'
-        if self.contrib is None or self._hist is not hist:   # a fresh run, or one resumed from a checkpoint: continue from the stored contributions
+        K, aggregate, window = hist.n_clients, self.weighting == 'aggregate', self.game == 'window'
+        start = (r - 1) // self.every * self.every + 1 if window else 1     # first round of the game's window (the run game: round 1)
+        if self.contrib is None or self._hist is not hist or r == start:   # a fresh run or window, or a run resumed from a checkpoint
             self._hist = hist
             prev = hist.valuations.get(r - 1, {})
-            if r > 1 and 'contrib' not in prev: return {}   # earlier rounds were trained without this valuer: the run's game is unknown
-            self.contrib = torch.as_tensor(prev['contrib']).to(D) if r > 1 else torch.zeros(K, D.shape[1], dtype=D.dtype, device=D.device)
-            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > 1 else np.zeros(K)
+            if r > start and 'contrib' not in prev: return {}   # earlier rounds were trained without this valuer: the game is unknown
+            self.contrib = torch.as_tensor(prev['contrib']).to(D) if r > start else torch.zeros(K, D.shape[1], dtype=D.dtype, device=D.device)
+            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > 1 and 'sizes' in prev else np.zeros(K)
         cl = torch.as_tensor(clients, device=D.device); self.sizes[np.asarray(clients)] = n
         w = torch.as_tensor(n / n.sum() if aggregate else np.ones_like(n), dtype=D.dtype, device=D.device)
         self.contrib[cl] += w[:, None] * D          # C_k += p_k^r Δ_k^r ('aggregate'), or A_k += Δ_k^r ('renormalized')
         prev = hist.valuations.get(r - 1)
         if prev is not None: prev.pop('contrib', None)                # only the latest contributions are kept (K × P floats)
-        out = dict(game=np.array(0), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy())
+        out = dict(game=np.array(_GAME_CODE[self.game]), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy(), start=np.array(start))
         if r % self.every == 0 or r == self.last:
             W = membership(K) if aggregate else coalition_weights(np.maximum(self.sizes, 1e-12), 'renormalized')
-            out.update(self._game(r, hist.global_params[0].to(D), self.contrib, W, buffers))
+            out.update(self._game(r, hist.global_params[start - 1].to(D), self.contrib, W, buffers))
         return out
 
 def _record_values(d: dict, method: str, metric: str) -> tuple:
@@ -455,7 +457,7 @@ def reconstruction_values(hist,                       # `History` of a run train
                           method: str = 'shapley',    # 'shapley', 'loo' or 'banzhaf'
                           metric: str = 'accuracy',   # utility: validation 'accuracy' or minus validation 'loss'
                          ) -> Valuation:
-    "The run's reconstruction values with a client × round matrix: the 'run' game's values at the last evaluated round and their increments between evaluations, or the sum of the 'round' games."
+    "The run's reconstruction values with a client × round matrix: the 'run' game's values at the last evaluated round and their increments between evaluations, or the sum of the 'window' or 'round' games."
     if method not in SOLUTIONS: raise ValueError(f"method={method!r} must be one of {', '.join(SOLUTIONS)}")
     if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
     recs = {r: d for r, d in sorted(hist.valuations.items()) if _evaluated(d)}
@@ -472,11 +474,12 @@ def reconstruction_values(hist,                       # `History` of a run train
             if boots is not None: boots.append(b)
         else: var[cl] += np.asarray(extra) ** 2; sampled = True   # permutation-sampling standard errors
     se = np.sqrt(var) if sampled else None
-    if boots: se = np.sum(boots, axis=0).std(0, ddof=1)            # the run game's last table, or the sum of the round games
+    if boots: se = np.sum(boots, axis=0).std(0, ddof=1)            # the run game's last table, or the sum of the window or round games
     if run_game:   # cumulative values at each evaluation → increments; the total is the last evaluation's
         total = per[-1].copy(); per = np.diff(np.vstack([np.zeros(K), per]), axis=0)
     else: total = per.sum(0)
-    return Valuation(f'reconstruction_{method}', metric, total, se, per, rs, info=dict(game='run' if run_game else 'round'))
+    game = {v: k for k, v in _GAME_CODE.items()}[int(recs[rs[-1]]['game'])]
+    return Valuation(f'reconstruction_{method}', metric, total, se, per, rs, info=dict(game=game))
 
 # %% ../nbs/07b_valuation.ipynb #v038
 def agreement(truth, estimate) -> dict:
