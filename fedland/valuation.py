@@ -23,7 +23,7 @@ from torch.func import functional_call, vmap
 from scipy import stats
 from .models import param_dict, buffer_dict, flatten, unflatten
 from .train import evaluate, per_sample_losses, resolve_device, TrainingDiverged, _batched_chunk, _check_count
-from .federated import FedConfig, ServerOptimizer, run_federated, config_hash, RECORDING_FIELDS, save_checkpoint, load_checkpoint, _check_fit
+from .federated import FedConfig, ServerOptimizer, run_federated, sample_clients, config_hash, RECORDING_FIELDS, save_checkpoint, load_checkpoint, _check_fit
 from .landscape import evaluate_span, _nll
 from .contribution import CONTRIBUTION_METRICS
 
@@ -423,7 +423,7 @@ class Reconstruction:
             prev = hist.valuations.get(r - 1, {})
             if r > start and 'contrib' not in prev: return {}   # earlier rounds were trained without this valuer: the game is unknown
             self.contrib = torch.as_tensor(prev['contrib']).to(D) if r > start else torch.zeros(K, D.shape[1], dtype=D.dtype, device=D.device)
-            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > 1 and 'sizes' in prev else np.zeros(K)
+            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > start and 'sizes' in prev else np.zeros(K)   # a window counts only its own clients
         cl = torch.as_tensor(clients, device=D.device); self.sizes[np.asarray(clients)] = n
         w = torch.as_tensor(n / n.sum() if aggregate else np.ones_like(n), dtype=D.dtype, device=D.device)
         self.contrib[cl] += w[:, None] * D          # C_k += p_k^r Δ_k^r ('aggregate'), or A_k += Δ_k^r ('renormalized')
