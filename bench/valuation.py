@@ -52,7 +52,6 @@ SETTINGS = {
     "dirichlet-unbalanced-s1": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=1),
     "planted-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
 }
-HELD_OUT = [n for n, s in SETTINGS.items() if s.get("partition_seed", 0)]
 DEFAULT = "reconstruction_shapley (run game)"   # the Experiment default (valuation_game='run', valuation_every=10)
 NOISY, RIDER = [2], [5]
 _E = Experiment()
@@ -70,6 +69,11 @@ class Several:
                                 global_params=hist.global_params)
             out[name] = v(h, r, *a)
         return out
+
+
+def _values(est) -> np.ndarray:
+    "An estimator's values (a Valuation's, or an array's)."
+    return np.asarray(est.values if hasattr(est, "values") else est)
 
 
 def _one(hist, name):
@@ -153,13 +157,13 @@ def validate(names, cache: Path):
         rec = [r[0][DEFAULT] for r in runs]
         per_setting[name] = dict(truth=truth.values.tolist(), truth_se=truth.se.tolist(), truth_per_seed=truth.per_seed.tolist(),
                                  sizes=part.sizes.tolist(), ceiling=ceiling, ceiling_split=split, v_full=game.acc[:, -1].tolist(), exact_seconds=game.seconds,
-                                 estimates={e: [np.asarray(r[0][e].values if hasattr(r[0][e], "values") else r[0][e]).tolist() for r in runs] for e in runs[0][0]},
+                                 estimates={e: [_values(r[0][e]).tolist() for r in runs] for e in runs[0][0]},
                                  heatmap=rec[0].per_round.tolist(), heatmap_rounds=rec[0].rounds)
         if is_planted(name):
             last = lambda v: sorted(np.argsort(np.asarray(v))[:2].tolist())
-            planted[name] = dict(exact_per_seed=[last(v) for v in truth.per_seed], reconstruction_per_run=[last(r.values) for r in rec],
+            planted[name] = dict(exact_per_seed=[last(v) for v in truth.per_seed], reconstruction_per_run=[last(_values(r)) for r in rec],
                                  planted=sorted(NOISY + RIDER), estimator=DEFAULT,
-                                 per_estimator={e: [last(np.asarray(r[0][e].values if hasattr(r[0][e], "values") else r[0][e])) for r in runs] for e in runs[0][0]})
+                                 per_estimator={e: [last(_values(r[0][e])) for r in runs] for e in runs[0][0]})
         if name == "iid":
             spread = dict(reconstruction_std_across_clients=[float(np.std(r.values)) for r in rec],
                           truth_seed_spread=float(np.mean(np.std(truth.per_seed, axis=0, ddof=1))),

@@ -429,7 +429,7 @@ class Reconstruction:
         self.contrib[cl] += w[:, None] * D          # C_k += p_k^r Δ_k^r ('aggregate'), or A_k += Δ_k^r ('renormalized')
         prev = hist.valuations.get(r - 1)
         if prev is not None: prev.pop('contrib', None)                # only the latest contributions are kept (K × P floats)
-        out = dict(game=np.array(_GAME_CODE[self.game]), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy(), start=np.array(start))
+        out = dict(game=np.array(_GAME_CODE[self.game]), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy())
         if r % self.every == 0 or r == self.last:
             W = membership(K) if aggregate else coalition_weights(np.maximum(self.sizes, 1e-12), 'renormalized')
             out.update(self._game(r, hist.global_params[start - 1].to(D), self.contrib, W, buffers))
