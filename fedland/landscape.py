@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from .models import param_dict, buffer_dict, flatten, unflatten, piecewise_linear_graph
+from .models import param_dict, buffer_dict, flatten, unflatten, piecewise_linear_graph, _NotBatchable, _conv, _graph_logits, _own_params
 
 # %% ../nbs/05_landscape.ipynb #c007
 def _spec(params: dict) -> list:
@@ -211,44 +211,9 @@ def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     "Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on a CPU than log_softmax)."
     return torch.logsumexp(out, -1) - out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
-class _NotBatchable(Exception): "A traced network the batched-points engine cannot run (e.g. a Linear layer on 3-D input): use the vmap path."
-
-_CHANNELWISE_FN = {F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d, F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
-_CHANNELWISE_MOD = (nn.ReLU, nn.LeakyReLU, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Identity, nn.Dropout)
-_SUMS = {operator.add, torch.add}
-_VIEWS = {'view', 'reshape', 'flatten', 'squeeze', 'unsqueeze', torch.flatten, operator.getitem}
-_RELUS = {F.relu, torch.relu}
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
-_CL = torch.channels_last
-
 def _combine(cf, D: torch.Tensor) -> torch.Tensor:
     "Σ_j cf[g, j]·D[j] for stacked D (J, ...): shape (G, ...)."
     return (cf @ D.reshape(len(D), -1)).view(len(cf), *D.shape[1:])
-
-def _channels_last(v):
-    "v with its channels (dim 1) innermost in memory."
-    if v.ndim == 4: return v.contiguous(memory_format=_CL)
-    return v.transpose(1, -1).contiguous().transpose(1, -1) if v.ndim == 3 else v.contiguous()
-
-def _to_gb(v, rep, G, B):
-    "A point-dependent value as 'gb': point-major batches (G·B, ...)."
-    if rep == 'gb': return v
-    s = v.shape; C = s[1] // G
-    return v.reshape(B, G, C, *s[2:]).transpose(0, 1).reshape(G * B, C, *s[2:])
-
-def _to_ch(v, rep, G, B):
-    "A point-dependent value as 'ch': the points as channel groups (B, G·C, ...), channels innermost in memory."
-    if rep == 'ch': return v
-    s = v.shape
-    return _channels_last(v.reshape(G, B, *s[1:]).transpose(0, 1).reshape(B, G * s[1], *s[2:]))
-
-def _conv(mod, x, w, b, groups):
-    "A convolution as conv2d on channels-last tensors (1-D ones as height 1): oneDNN's fast kernels (5× the NCL conv1d on a CPU)."
-    one = isinstance(mod, nn.Conv1d)
-    if one: x, w = x.unsqueeze(2), w.unsqueeze(2)
-    st, pd, dl = ((1, mod.stride[0]), (0, mod.padding[0]), (1, mod.dilation[0])) if one else (mod.stride, mod.padding, mod.dilation)
-    y = F.conv2d(x.contiguous(memory_format=_CL), w.contiguous(memory_format=_CL), b, st, pd, dl, groups)
-    return y.squeeze(2) if one else y
 
 def _first_layer(mod, name, x, dirs, cf, cache):
     "A Linear or conv layer on the data itself is linear in θ: evaluated once per direction (kept for the data batch), combined for every point."
@@ -266,75 +231,20 @@ def _first_layer(mod, name, x, dirs, cf, cache):
     if kind == 'gb': return (cf @ y.view(J, -1)).view(G * B, *y.shape[2:]), 'gb'
     return torch.matmul(cf, y).view(B, *S, G * y.shape[-1]).movedim(-1, 1), 'ch'
 
-def _point_layer(mod, name, v, rep, dirs, cf, buffers, G, B):
-    "A parametric layer on point-dependent activations, every point with its own weights: bmm for Linear ('gb'), one grouped channels-last conv for all points ('ch'), a per-channel affine map for BatchNorm in eval mode."
-    P = {n: _combine(cf, torch.stack([d[f'{name}.{n}'] for d in dirs])) for n, _ in mod.named_parameters(recurse=False)}
-    if isinstance(mod, nn.Linear):
-        h = _to_gb(v, rep, G, B)
-        if h.ndim != 2: raise _NotBatchable(name)
-        hv, Wt = h.view(G, B, -1), P['weight'].transpose(1, 2)
-        return (torch.baddbmm(P['bias'][:, None, :], hv, Wt) if 'bias' in P else torch.bmm(hv, Wt)).view(G * B, -1), 'gb'
-    x = _to_ch(v, rep, G, B)
-    if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
-        w = P['weight'].reshape(G * mod.out_channels, *P['weight'].shape[2:])
-        return _conv(mod, x, w, P['bias'].reshape(-1) if 'bias' in P else None, G * mod.groups), 'ch'
-    rm, rv = buffers.get(name + '.running_mean'), buffers.get(name + '.running_var')
-    if rm is None or rv is None: raise _NotBatchable(name)
-    ex = [1] * (x.ndim - 2); sc = torch.rsqrt(rv + mod.eps).repeat(G); sh = -rm.repeat(G) * sc
-    if 'weight' in P: sc, sh = sc * P['weight'].reshape(-1), sh * P['weight'].reshape(-1) + P['bias'].reshape(-1)
-    return x * sc.view(1, -1, *ex) + sh.view(1, -1, *ex), 'ch'
-
-def _arg(a, env, rep, target, G, B):
-    "A node argument in the representation `target` (None: as computed); point-independent batches are repeated for every point."
-    if isinstance(a, (tuple, list)): return type(a)(_arg(b, env, rep, target, G, B) for b in a)
-    if not isinstance(a, torch.fx.Node): return a
-    v, r = env[a], rep[a]
-    if target is None or not isinstance(v, torch.Tensor): return v
-    if r is None:
-        if not (v.ndim and len(v) == B): return v
-        return _channels_last(v.repeat(1, G, *[1] * (v.ndim - 2))) if target == 'ch' else v.repeat(G, *[1] * (v.ndim - 1))
-    return _to_ch(v, r, G, B) if target == 'ch' else _to_gb(v, r, G, B)
-
-def _graph_logits(gm, mods, dirs, cf, x, buffers, cache) -> torch.Tensor:
-    "Logits (G, B, C) of every point on a data batch: the traced graph run on point-dependent activations held as 'gb' (G·B, ...) or 'ch' (B, G·C, ...)."
-    G, B = len(cf), len(x); env, rep, fresh = {}, {}, set()
-    for n in gm.graph.nodes:
-        if n.op == 'placeholder': env[n], rep[n] = x, None; continue
-        if n.op == 'output':
-            a = n.args[0]
-            if rep[a] is None: raise _NotBatchable('output')
-            return _to_gb(env[a], rep[a], G, B).view(G, B, -1)
-        m = mods.get(n.target) if n.op == 'call_module' else None
-        if isinstance(m, _LAYERS) and any(True for _ in m.parameters(recurse=False)):
-            a = n.args[0]; h = env[a]
-            if rep[a] is not None: env[n], rep[n] = _point_layer(m, n.target, h, rep[a], dirs, cf, buffers, G, B)
-            elif isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)): env[n], rep[n] = _first_layer(m, n.target, h, dirs, cf, cache)
-            else: env[n], rep[n] = _point_layer(m, n.target, h.repeat(G, *[1] * (h.ndim - 1)), 'gb', dirs, cf, buffers, G, B)
-            fresh.add(n); continue
-        reps = {rep[a] for a in n.all_input_nodes if rep[a] is not None}
-        per_channel = isinstance(m, _CHANNELWISE_MOD) or (n.op == 'call_function' and n.target in _CHANNELWISE_FN) or (n.op == 'call_method' and n.target == 'relu')
-        target = None if not reps else 'ch' if reps == {'ch'} and (per_channel or n.target in _SUMS) else 'gb'
-        args, kw = [_arg(a, env, rep, target, G, B) for a in n.args], {k: _arg(v, env, rep, target, G, B) for k, v in n.kwargs.items()}
-        src = n.all_input_nodes[0] if len(n.all_input_nodes) == 1 else None
-        relu = isinstance(m, nn.ReLU) or (n.op == 'call_function' and n.target in _RELUS) or (n.op == 'call_method' and n.target == 'relu')
-        if relu and src in fresh and len(src.users) == 1 and rep[src] == target:
-            env[n] = torch.relu_(args[0]); fresh.add(n)             # our own temporary, used only here: in place
-        else:
-            if n.op == 'call_module': env[n] = m(*args, **kw)
-            elif n.op == 'call_function': env[n] = n.target(*args, **kw)
-            else: env[n] = getattr(args[0], n.target)(*args[1:], **kw)
-            if target is not None and not isinstance(m, (nn.Identity, nn.Dropout, nn.Flatten)) and n.target not in _VIEWS: fresh.add(n)
-        rep[n] = target if isinstance(env[n], torch.Tensor) else None
-    raise _NotBatchable('no output')
-
 def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None):
     "Summed losses and correct counts per (point, client) of a piecewise-linear network at every point Σ_j coef[g, j]·dirs[j] (dirs[0] the origin, coefficient 1)."
-    G, K = len(coef), onehot.shape[1]; dev = X.device; mods = dict(gm.named_modules())
+    G, K = len(coef), onehot.shape[1]; dev = X.device
     L = torch.zeros(G, K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
+    stacks = {}   # layer name -> its directions stacked (J, ...) per parameter
+    def stack(name, mod):
+        if name not in stacks: stacks[name] = {n: torch.stack([d[f'{name}.{n}'] for d in dirs]) for n in _own_params(mod)}
+        return stacks[name]
     for s in range(0, len(Y), batch_size):
         x, y, oh, cache = X[s:s + batch_size], Y[s:s + batch_size], onehot[s:s + batch_size], {}
         for g in range(0, G, chunk):
-            out = _graph_logits(gm, mods, dirs, coef[g:g + chunk], x, buffers, cache); c = len(out)
+            cf = coef[g:g + chunk]
+            out = _graph_logits(gm, x, lambda name, mod: {n: _combine(cf, D) for n, D in stack(name, mod).items()}, buffers, len(cf), True,
+                                lambda mod, name, h: _first_layer(mod, name, h, dirs, cf, cache)); c = len(out)
             l = _nll(out, y)
             lc = torch.stack([l, (out.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, len(y)) @ oh   # both per-client sums in one GEMM
             L[g:g + c] += lc[:c].double(); C[g:g + c] += lc[c:].double()

@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten
+from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten, stacked_forward
 
 # %% ../nbs/03_train.ipynb #c007
 def _check_pos(name, v, allow_zero=False):
@@ -187,7 +187,7 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
                          stacked: bool = False,          # `params` (and `anchor`) hold one start per client on a leading axis
                          compile: bool = False,          # run each step through `torch.compile` (compiled once per model and settings)
                         ) -> list:
-    "`local_update` for many clients, stacked and vmapped (from one start, or each from its own); same results as the sequential path."
+    "`local_update` for many clients, stacked (from one start, or each from its own); same results as the sequential path."
     if has_batchnorm(model) or len(buffer_dict(model)): raise ValueError("batched local updates need a model without buffers (BatchNorm): use the sequential path")
     out = []
     for s in range(0, len(idxs), chunk):
@@ -199,18 +199,39 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
     return out
 
 _STEPS = weakref.WeakKeyDictionary()   # model -> {settings: compiled step}
+_UNSTACKABLE = weakref.WeakSet()        # models stacked_forward cannot run: vmap path
 
-def _step_fn(model, cfg: LocalConfig, compiled: bool):
-    "One SGD step of stacked clients — per-client gradients (vmap of grad) and the update — optionally compiled (kept per model and settings)."
-    def step(p, m, xb, yb, w, anchor, corr, active=None):
+def _views(flat: torch.Tensor, shapes: dict) -> dict:
+    "Stacked parameter dict (n, *shape) of views into the columns of a flat (n, P) tensor."
+    out, o = {}, 0
+    for k, s in shapes.items():
+        m = math.prod(s); out[k] = flat[:, o:o + m].view(len(flat), *s); o += m
+    return out
+
+def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
+    "Every stacked client's gradient (n, P), summed loss and correct count at the flat parameters `p`: one forward and backward pass of `stacked_forward`, or vmap of grad where it does not apply."
+    if model not in _UNSTACKABLE:
+        q = p.detach().requires_grad_()
+        with torch.enable_grad():
+            out = stacked_forward(model, _views(q, shapes), xb)
+            if out is not None:
+                K, B = yb.shape
+                l = F.cross_entropy(out.reshape(K * B, -1), yb.reshape(-1), reduction='none').view(K, B)
+                g, = torch.autograd.grad(((l * w).sum(1) / w.sum(1).clamp(min=1)).sum(), q)   # Σ_k of each client's mean loss: each client's own gradient
+                hit = (out.detach().argmax(-1) == yb).to(l.dtype)
+                return g, ((l.detach() * w).sum(1), (hit * w).sum(1))
+        _UNSTACKABLE.add(model)
+    g, aux = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(_views(p, shapes), xb, yb, w)
+    return torch.cat([g[k].reshape(len(p), -1) for k in shapes], 1), aux
+
+def _step_fn(model, cfg: LocalConfig):
+    "One compiled SGD step of stacked clients (parameter dicts; finished clients masked by `active`): vmap of grad and the update, through `torch.compile` (kept per model and settings)."
+    def step(p, m, xb, yb, w, anchor, corr, active):
         g, (sl, h) = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(p, xb, yb, w)
         with torch.no_grad():
             p1, m1 = sgd_update(p, g, m, cfg, anchor, corr)
-            if active is not None:   # finished clients keep their parameters and momenta exactly
-                keep = lambda new, old: {k: torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, old[k]) for k, v in new.items()}
-                p1, m1 = keep(p1, p), keep(m1, m)
-        return p1, m1, sl, h
-    if not compiled: return step
+            keep = lambda new, old: {k: torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, old[k]) for k, v in new.items()}   # finished clients keep their parameters and momenta exactly
+        return keep(p1, p), keep(m1, m), sl, h
     key = (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.mu)
     cache = _STEPS.setdefault(model, {})
     if key not in cache: cache[key] = torch.compile(step, dynamic=None)
@@ -230,28 +251,30 @@ def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked
     I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
     o = torch.as_tensor(order, device=dev)
     P = {k: v.detach()[o].clone() if stacked else v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim) for k, v in params.items()}
-    M = _zeros_like(P)
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
     corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in P}
-    step = _step_fn(model, cfg, compiled)
-    act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None] if compiled else None   # (S, K): clients still training at step t
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
     was = model.training; model.train()
     try:
-        for t in range(S):
-            if compiled:   # one shape for the whole run (a graph per live-client count would recompile until torch falls back to eager): finished clients ride along, masked
+        if compiled:   # one shape for the whole run (a graph per live-client count would recompile until torch falls back to eager): finished clients ride along, masked
+            step, M = _step_fn(model, cfg), _zeros_like(P)
+            act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None]   # (S, K): clients still training at step t
+            for t in range(S):
                 P, M, sl, h = step(P, M, X[I[t]], Y[I[t]], W[t], anc, corr, act[t])
-                tot += sl; hits += h; continue
-            n = live[t]; cut = lambda d: None if d is None else {k: v[:n] for k, v in d.items()} if n < K else d
-            p_, m_ = cut(P), cut(M)
-            a_ = anc if anc is None or not stacked else cut(anc)
-            p1, m1, sl, h = step(p_, m_, X[I[t, :n]], Y[I[t, :n]], W[t, :n], a_, cut(corr))
-            with torch.no_grad():
-                if n < K:
-                    for k in P: P[k][:n] = p1[k]; M[k][:n] = m1[k]
-                else: P, M = p1, m1
-            tot[:n] += sl; hits[:n] += h
+                tot += sl; hits += h
+        else:          # the clients' parameters as rows of one (K, P) tensor: one update per step; at step t the live clients are its first rows
+            shapes = {k: tuple(v.shape[1:]) for k, v in P.items()}
+            rows = lambda d: torch.cat([v.reshape(len(v), -1) for v in d.values()], 1)
+            Pf = rows(P); Mf = torch.zeros_like(Pf)
+            af = None if anc is None else rows(anc) if stacked else flatten(anc)[None]
+            cf = None if corr is None else rows(corr)
+            for t in range(S):
+                n = live[t]; p = Pf[:n]
+                g, (sl, h) = _flat_grads(model, p, shapes, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
+                with torch.no_grad(): Mf[:n] = _sgd_flat_(p, g, Mf[:n], cfg, None if af is None else af[:n] if stacked else af, None if cf is None else cf[:n])
+                tot[:n] += sl; hits[:n] += h
+            P, M = _views(Pf, shapes), _views(Mf, shapes)
     finally: model.train(was)
     seen = W.sum((0, 2)).clamp(min=1)
     i = torch.as_tensor(inv, device=dev)
