@@ -4,7 +4,7 @@
 
 # %% ../nbs/06_curvature.ipynb #c003
 from __future__ import annotations
-import math
+import math, warnings
 from dataclasses import dataclass
 
 # %% auto #0
@@ -21,6 +21,12 @@ from torch.func import functional_call, grad, jvp, jacrev, vmap
 from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers, piecewise_linear_graph
 
 # %% ../nbs/06_curvature.ipynb #c007
+def _jvp(*a, **kw):
+    "`torch.func.jvp` without the FutureWarning torch raises at its first use (its own jvp decompositions still load through `torch.jit.script`: nothing a caller can change)."
+    with warnings.catch_warnings():
+        warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
+        return jvp(*a, **kw)
+
 class HessianOperator:
     "The Hessian of the mean cross-entropy of `model` at `params` over (X, Y), as a linear operator on flat vectors."
     def __init__(self, model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
@@ -64,7 +70,7 @@ class HessianOperator:
         was = self.model.training; self.model.eval()
         try:
             for s in range(0, len(self.Y), self.batch_size):
-                hv = jvp(grad(self._loss(self.X[s:s + self.batch_size], self.Y[s:s + self.batch_size])), (self.params,), (vd,))[1]
+                hv = _jvp(grad(self._loss(self.X[s:s + self.batch_size], self.Y[s:s + self.batch_size])), (self.params,), (vd,))[1]
                 out += flatten(hv).double()
         finally: self.model.train(was)
         self.n_hvp += 1
@@ -83,7 +89,7 @@ def per_sample_quadratic(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
     try:
         for s in range(0, len(Y), batch_size):
             f = lambda q: F.cross_entropy(functional_call(model, (q, b), (X[s:s + batch_size],)), Y[s:s + batch_size], reduction='none')
-            quad = lambda u: jvp(lambda q: jvp(f, (q,), (u,))[1], (p,), (u,))[1]
+            quad = lambda u: _jvp(lambda q: jvp(f, (q,), (u,))[1], (p,), (u,))[1]
             out.append(torch.func.vmap(quad)(vd).detach())   # the k probes as one batched computation
     finally: model.train(was)
     out = torch.cat(out, 1)
