@@ -240,6 +240,7 @@ _VIEWS = {'view', 'reshape', 'flatten', 'squeeze', 'unsqueeze', torch.flatten, o
 _RELUS = {F.relu, torch.relu}
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 _CL = torch.channels_last
+_MODULES = weakref.WeakKeyDictionary()   # traced graph -> its modules by name
 
 def _channels_last(v):
     "v with its channels (dim 1) innermost in memory."
@@ -307,7 +308,9 @@ def _graph_logits(gm, x, params_of, buffers, G, shared=True, first=None) -> torc
     """Logits (G, B, C) of G models on a batch: the traced graph run once on model-dependent activations held as 'gb' (G·B, ...) or
     'ch' (B, G·C, ...). `x` is (B, ...) for every model (`shared`) or (G·B, ...), one batch per model; `params_of(name, module)` gives a
     layer's stacked parameters; `first(module, name, x)`, if given, computes a Linear/conv layer on the shared input itself."""
-    mods = dict(gm.named_modules()); B = len(x) if shared else len(x) // G
+    mods = _MODULES.get(gm)
+    if mods is None: mods = _MODULES[gm] = dict(gm.named_modules())
+    B = len(x) if shared else len(x) // G
     env, rep, fresh = {}, {}, set()
     for n in gm.graph.nodes:
         if n.op == 'placeholder': env[n], rep[n] = x, None if shared else 'gb'; continue
