@@ -211,15 +211,15 @@ def _views(flat: torch.Tensor, shapes: dict) -> dict:
 def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
     "Every stacked client's gradient (n, P), summed loss and correct count at the flat parameters `p`: one forward and backward pass of `stacked_forward`, or vmap of grad where it does not apply."
     if model not in _UNSTACKABLE:
-        q = p.detach().requires_grad_()
+        q = {k: v.detach().requires_grad_() for k, v in _views(p, shapes).items()}   # leaves of their own: a flat leaf would cost a (K, P) zero-fill per tensor in the backward
         with torch.enable_grad():
-            out = stacked_forward(model, _views(q, shapes), xb)
+            out = stacked_forward(model, q, xb)
             if out is not None:
                 K, B = yb.shape
                 l = F.cross_entropy(out.reshape(K * B, -1), yb.reshape(-1), reduction='none').view(K, B)
-                g, = torch.autograd.grad(((l * w).sum(1) / w.sum(1).clamp(min=1)).sum(), q)   # Σ_k of each client's mean loss: each client's own gradient
+                g = torch.autograd.grad(((l * w).sum(1) / w.sum(1).clamp(min=1)).sum(), list(q.values()))   # Σ_k of each client's mean loss: each client's own gradient
                 hit = (out.detach().argmax(-1) == yb).to(l.dtype)
-                return g, ((l.detach() * w).sum(1), (hit * w).sum(1))
+                return torch.cat([t.reshape(len(p), -1) for t in g], 1), ((l.detach() * w).sum(1), (hit * w).sum(1))
         _UNSTACKABLE.add(model)
     g, aux = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(_views(p, shapes), xb, yb, w)
     return torch.cat([g[k].reshape(len(p), -1) for k in shapes], 1), aux
