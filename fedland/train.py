@@ -201,6 +201,10 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
 _STEPS = weakref.WeakKeyDictionary()   # model -> {settings: compiled step}
 _UNSTACKABLE = weakref.WeakSet()        # models stacked_forward cannot run: vmap path
 
+def _vmap_grads(model, p: dict, xb, yb, w):
+    "Every stacked client's gradient (a stacked dict), summed loss and correct count: `vmap` of `grad` over the clients (any network)."
+    return vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(p, xb, yb, w)
+
 def _views(flat: torch.Tensor, shapes: dict) -> dict:
     "Stacked parameter dict (n, *shape) of views into the columns of a flat (n, P) tensor."
     out, o = {}, 0
@@ -221,13 +225,13 @@ def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
                 hit = (out.detach().argmax(-1) == yb).to(l.dtype)
                 return torch.cat([t.reshape(len(p), -1) for t in g], 1), ((l.detach() * w).sum(1), (hit * w).sum(1))
         _UNSTACKABLE.add(model)
-    g, aux = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(_views(p, shapes), xb, yb, w)
+    g, aux = _vmap_grads(model, _views(p, shapes), xb, yb, w)
     return torch.cat([g[k].reshape(len(p), -1) for k in shapes], 1), aux
 
 def _step_fn(model, cfg: LocalConfig):
     "One compiled SGD step of stacked clients (parameter dicts; finished clients masked by `active`): vmap of grad and the update, through `torch.compile` (kept per model and settings)."
     def step(p, m, xb, yb, w, anchor, corr, active):
-        g, (sl, h) = vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(p, xb, yb, w)
+        g, (sl, h) = _vmap_grads(model, p, xb, yb, w)
         with torch.no_grad():
             p1, m1 = sgd_update(p, g, m, cfg, anchor, corr)
             keep = lambda new, old: {k: torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, old[k]) for k, v in new.items()}   # finished clients keep their parameters and momenta exactly
