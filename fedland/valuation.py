@@ -259,7 +259,7 @@ def _unflatten_stacked(flats, like):
     return out
 
 def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save, chunk):
-    "FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in one vmapped engine."
+    "FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in one batched engine."
     K, dev = len(idx), X.device; n = np.array([len(i) for i in idx], dtype=np.float64)
     jobs = [(g, k) for g, m in enumerate(masks) for k in members(m, K) if k not in cfg.free_riders]
     jg = torch.as_tensor([g for g, _ in jobs], device=dev)
