@@ -4,11 +4,14 @@ and the previous default (20 rounds × 1 local epoch, lr 0.05, no weight decay) 
 
     python bench/regime.py --json bench/results/regime.json        # about 8 minutes on 2 cores
     python bench/regime.py --sweep --json bench/results/regime.json # adds the IID sweep (lr, rounds, lr schedules; ~20 minutes)
+    python bench/regime.py --clients --json bench/results/regime.json  # adds IID FedAvg with 1, 2, 5 and 10 clients (~7 minutes)
 
 The sweep asks why FedAvg IID stays several points below the baseline: it reports, next to each test accuracy, the
 training loss of the final model on the clients' union. Its learning-rate schedules are a measurement device of this
 script (it wraps the local-update functions; fedland has no schedule option): the rate is scaled per round for FedAvg
 and per epoch for the baseline, by ½(1 + cos πt) ('cosine') or by 0.1 from t = 0.75 on ('step'), t = fraction of the run done.
+The client-count section splits the same IID training data into 1, 2, 5 and 10 clients at the default settings: it asks whether
+the gap is the regime's (rounds, epochs, rate) or the split's.
 """
 import argparse
 import contextlib
@@ -107,16 +110,40 @@ def sweep(seeds, ds):
     return out
 
 
+CLIENTS = (1, 2, 5, 10)
+
+
+def clients(seeds, ds):
+    "IID FedAvg at the defaults with the data split into 1, 2, 5 and 10 clients, against the baseline (the union, as many passes): the gap per client count."
+    exp = Experiment(); cen = []
+    for s in seeds:
+        part = partition(ds.y_train, exp.n_clients, "iid", seed=s, holdout=exp.holdout)
+        cen.append(float(centralized(exp, build_model(exp.model, ds.input_shape, ds.n_classes, seed=s), ds, part, s).history.test_acc.iloc[-1]))
+    out = {"centralized": cen}
+    for k in CLIENTS:
+        e = Experiment(n_clients=k); accs, secs = [], []
+        for s in seeds:
+            part = partition(ds.y_train, k, "iid", seed=s, holdout=e.holdout)
+            net = build_model(e.model, ds.input_shape, ds.n_classes, seed=s)
+            t = time.perf_counter(); h = run_federated(net, ds, part, dataclasses.replace(e.fed_config(), keep_clients="none"), seed=s, progress=False)
+            secs.append(time.perf_counter() - t); accs.append(float(h.round_rows[-1]["test_acc"]))
+        out[str(k)] = dict(fedavg=accs, gap=float(np.mean(cen) - np.mean(accs)), seconds=float(np.mean(secs)))
+        print(f"  {k:2d} clients: FedAvg {np.mean(accs):.3f} [{', '.join(f'{x:.3f}' for x in accs)}], centralized {np.mean(cen):.3f}, gap {out[str(k)]['gap']:.3f}", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--json", default=None)
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--sweep", action="store_true", help="only the IID sweep, merged into --json's file")
+    ap.add_argument("--clients", action="store_true", help="only the client-count section, merged into --json's file")
     a = ap.parse_args()
     ds = load_dataset("mnist1d"); seeds = list(range(a.seeds))
     old = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}
-    if a.sweep:   # the other sections of the file are kept
-        old["iid sweep"] = sweep(seeds, ds)
+    if a.sweep or a.clients:   # the other sections of the file are kept
+        if a.sweep: old["iid sweep"] = sweep(seeds, ds)
+        if a.clients: old["iid clients"] = clients(seeds, ds)
         if a.json: Path(a.json).write_text(json.dumps(old, indent=1))
         return
     res = {}
@@ -127,7 +154,8 @@ def main():
         res[label] = dict(settings=dict(rounds=exp.rounds, local_epochs=exp.local_epochs, lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay,
                                         batch_size=exp.batch_size, n_clients=exp.n_clients, model=exp.model, centralized_epochs=exp.centralized_passes),
                           results=measure(exp, seeds, ds))
-    if "iid sweep" in old: res["iid sweep"] = old["iid sweep"]   # a sweep measured before is kept
+    for key in ("iid sweep", "iid clients"):   # sections measured before are kept
+        if key in old: res[key] = old[key]
     if a.json: Path(a.json).write_text(json.dumps(res, indent=1))
 
 
