@@ -254,23 +254,24 @@ def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked
         for t, b in enumerate(scheds[k]): I[t, j, :len(b)] = ix[b]; W[t, j, :len(b)] = 1
     I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
     o = torch.as_tensor(order, device=dev)
-    P = {k: v.detach()[o].clone() if stacked else v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim) for k, v in params.items()}
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
-    corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in P}
+    corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in params}
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
     was = model.training; model.train()
     try:
         if compiled:   # one shape for the whole run (a graph per live-client count would recompile until torch falls back to eager): finished clients ride along, masked
+            P = {k: v.detach()[o].clone() if stacked else v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim) for k, v in params.items()}
             step, M = _step_fn(model, cfg), _zeros_like(P)
             act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None]   # (S, K): clients still training at step t
             for t in range(S):
                 P, M, sl, h = step(P, M, X[I[t]], Y[I[t]], W[t], anc, corr, act[t])
                 tot += sl; hits += h
         else:          # the clients' parameters as rows of one (K, P) tensor: one update per step; at step t the live clients are its first rows
-            shapes = {k: tuple(v.shape[1:]) for k, v in P.items()}
+            shapes = {k: tuple(v.shape[1:] if stacked else v.shape) for k, v in params.items()}
             rows = lambda d: torch.cat([v.reshape(len(v), -1) for v in d.values()], 1)
-            Pf = rows(P); Mf = torch.zeros_like(Pf)
+            Pf = rows({k: v.detach()[o] for k, v in params.items()}) if stacked else flatten(params).detach()[None].repeat(K, 1)   # built once, no per-tensor copy first
+            Mf = torch.zeros_like(Pf)
             af = None if anc is None else rows(anc) if stacked else flatten(anc)[None]
             cf = None if corr is None else rows(corr)
             for t in range(S):
