@@ -5,6 +5,7 @@ overhead on training.
     python bench/valuation.py --json bench/results/valuation.json            # agreement table + timings (~90 min on 2 cores)
     python bench/valuation.py --quick --json /tmp/v.json                      # 2 settings, K = 4…8 timings
     python bench/valuation.py --json F --merge --settings planted-s1 --skip samples exact overhead   # one setting's rows replaced in F
+    python bench/valuation.py --json bench/results/valuation.json --merge --skip validate samples exact overhead   # noise or bias (~10 min)
 
 Settings (MNIST-1D, MLP, K = 8 clients, FedAvg at the Experiment defaults — 30 rounds × 5 local epochs, lr 0.03, momentum
 0.9, weight decay 5e-4, batch 32 — or `--local-epochs/--rounds/--lr` as given): IID and Dirichlet(0.5),
@@ -17,6 +18,12 @@ from one ordinary training run (seeds 0 and 1: two users' runs) and is scored by
 truth (median and min–max over the two runs). A second ceiling: the agreement of the exact values measured on two random
 halves of the test set (500 samples each, about the size of the reconstruction's validation sample) — the seeds share
 one test set, so their agreement leaves out the evaluation sample's own noise.
+
+`diagnose` asks what limits the agreement, noise or bias: each reconstruction game (the run game, and windows of 3 to 30
+rounds) from the same two training runs, measured on three samples — the default 512 validation samples, the whole
+held-out pool, and the test set the truth itself is measured on (which removes the evaluation sample's noise from the
+comparison). The agreement of the two runs with each other tells how much noise is left; the agreement with the truth,
+what the game's bias leaves. It reuses the exact values stored in the --json file (no exact games are trained).
 """
 import argparse
 import json
@@ -171,6 +178,35 @@ def validate(names, cache: Path):
     return rows, planted, spread, per_setting
 
 
+DIAG_WINDOWS = (3, 5, 10, 15, 30)
+
+
+def diagnose(names, per_setting):
+    "Noise or bias: every reconstruction game measured on the validation sample, the held-out pool and the test set, from the same two runs, against the stored exact values."
+    ds0 = load_dataset("mnist1d"); rows = []
+    for name in names:
+        ds, part, cfg = setting_data(name, ds0); truth = np.asarray(per_setting[name]["truth"])
+        net = build_model("mlp", ds.input_shape, 10, seed=0); est = {}
+        for s in SEEDS:
+            vi, pool = (torch.as_tensor(validation_sample(part, n, s)) for n in (VAL_SAMPLES, None))
+            samples = {f"validation ({len(vi)})": (ds.x_train[vi], ds.y_train[vi]), f"held-out pool ({len(pool)})": (ds.x_train[pool], ds.y_train[pool]),
+                       f"test set ({ds.n_test})": (ds.x_test, ds.y_test)}
+            valuers = {}
+            for sn, (X, Y) in samples.items():
+                valuers[f"run|{sn}"] = Reconstruction(net, X, Y, every=cfg.rounds, last_round=cfg.rounds, bootstrap=0)
+                for w in DIAG_WINDOWS: valuers[f"window {w}|{sn}"] = Reconstruction(net, X, Y, game="window", every=w, last_round=cfg.rounds, bootstrap=0)
+            h = run_federated(net, ds, part, cfg, seed=s, valuer=Several(**valuers), progress=False)
+            for k in valuers: est.setdefault(k, []).append(reconstruction_values(_one(h, k)).values)
+        for k, runs in est.items():
+            game, sample = k.split("|"); ag = [agreement(truth, r) for r in runs]
+            sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
+            rows.append(dict(setting=name, game=game, sample=sample, spearman=float(np.mean(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
+                             pearson=float(np.mean(pe)), runs_agreement=agreement(runs[0], runs[1])["spearman"]))
+        best = max((r for r in rows if r["setting"] == name), key=lambda r: r["spearman"])
+        print(f"{name}: best game {best['game']} on the {best['sample']}: ρ {best['spearman']:.2f}", flush=True)
+    return rows
+
+
 def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
     "Standard error of the run-game Shapley values that the validation sample's size leaves (bootstrap), and their agreement with the exact values."
     from fedland.landscape import evaluate_span
@@ -203,7 +239,7 @@ def main():
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate samples exact overhead")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead")
     ap.add_argument("--local-epochs", type=int, default=CFG["local_epochs"], help=f"local epochs per round of every run (default {CFG['local_epochs']})")
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
@@ -218,6 +254,10 @@ def main():
         names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS))
         rows, planted, spread, per = validate(names, cache)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
+    if "diagnose" not in a.skip:
+        per = out.get("per_setting") or (json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.json and Path(a.json).exists() else {})
+        if not per: raise SystemExit("diagnose needs the exact values: run the validate section, or pass the --json file that holds them")
+        out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
     if a.merge and a.json and Path(a.json).exists() and "validate" not in a.skip and a.settings:   # settings run now replace theirs, the others stay
         old = json.loads(Path(a.json).read_text())
@@ -231,7 +271,10 @@ def main():
         out["reconstruction_overhead"] = [bench_overhead(5), bench_overhead(5, model="mlp"), bench_overhead(5, valuation_every=5),
                                           bench_overhead(5, local_epochs=1)]
     if a.json:
-        if a.merge and Path(a.json).exists(): out = {**json.loads(Path(a.json).read_text()), **out}
+        if a.merge and Path(a.json).exists():
+            old = json.loads(Path(a.json).read_text())
+            if "validate" in a.skip and "machine" in old: out["machine_merged"] = out.pop("machine")   # the agreement table's machine stays
+            out = {**old, **out}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True); Path(a.json).write_text(json.dumps(out, indent=1))
     if "agreement" in out:
         import pandas as pd
