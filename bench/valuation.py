@@ -58,12 +58,26 @@ SETTINGS = {
     "dirichlet-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
     "dirichlet-unbalanced-s1": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=1),
     "planted-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
+    # held out a second time: drawn with partition seed 2 after the early game's horizon had been chosen on the eight above
+    "dirichlet-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
+    "dirichlet-unbalanced-s2": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=2),
+    "planted-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
 }
 DEFAULT = "reconstruction_shapley (run game)"   # the Experiment default (valuation_game='run', valuation_every=10)
 NOISY, RIDER = [2], [5]
 _E = Experiment()
 CFG = dict(rounds=_E.rounds, lr=_E.lr, momentum=_E.momentum, local_epochs=_E.local_epochs, batch_size=_E.batch_size, weight_decay=_E.weight_decay)
 VAL_SAMPLES = 512
+EARLY = 10          # the early game's horizon: chosen with the diagnose section on the eight settings above, before the -s2 splits were drawn
+
+
+class StoredGame:
+    "A setting's exact values as an earlier run of this script stored them (--reuse-truth): what `validate` reads, without retraining 2 × 255 coalitions."
+    def __init__(self, d): self.d, self.seconds, self.acc, self.hits = d, d["exact_seconds"], np.asarray(d["v_full"])[:, None], ()
+    def values(self, method="shapley"):
+        return SimpleNamespace(values=np.asarray(self.d["truth"]), se=np.asarray(self.d["truth_se"]), per_seed=np.asarray(self.d["truth_per_seed"]))
+    def seed_agreement(self): return self.d["ceiling"]
+    def split_agreement(self): return self.d["ceiling_split"]
 
 
 class Several:
@@ -118,7 +132,8 @@ def estimators(net, ds, part, cfg, seed, record=None):
                       round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
                       round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"),
                       window10=Reconstruction(net, X, Y, game="window", every=10, last_round=cfg.rounds),
-                      window5=Reconstruction(net, X, Y, game="window", every=5, last_round=cfg.rounds), record=Recorder())
+                      window5=Reconstruction(net, X, Y, game="window", every=5, last_round=cfg.rounds),
+                      early10=Reconstruction(net, X, Y, every=10, horizon=EARLY, last_round=cfg.rounds), record=Recorder())
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
     if record is not None: several.v["record"].save(record)
     out = {"reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
@@ -130,7 +145,9 @@ def estimators(net, ds, part, cfg, seed, record=None):
            "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate")),
            "reconstruction_shapley (window game, 10 rounds)": reconstruction_values(_one(h, "window10")),
            "reconstruction_loo (window game, 10 rounds)": reconstruction_values(_one(h, "window10"), "loo"),
-           "reconstruction_shapley (window game, 5 rounds)": reconstruction_values(_one(h, "window5"))}
+           "reconstruction_shapley (window game, 5 rounds)": reconstruction_values(_one(h, "window5")),
+           f"reconstruction_shapley (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10")),
+           f"reconstruction_loo (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10"), "loo")}
     owner = client_ids(part, ds.n_train)
     cur = curvature_table(net, {"global": h.global_model(), **{f"client:{k}": h.client_model(cfg.rounds, k) for k in range(K)}},
                           ds.x_train, ds.y_train, owner, lambda_on="own", n_probes=10, m=15, progress=False)
@@ -139,7 +156,7 @@ def estimators(net, ds, part, cfg, seed, record=None):
     return out, h
 
 
-def validate(names, cache: Path):
+def validate(names, cache: Path, stored: dict | None = None):
     ds0 = load_dataset("mnist1d")
     rows, planted, spread, per_setting = [], {}, {}, {}
     for name in names:
@@ -147,6 +164,7 @@ def validate(names, cache: Path):
         net = build_model("mlp", ds.input_shape, 10, seed=0)
         gpath = cache / f"game-{name}.npz"
         if gpath.exists(): game = CoalitionGame.load(gpath)
+        elif stored and name in stored: game = StoredGame(stored[name])
         else:
             game = coalition_values(net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f"ck-{name}", progress=False)
             game.save(gpath)
@@ -179,6 +197,7 @@ def validate(names, cache: Path):
 
 
 DIAG_WINDOWS = (3, 5, 10, 15, 30)
+DIAG_HORIZONS = (5, 10, 15, 20)
 
 
 def diagnose(names, per_setting):
@@ -195,6 +214,7 @@ def diagnose(names, per_setting):
             for sn, (X, Y) in samples.items():
                 valuers[f"run|{sn}"] = Reconstruction(net, X, Y, every=cfg.rounds, last_round=cfg.rounds, bootstrap=0)
                 for w in DIAG_WINDOWS: valuers[f"window {w}|{sn}"] = Reconstruction(net, X, Y, game="window", every=w, last_round=cfg.rounds, bootstrap=0)
+                for hz in DIAG_HORIZONS: valuers[f"early {hz}|{sn}"] = Reconstruction(net, X, Y, every=hz, horizon=hz, last_round=cfg.rounds, bootstrap=0)
             h = run_federated(net, ds, part, cfg, seed=s, valuer=Several(**valuers), progress=False)
             for k in valuers: est.setdefault(k, []).append(reconstruction_values(_one(h, k)).values)
         for k, runs in est.items():
@@ -244,6 +264,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
     ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file, keep the others")
+    ap.add_argument("--reuse-truth", action="store_true", help="settings without an exact game in --cache take their exact values from the --json file (re-scores the estimators in minutes)")
     a = ap.parse_args()
     CFG["local_epochs"], CFG["rounds"] = a.local_epochs, a.rounds
     cache = Path(a.cache or tempfile.mkdtemp()) / f"r{a.rounds}e{a.local_epochs}lr{CFG['lr']:g}wd{CFG['weight_decay']:g}"; cache.mkdir(parents=True, exist_ok=True)
@@ -252,7 +273,8 @@ def main():
            "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
     if "validate" not in a.skip:
         names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS))
-        rows, planted, spread, per = validate(names, cache)
+        stored = json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.reuse_truth and a.json and Path(a.json).exists() else None
+        rows, planted, spread, per = validate(names, cache, stored)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "diagnose" not in a.skip:
         per = out.get("per_setting") or (json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.json and Path(a.json).exists() else {})

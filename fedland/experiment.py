@@ -85,6 +85,7 @@ class Experiment:
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
     valuation_game: str = 'run'   # reconstruction game: 'window' (windows of valuation_every rounds), 'run' (the whole run's cube) or 'round' (each round's game); see fedland.valuation
     valuation_every: int = 10      # the window game's length in rounds (the 'run' game: evaluate every this many rounds, and the last): the columns of the client × round matrix
+    valuation_horizon: int | None = None  # value rounds 1..this only (the 'run' game from θ₀ stopped there: the early game); None: the whole run
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
     noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
@@ -114,6 +115,7 @@ class Experiment:
         _need('store', self.store, (str, os.PathLike), lambda v: len(str(v)) > 0, 'a path or URL')
         _need('valuation_samples', self.valuation_samples, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('valuation_every', self.valuation_every, (int,), lambda v: v >= 1, 'an int ≥ 1')
+        if self.valuation_horizon is not None: _need('valuation_horizon', self.valuation_horizon, (int,), lambda v: v >= 1, 'an int ≥ 1 (or None: the whole run)')
         _need('valuation_seeds', self.valuation_seeds, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('valuation_max_clients', self.valuation_max_clients, (int,), lambda v: 1 <= v <= 16, 'an int in 1..16')
         _need('label_noise', self.label_noise, (int, float), lambda v: 0 <= v <= 1, 'in [0, 1]')
@@ -171,7 +173,7 @@ class Experiment:
         "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_game': 'run', 'valuation_seeds': 2, 'valuation_max_clients': 8,
+_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_horizon': None, 'valuation_game': 'run', 'valuation_seeds': 2, 'valuation_max_clients': 8,
           'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
 
 # %% ../nbs/09_experiment.ipynb #c011
@@ -331,7 +333,8 @@ def run_experiment(exp: Experiment,
             val = None
             if exp.valuation != 'none':
                 vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
-                val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], game=exp.valuation_game, every=exp.valuation_every, last_round=exp.rounds, seed=exp.seed)
+                val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], game=exp.valuation_game, every=exp.valuation_every, last_round=exp.rounds,
+                                     horizon=exp.valuation_horizon, seed=exp.seed)
             hist = run_federated(net, ds, part, exp.fed_config(n_params(net)), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
                                  callback=_round_writer(st, exp), clients=clients, valuer=val)
             have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])

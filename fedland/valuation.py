@@ -371,6 +371,7 @@ class Reconstruction:
                  weighting: str | None = None, # coalition weights: 'aggregate' (n_k/n_N: S's part of the actual step; the 'run' default) or 'renormalized' (n_k/n_S: S alone; the 'window' and 'round' default)
                  every: int = 1,               # 'run': evaluate the game every this many rounds (the last round always); 'window': the window's length in rounds
                  last_round: int | None = None,  # the run's last round (always evaluated); None: every `every` rounds only
+                 horizon: int | None = None,   # value rounds 1..horizon only (the 'run' game from θ₀ stops there and is evaluated there: the early game); None: every round
                  max_exact: int = 12,          # exact game (all 2^K corners) up to this many players
                  n_permutations: int = 100,    # above it: permutations sampled (at most max_evaluations / K of them)
                  max_evaluations: int = 2048,  # bound on the corners a sampled game evaluates (many clients stay affordable)
@@ -384,9 +385,11 @@ class Reconstruction:
         if game not in GAMES: raise ValueError(f"game={game!r} must be one of {', '.join(GAMES)}")
         if weighting is None: weighting = 'aggregate' if game == 'run' else 'renormalized'
         if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of {', '.join(WEIGHTINGS)}")
+        if horizon is not None: _check_count('horizon', horizon)
         _check_count('every', every); _check_count('max_exact', max_exact); _check_count('n_permutations', n_permutations, 2); _check_count('max_evaluations', max_evaluations)
         self.model, self.X, self.Y, self.game, self.weighting, self.every, self.last = model, X_val, Y_val, game, weighting, every, last_round
         self.max_exact, self.n_perm, self.max_eval, self.tol, self.seed, self.chunk = max_exact, n_permutations, max_evaluations, tol, seed, chunk_points
+        self.horizon = horizon
         cnt = np.random.default_rng([seed, 0xB007]).multinomial(len(Y_val), np.full(len(Y_val), 1 / len(Y_val)), size=bootstrap)
         self.resample = torch.as_tensor(cnt.T / len(Y_val), dtype=torch.float64)   # (n, B): one bootstrap mean per column, the same every round
         self.contrib, self._hist = None, None
@@ -413,6 +416,7 @@ class Reconstruction:
                     v_acc=ends[:, 0], v_loss=-ends[:, 1], evaluations=np.array(ne))
     def __call__(self, hist, r: int, clients: list, g0: torch.Tensor, flats: torch.Tensor, n, buffers=None) -> dict:
         "Record of round r (a `valuer` for `run_federated`): the game's table or sampled values, and for the 'run' and 'window' games the contributions so far."
+        if self.horizon is not None and r > self.horizon: return {}     # past the horizon: not valued
         D = (flats - g0[None]).float(); n = np.asarray(n, dtype=np.float64)
         if self.game == 'round':
             return dict(game=np.array(1), clients=np.asarray(clients), **self._game(r, g0, D, coalition_weights(n, self.weighting), buffers))
@@ -430,7 +434,7 @@ class Reconstruction:
         prev = hist.valuations.get(r - 1)
         if prev is not None: prev.pop('contrib', None)                # only the latest contributions are kept (K × P floats)
         out = dict(game=np.array(_GAME_CODE[self.game]), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy())
-        if r % self.every == 0 or r == self.last:
+        if r % self.every == 0 or r == self.last or r == self.horizon:
             W = membership(K) if aggregate else coalition_weights(np.maximum(self.sizes, 1e-12), 'renormalized')
             out.update(self._game(r, hist.global_params[start - 1].to(D), self.contrib, W, buffers))
         return out

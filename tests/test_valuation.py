@@ -59,3 +59,19 @@ def test_reconstruction_agrees_with_exact_shapley_where_clients_differ():
     print(f"exact game {game.seconds:.0f} s; reconstruction vs exact Shapley: Spearman {a['spearman']:.2f}, Pearson {a['pearson']:.2f}; ceiling {ceiling:.2f}")
     assert a["spearman"] >= min(0.9, ceiling - 0.05) and a["pearson"] >= 0.9
     assert np.argmax(reconstruction_values(h).values) == np.argmax(truth.values) == np.argmax(part.sizes)   # the largest client is worth most
+
+
+def test_valuation_horizon_values_the_opening_rounds(tmp_path):
+    "valuation_horizon=h: the stored reconstruction values are the run game of the same run stopped at round h."
+    from fedland.experiment import Experiment, run_experiment
+    small = dict(model="mlp", partition="dirichlet", alpha=0.5, n_clients=4, rounds=4, local_epochs=1, valuation_every=1, centralized=False,
+                 landscape=False, curvature=False, contributions=False, store=str(tmp_path / "fedland.db"))
+    early = run_experiment(Experiment(valuation_horizon=2, **small), progress=False)
+    short = run_experiment(Experiment(**{**small, "rounds": 2}), progress=False)
+    e, s = early.valuations["reconstruction_shapley"], short.valuations["reconstruction_shapley"]
+    assert e.rounds == [1, 2] and np.allclose(e.values, s.values, atol=1e-9) and np.allclose(e.per_round, s.per_round, atol=1e-9)
+    assert Experiment(valuation_horizon=2, **small).id != Experiment(**small).id      # a different study, stored apart
+    assert Experiment(**small).id == Experiment(valuation_horizon=None, **small).id
+    st = Store(tmp_path / "fedland.db"); v = st.table("valuations")
+    assert set(v[v.experiment_id == early.experiment.id]["round"].dropna().astype(int)) == {1, 2}
+    st.close()
