@@ -312,10 +312,11 @@ def bench_overhead(reps, **fields):
     vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
     plain = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False)
     valued = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False,
-                                   valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds))
+                                   valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds,
+                                                         horizon=exp.valuation_horizon))
     T = alternate(dict(plain=plain, valued=valued), reps, warm=False)
-    return dict(model=exp.model, clients=8, rounds=exp.rounds, local_epochs=exp.local_epochs, every=exp.valuation_every, samples=exp.valuation_samples,
-                plain_seconds=spread(T["plain"]), valued_seconds=spread(T["valued"]), overhead=spread([(v - p) / p for p, v in zip(T["plain"], T["valued"])]))
+    return dict(model=exp.model, clients=8, rounds=exp.rounds, local_epochs=exp.local_epochs, every=exp.valuation_every, horizon=exp.valuation_horizon,
+                samples=exp.valuation_samples, plain_seconds=spread(T["plain"]), valued_seconds=spread(T["valued"]), overhead=spread([(v - p) / p for p, v in zip(T["plain"], T["valued"])]))
 
 
 # ---------------------------------------------------------------- main job, scale

@@ -44,7 +44,7 @@ from fedland.experiment import Experiment, prepare
 from fedland.federated import FedConfig, client_ids, run_federated
 from fedland.models import build_model
 from fedland.partition import partition
-from fedland.valuation import (CoalitionGame, Reconstruction, agreement, coalition_values, plant_label_noise,
+from fedland.valuation import (CoalitionGame, Reconstruction, Valuation, agreement, coalition_values, plant_label_noise,
                                reconstruction_values, run_estimators, validation_sample)
 
 K, SEEDS = 8, (0, 1)
@@ -63,7 +63,7 @@ SETTINGS = {
     "dirichlet-unbalanced-s2": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=2),
     "planted-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
 }
-DEFAULT = "reconstruction_shapley (run game)"   # the Experiment default (valuation_game='run', valuation_every=10)
+DEFAULT = "reconstruction_shapley (early game, 10 rounds)"   # the Experiment default (valuation_game='run', valuation_horizon=10)
 NOISY, RIDER = [2], [5]
 _E = Experiment()
 CFG = dict(rounds=_E.rounds, lr=_E.lr, momentum=_E.momentum, local_epochs=_E.local_epochs, batch_size=_E.batch_size, weight_decay=_E.weight_decay)
@@ -75,7 +75,7 @@ class StoredGame:
     "A setting's exact values as an earlier run of this script stored them (--reuse-truth): what `validate` reads, without retraining 2 × 255 coalitions."
     def __init__(self, d): self.d, self.seconds, self.acc, self.hits = d, d["exact_seconds"], np.asarray(d["v_full"])[:, None], ()
     def values(self, method="shapley"):
-        return SimpleNamespace(values=np.asarray(self.d["truth"]), se=np.asarray(self.d["truth_se"]), per_seed=np.asarray(self.d["truth_per_seed"]))
+        return Valuation("exact_shapley", "accuracy", np.asarray(self.d["truth"]), np.asarray(self.d["truth_se"]), per_seed=np.asarray(self.d["truth_per_seed"]))
     def seed_agreement(self): return self.d["ceiling"]
     def split_agreement(self): return self.d["ceiling_split"]
 
@@ -123,17 +123,23 @@ class Recorder:
                     "n": torch.as_tensor(np.stack([self.rounds[r][2] for r in rs]))}, path)
 
 
-def estimators(net, ds, part, cfg, seed, record=None):
-    "Every estimator from one training run with this seed (with `record`, that run's updates are saved there)."
+def estimators(net, ds, part, cfg, seed, record=None, light=False):
+    "Every estimator from one training run with this seed (with `record`, that run's updates are saved there; `light`: the default's early game only)."
     vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, seed))
     X, Y = ds.x_train[vi], ds.y_train[vi]
+    early = Reconstruction(net, X, Y, every=5, horizon=EARLY, last_round=cfg.rounds)     # the Experiment default (valuation_every=5, valuation_horizon=10)
+    early_rows = lambda h: {f"reconstruction_shapley (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10")),
+                            f"reconstruction_loo (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10"), "loo")}
+    if light:
+        h = run_federated(net, ds, part, cfg, seed=seed, valuer=Several(early10=early), progress=False)
+        return early_rows(h), h
     several = Several(run=Reconstruction(net, X, Y, every=10, last_round=cfg.rounds),
                       run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=10, last_round=cfg.rounds),
                       round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
                       round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"),
                       window10=Reconstruction(net, X, Y, game="window", every=10, last_round=cfg.rounds),
                       window5=Reconstruction(net, X, Y, game="window", every=5, last_round=cfg.rounds),
-                      early10=Reconstruction(net, X, Y, every=10, horizon=EARLY, last_round=cfg.rounds), record=Recorder())
+                      early10=early, record=Recorder())
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
     if record is not None: several.v["record"].save(record)
     out = {"reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
@@ -145,9 +151,7 @@ def estimators(net, ds, part, cfg, seed, record=None):
            "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate")),
            "reconstruction_shapley (window game, 10 rounds)": reconstruction_values(_one(h, "window10")),
            "reconstruction_loo (window game, 10 rounds)": reconstruction_values(_one(h, "window10"), "loo"),
-           "reconstruction_shapley (window game, 5 rounds)": reconstruction_values(_one(h, "window5")),
-           f"reconstruction_shapley (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10")),
-           f"reconstruction_loo (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10"), "loo")}
+           "reconstruction_shapley (window game, 5 rounds)": reconstruction_values(_one(h, "window5")), **early_rows(h)}
     owner = client_ids(part, ds.n_train)
     cur = curvature_table(net, {"global": h.global_model(), **{f"client:{k}": h.client_model(cfg.rounds, k) for k in range(K)}},
                           ds.x_train, ds.y_train, owner, lambda_on="own", n_probes=10, m=15, progress=False)
@@ -156,7 +160,20 @@ def estimators(net, ds, part, cfg, seed, record=None):
     return out, h
 
 
-def validate(names, cache: Path, stored: dict | None = None):
+def merge_validation(old: dict, out: dict) -> dict:
+    "Merge the validation sections of `out` into those of `old` (in `out`): an estimator's row for a setting run now replaces its old row; the others stay."
+    new = {(r["setting"], r["estimator"]) for r in out["agreement"]}
+    out["agreement"] = [r for r in old.get("agreement", []) if (r["setting"], r["estimator"]) not in new] + out["agreement"]
+    if "exact_per_seed" in old.get("planted", {}): old["planted"] = {"planted": old["planted"]}   # older files: one planted setting
+    for key, sub in (("per_setting", "estimates"), ("planted", "per_estimator")):
+        for n, d in out[key].items():
+            if n in old.get(key, {}): d[sub] = {**old[key][n].get(sub, {}), **d[sub]}
+        out[key] = {**old.get(key, {}), **out[key]}
+    if not out["iid_spread"]: out["iid_spread"] = old.get("iid_spread", {})
+    return out
+
+
+def validate(names, cache: Path, stored: dict | None = None, light: bool = False):
     ds0 = load_dataset("mnist1d")
     rows, planted, spread, per_setting = [], {}, {}, {}
     for name in names:
@@ -171,7 +188,7 @@ def validate(names, cache: Path, stored: dict | None = None):
         truth = game.values("shapley")
         ceiling = game.seed_agreement()
         split = game.split_agreement() if game.hits is not None else float("nan")
-        runs = [estimators(net, ds, part, cfg, s, record=cache / f"updates-{name}-s{s}.pt") for s in SEEDS]
+        runs = [estimators(net, ds, part, cfg, s, record=None if light else cache / f"updates-{name}-s{s}.pt", light=light) for s in SEEDS]
         print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f} (seeds), {split:.2f} (test-set halves)", flush=True)
         for est in runs[0][0]:
             ag = [agreement(truth, r[0][est]) for r in runs]
@@ -264,6 +281,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
     ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file, keep the others")
+    ap.add_argument("--light", action="store_true", help="validate recomputes the default estimator (the early game) only; with --merge the other estimators' rows stay")
     ap.add_argument("--reuse-truth", action="store_true", help="settings without an exact game in --cache take their exact values from the --json file (re-scores the estimators in minutes)")
     a = ap.parse_args()
     CFG["local_epochs"], CFG["rounds"] = a.local_epochs, a.rounds
@@ -274,23 +292,19 @@ def main():
     if "validate" not in a.skip:
         names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS))
         stored = json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.reuse_truth and a.json and Path(a.json).exists() else None
-        rows, planted, spread, per = validate(names, cache, stored)
+        rows, planted, spread, per = validate(names, cache, stored, a.light)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "diagnose" not in a.skip:
         per = out.get("per_setting") or (json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.json and Path(a.json).exists() else {})
         if not per: raise SystemExit("diagnose needs the exact values: run the validate section, or pass the --json file that holds them")
         out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
-    if a.merge and a.json and Path(a.json).exists() and "validate" not in a.skip and a.settings:   # settings run now replace theirs, the others stay
-        old = json.loads(Path(a.json).read_text())
-        out["agreement"] = [r for r in old.get("agreement", []) if r["setting"] not in names] + out["agreement"]
-        if "exact_per_seed" in old.get("planted", {}): old["planted"] = {"planted": old["planted"]}   # older files: one planted setting
-        for key in ("per_setting", "planted"): out[key] = {**{k: v for k, v in old.get(key, {}).items() if k not in names}, **out[key]}
-        if not out["iid_spread"]: out["iid_spread"] = old.get("iid_spread", {})
+    if a.merge and a.json and Path(a.json).exists() and "validate" not in a.skip:   # rows run now replace theirs, the others stay
+        merge_validation(json.loads(Path(a.json).read_text()), out)
     from run import bench_exact, bench_overhead           # bench/run.py's timings (median and min–max of alternated repetitions)
     if "exact" not in a.skip: out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
     if "overhead" not in a.skip:
-        out["reconstruction_overhead"] = [bench_overhead(5), bench_overhead(5, model="mlp"), bench_overhead(5, valuation_every=5),
+        out["reconstruction_overhead"] = [bench_overhead(5), bench_overhead(5, model="mlp"), bench_overhead(5, valuation_horizon=None, valuation_every=10),
                                           bench_overhead(5, local_epochs=1)]
     if a.json:
         if a.merge and Path(a.json).exists():

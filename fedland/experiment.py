@@ -83,9 +83,9 @@ class Experiment:
     valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (coalition games read off the landscape during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
     valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
-    valuation_game: str = 'run'   # reconstruction game: 'window' (windows of valuation_every rounds), 'run' (the whole run's cube) or 'round' (each round's game); see fedland.valuation
-    valuation_every: int = 10      # the window game's length in rounds (the 'run' game: evaluate every this many rounds, and the last): the columns of the client × round matrix
-    valuation_horizon: int | None = None  # value rounds 1..this only (the 'run' game from θ₀ stopped there: the early game); None: the whole run
+    valuation_game: str = 'run'   # reconstruction game: 'run' (the cube of the clients' contributions from θ₀, up to valuation_horizon), 'window' (windows of valuation_every rounds) or 'round' (each round's game); see fedland.valuation
+    valuation_every: int = 5       # the 'run' game: evaluate every this many rounds (and at the horizon or the last round): the columns of the client × round matrix; the 'window' game: its length in rounds
+    valuation_horizon: int | None = 10  # the 'run' game values rounds 1..this only (the early game, the default: it agrees best with exact values); None: the whole run
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
     noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
@@ -334,7 +334,7 @@ def run_experiment(exp: Experiment,
             if exp.valuation != 'none':
                 vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
                 val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], game=exp.valuation_game, every=exp.valuation_every, last_round=exp.rounds,
-                                     horizon=exp.valuation_horizon, seed=exp.seed)
+                                     horizon=exp.valuation_horizon if exp.valuation_game == 'run' else None, seed=exp.seed)
             hist = run_federated(net, ds, part, exp.fed_config(n_params(net)), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
                                  callback=_round_writer(st, exp), clients=clients, valuer=val)
             have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])

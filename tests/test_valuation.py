@@ -67,11 +67,13 @@ def test_valuation_horizon_values_the_opening_rounds(tmp_path):
     small = dict(model="mlp", partition="dirichlet", alpha=0.5, n_clients=4, rounds=4, local_epochs=1, valuation_every=1, centralized=False,
                  landscape=False, curvature=False, contributions=False, store=str(tmp_path / "fedland.db"))
     early = run_experiment(Experiment(valuation_horizon=2, **small), progress=False)
-    short = run_experiment(Experiment(**{**small, "rounds": 2}), progress=False)
+    short = run_experiment(Experiment(**{**small, "rounds": 2, "valuation_horizon": None}), progress=False)
+    whole = run_experiment(Experiment(**{**small, "valuation_horizon": None}), progress=False)
+    assert whole.valuations["reconstruction_shapley"].rounds == [1, 2, 3, 4]
     e, s = early.valuations["reconstruction_shapley"], short.valuations["reconstruction_shapley"]
     assert e.rounds == [1, 2] and np.allclose(e.values, s.values, atol=1e-9) and np.allclose(e.per_round, s.per_round, atol=1e-9)
     assert Experiment(valuation_horizon=2, **small).id != Experiment(**small).id      # a different study, stored apart
-    assert Experiment(**small).id == Experiment(valuation_horizon=None, **small).id
+    assert Experiment(**small).id == Experiment(valuation_horizon=10, **small).id     # the default: the early game of 10 rounds
     st = Store(tmp_path / "fedland.db"); v = st.table("valuations")
     assert set(v[v.experiment_id == early.experiment.id]["round"].dropna().astype(int)) == {1, 2}
     st.close()
