@@ -35,7 +35,7 @@ def experiment_from_config(run_config: dict, **override) -> Experiment:
         if key in APP_KEYS: continue
         name = key.replace('-', '_')
         if name not in _FIELDS: raise ValueError(f"run config key {key!r} is not an Experiment field; fields: {', '.join(sorted(_FIELDS))}")
-        if name in ('ratios', 'fractions', 'root') and v == '': v = None
+        if name in ('ratios', 'fractions', 'root', 'valuation_horizon') and v == '': v = None
         elif name in ('ratios', 'fractions') and isinstance(v, str):
             try: v = json.loads(v)
             except json.JSONDecodeError as e: raise ValueError(f"run config {key}={v!r} must be a JSON list") from e
