@@ -19,8 +19,8 @@ truth (median and min–max over the two runs). A second ceiling: the agreement 
 halves of the test set (500 samples each, about the size of the reconstruction's validation sample) — the seeds share
 one test set, so their agreement leaves out the evaluation sample's own noise.
 
-`diagnose` asks what limits the agreement, noise or bias: each reconstruction game (the run game, and windows of 3 to 30
-rounds) from the same two training runs, measured on three samples — the default 512 validation samples, the whole
+`diagnose` asks what limits the agreement, noise or bias: each reconstruction game (the whole run's game, the early game
+over the first 5 to 20 rounds, and windows of 3 to 30 rounds) from the same two training runs, measured on three samples — the default 512 validation samples, the whole
 held-out pool, and the test set the truth itself is measured on (which removes the evaluation sample's noise from the
 comparison). The agreement of the two runs with each other tells how much noise is left; the agreement with the truth,
 what the game's bias leaves. It reuses the exact values stored in the --json file (no exact games are trained).
@@ -160,6 +160,13 @@ def estimators(net, ds, part, cfg, seed, record=None, light=False):
     return out, h
 
 
+def scores(truth, runs) -> dict:
+    "Spearman ρ and Pearson r of every run's estimate against the truth: median and min–max over the runs."
+    ag = [agreement(truth, r) for r in runs]; sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
+    return dict(spearman=float(np.median(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
+                pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)))
+
+
 def merge_validation(old: dict, out: dict) -> dict:
     "Merge the validation sections of `out` into those of `old` (in `out`): an estimator's row for a setting run now replaces its old row; the others stay."
     new = {(r["setting"], r["estimator"]) for r in out["agreement"]}
@@ -191,11 +198,7 @@ def validate(names, cache: Path, stored: dict | None = None, light: bool = False
         runs = [estimators(net, ds, part, cfg, s, record=None if light else cache / f"updates-{name}-s{s}.pt", light=light) for s in SEEDS]
         print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f} (seeds), {split:.2f} (test-set halves)", flush=True)
         for est in runs[0][0]:
-            ag = [agreement(truth, r[0][est]) for r in runs]
-            sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
-            rows.append(dict(setting=name, estimator=est, spearman=float(np.median(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
-                             pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)), ceiling=ceiling,
-                             ceiling_split=split))
+            rows.append(dict(setting=name, estimator=est, **scores(truth, [r[0][est] for r in runs]), ceiling=ceiling, ceiling_split=split))
         rec = [r[0][DEFAULT] for r in runs]
         per_setting[name] = dict(truth=truth.values.tolist(), truth_se=truth.se.tolist(), truth_per_seed=truth.per_seed.tolist(),
                                  sizes=part.sizes.tolist(), ceiling=ceiling, ceiling_split=split, v_full=game.acc[:, -1].tolist(), exact_seconds=game.seconds,
@@ -235,10 +238,8 @@ def diagnose(names, per_setting):
             h = run_federated(net, ds, part, cfg, seed=s, valuer=Several(**valuers), progress=False)
             for k in valuers: est.setdefault(k, []).append(reconstruction_values(_one(h, k)).values)
         for k, runs in est.items():
-            game, sample = k.split("|"); ag = [agreement(truth, r) for r in runs]
-            sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
-            rows.append(dict(setting=name, game=game, sample=sample, spearman=float(np.mean(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
-                             pearson=float(np.mean(pe)), runs_agreement=agreement(runs[0], runs[1])["spearman"]))
+            game, sample = k.split("|")   # two runs: the median is their mean
+            rows.append(dict(setting=name, game=game, sample=sample, **scores(truth, runs), runs_agreement=agreement(runs[0], runs[1])["spearman"]))
         best = max((r for r in rows if r["setting"] == name), key=lambda r: r["spearman"])
         print(f"{name}: best game {best['game']} on the {best['sample']}: ρ {best['spearman']:.2f}", flush=True)
     return rows
@@ -289,26 +290,24 @@ def main():
     out = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": a.quick},
            "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
+    old = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}   # the results so far (--merge, --reuse-truth, diagnose)
     if "validate" not in a.skip:
         names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS))
-        stored = json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.reuse_truth and a.json and Path(a.json).exists() else None
-        rows, planted, spread, per = validate(names, cache, stored, a.light)
+        rows, planted, spread, per = validate(names, cache, old.get("per_setting", {}) if a.reuse_truth else None, a.light)
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
     if "diagnose" not in a.skip:
-        per = out.get("per_setting") or (json.loads(Path(a.json).read_text()).get("per_setting", {}) if a.json and Path(a.json).exists() else {})
+        per = out.get("per_setting") or old.get("per_setting", {})
         if not per: raise SystemExit("diagnose needs the exact values: run the validate section, or pass the --json file that holds them")
         out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
-    if a.merge and a.json and Path(a.json).exists() and "validate" not in a.skip:   # rows run now replace theirs, the others stay
-        merge_validation(json.loads(Path(a.json).read_text()), out)
+    if a.merge and old and "validate" not in a.skip: merge_validation(old, out)   # rows run now replace theirs, the others stay
     from run import bench_exact, bench_overhead           # bench/run.py's timings (median and min–max of alternated repetitions)
     if "exact" not in a.skip: out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
     if "overhead" not in a.skip:
         out["reconstruction_overhead"] = [bench_overhead(5), bench_overhead(5, model="mlp"), bench_overhead(5, valuation_horizon=None, valuation_every=10),
                                           bench_overhead(5, local_epochs=1)]
     if a.json:
-        if a.merge and Path(a.json).exists():
-            old = json.loads(Path(a.json).read_text())
+        if a.merge and old:
             if "validate" in a.skip and "machine" in old: out["machine_merged"] = out.pop("machine")   # the agreement table's machine stays
             out = {**old, **out}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True); Path(a.json).write_text(json.dumps(out, indent=1))
