@@ -19,6 +19,12 @@ truth (median and min–max over the two runs). A second ceiling: the agreement 
 halves of the test set (500 samples each, about the size of the reconstruction's validation sample) — the seeds share
 one test set, so their agreement leaves out the evaluation sample's own noise.
 
+`sampled` scores the retraining-backed estimator (`fedland.valuation.sampled_values`) against the exact game: one real call
+per setting at the default budget (3 join orders, both training seeds), timed, and the curve of agreement, interval
+coverage and cost against the budget (1–8 join orders × 10 draws) from the exact game's own table:
+
+    python bench/valuation.py --rounds 20 --local-epochs 1 --cache /tmp/vcache --json bench/results/valuation_sampled_r20e1.json --skip validate diagnose samples exact overhead
+
 `diagnose` asks what limits the agreement, noise or bias: each reconstruction game (the whole run's game, the early game
 over the first 5 to 20 rounds, and windows of 3 to 30 rounds) from the same two training runs, measured on three samples — the default 512 validation samples, the whole
 held-out pool, and the test set the truth itself is measured on (which removes the evaluation sample's noise from the
@@ -272,12 +278,64 @@ def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
     return out
 
 
+BUDGETS = (1, 2, 3, 4, 6, 8)   # join orders of retrained coalitions: the budget curve
+DEFAULT_BUDGET = 3            # Experiment.valuation_budget
+DRAWS = 10                    # sampling seeds per budget (the join orders drawn)
+
+
+def sampled(names, cache: Path):
+    "The retraining-backed estimator against the exact game, per setting: one real `sampled_values` call at the default budget (timed), and the budget curve from the exact game's own table (the same training, shown equal to the real call)."
+    from fedland.valuation import budget_coalitions, learned_shapley, run_game_control, sampled_values, shapley
+    ds0 = load_dataset("mnist1d"); rows, curve = [], []
+    for name in names:
+        ds, part, cfg = setting_data(name, ds0)
+        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        gpath = cache / f"game-{name}.npz"
+        if gpath.exists(): game = CoalitionGame.load(gpath)
+        else:
+            game = coalition_values(net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f"ck-{name}", progress=False)
+            game.save(gpath)
+        truth = game.values("shapley")
+        vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, 0))
+        early = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=5, horizon=EARLY, last_round=cfg.rounds)
+        h = run_federated(net, ds, part, cfg, seed=0, valuer=early, progress=False)     # the user's run (seed 0)
+        rec = reconstruction_values(h)
+        t0 = time.perf_counter()
+        sv = sampled_values(net, ds, part, h, cfg, n_permutations=DEFAULT_BUDGET, seeds=list(SEEDS), progress=False)
+        seconds = time.perf_counter() - t0
+        ctrl = run_game_control(net, h, ds.x_test, ds.y_test)(range(2 ** K))[:, 0]
+        masks = budget_coalitions(K, DEFAULT_BUDGET)
+        sim = learned_shapley(K, masks, game.acc[:, masks], ctrl[masks], shapley(ctrl))
+        assert np.abs(sim["values"] - sv.values).max() < 1e-5, "the budget curve's tables must be the real estimator's training"
+        cover = (sv.lo <= truth.values) & (truth.values <= sv.hi)
+        rows.append(dict(setting=name, spearman=agreement(truth, sv)["spearman"], pearson=agreement(truth, sv)["pearson"],
+                         reconstruction_spearman=agreement(truth, rec)["spearman"], ceiling=game.seed_agreement(),
+                         coverage=float(cover.mean()), half_width_points=float(100 * np.mean((sv.hi - sv.lo) / 2)),
+                         spread_ratio=float(np.std(sv.values) / np.std(truth.values)), seconds=seconds, exact_seconds=game.seconds,
+                         exact_fraction=sv.info["exact_fraction"], coalitions=sv.info["coalitions"],
+                         planted_last=sorted(np.argsort(sv.values)[:2].tolist()) if is_planted(name) else None,
+                         truth=truth.values.tolist(), values=sv.values.tolist(), lo=sv.lo.tolist(), hi=sv.hi.tolist(),
+                         groups=sv.groups()))
+        r = rows[-1]
+        print(f"{name}: sampled ρ {r['spearman']:.2f} (reconstruction {r['reconstruction_spearman']:.2f}, ceiling {r['ceiling']:.2f}), "
+              f"coverage {r['coverage']:.2f}, {100 * r['exact_fraction']:.1f} % of the exact game's client-rounds, {seconds:.1f} s", flush=True)
+        for P in BUDGETS:
+            for draw in range(DRAWS):
+                ms = budget_coalitions(K, P, seed=draw)
+                est = learned_shapley(K, ms, game.acc[:, ms], ctrl[ms], shapley(ctrl))
+                inside = (est["lo"] <= truth.values) & (truth.values <= est["hi"])
+                curve.append(dict(setting=name, budget=P, draw=draw, spearman=agreement(truth, est["values"])["spearman"],
+                                  coverage=float(inside.mean()), half_width_points=float(100 * np.mean(est["hi"] - est["values"])),
+                                  exact_fraction=sum(bin(m).count("1") for m in ms) / (K * 2 ** (K - 1))))
+    return rows, curve
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead sampled")
     ap.add_argument("--local-epochs", type=int, default=CFG["local_epochs"], help=f"local epochs per round of every run (default {CFG['local_epochs']})")
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
@@ -287,7 +345,8 @@ def main():
     a = ap.parse_args()
     CFG["local_epochs"], CFG["rounds"] = a.local_epochs, a.rounds
     cache = Path(a.cache or tempfile.mkdtemp()) / f"r{a.rounds}e{a.local_epochs}lr{CFG['lr']:g}wd{CFG['weight_decay']:g}"; cache.mkdir(parents=True, exist_ok=True)
-    out = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+    out = {"command": "python bench/valuation.py " + " ".join(sys.argv[1:]),
+           "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": a.quick},
            "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
     old = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}   # the results so far (--merge, --reuse-truth, diagnose)
@@ -299,6 +358,8 @@ def main():
         per = out.get("per_setting") or old.get("per_setting", {})
         if not per: raise SystemExit("diagnose needs the exact values: run the validate section, or pass the --json file that holds them")
         out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
+    if "sampled" not in a.skip:
+        out["sampled"], out["sampled_curve"] = sampled(a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS)), cache)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
     if a.merge and old and "validate" not in a.skip: merge_validation(old, out)   # rows run now replace theirs, the others stay
     from run import bench_exact, bench_overhead           # bench/run.py's timings (median and min–max of alternated repetitions)

@@ -28,6 +28,7 @@ from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landsc
 from .curvature import curvature_table
 from .contribution import contribution_table
 from .valuation import (VALUATIONS, METRICS, GAMES, Valuation, Reconstruction, CoalitionGame, coalition_values, reconstruction_values,
+                               sampled_values,
                                plant_label_noise, validation_sample)
 from .store import Store, StoreError, now
 
@@ -80,7 +81,7 @@ class Experiment:
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
     contributions: bool = True     # compute the per-client contribution table
-    valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (coalition games read off the landscape during training), 'exact' (also retrain every coalition, 2^K runs), 'none'
+    valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (coalition games read off the landscape during training), 'sampled' (also retrain a budget of coalitions: values with calibrated intervals), 'exact' (also retrain every coalition, 2^K runs), 'none'
     valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
     valuation_game: str = 'run'   # reconstruction game: 'run' (the cube of the clients' contributions from θ₀, up to valuation_horizon), 'window' (windows of valuation_every rounds) or 'round' (each round's game); see fedland.valuation
@@ -88,6 +89,7 @@ class Experiment:
     valuation_horizon: int | None = 10  # the 'run' game values rounds 1..this only (the early game, the default: it agrees best with exact values); None: the whole run
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
+    valuation_budget: int = 3      # valuation='sampled': random join orders whose coalitions are retrained beyond the 2K + 1 ends (see fedland.valuation.sampled_values)
     noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
     label_noise: float = 1.0       # probability that a noisy client's training label is replaced, in [0, 1]
     free_riders: list = field(default_factory=list)    # planted clients that send back the model they received
@@ -118,6 +120,7 @@ class Experiment:
         if self.valuation_horizon is not None: _need('valuation_horizon', self.valuation_horizon, (int,), lambda v: v >= 1, 'an int ≥ 1 (or None: the whole run)')
         _need('valuation_seeds', self.valuation_seeds, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('valuation_max_clients', self.valuation_max_clients, (int,), lambda v: 1 <= v <= 16, 'an int in 1..16')
+        _need('valuation_budget', self.valuation_budget, (int,), lambda v: v >= 1, 'an int ≥ 1 (random join orders of retrained coalitions)')
         _need('label_noise', self.label_noise, (int, float), lambda v: 0 <= v <= 1, 'in [0, 1]')
         K = len(self.ratios) if self.partition == 'ratios' and self.ratios is not None else self.n_clients
         for n in ('noisy_clients', 'free_riders'):
@@ -129,7 +132,11 @@ class Experiment:
             setattr(self, n, sorted({int(k) for k in v}))
         if self.valuation == 'exact' and K > self.valuation_max_clients:
             raise ValueError(f"valuation='exact' with {K} clients trains {2 ** K - 1} coalitions × {self.valuation_seeds} seeds; "
-                             f"set valuation_max_clients ≥ {K} to run it anyway, or use valuation='reconstruction'")
+                             f"set valuation_max_clients ≥ {K} to run it anyway, or use valuation='sampled'")
+        if self.valuation == 'sampled' and not 2 <= K <= 62:
+            raise ValueError(f"valuation='sampled' needs 2..62 clients; got n_clients={K}")
+        if self.valuation == 'sampled' and self.valuation_game != 'run':
+            raise ValueError(f"valuation='sampled' learns from the run game's reconstruction: set valuation_game='run' (now {self.valuation_game!r})")
         if self.partition == 'ratios' and self.ratios is None: raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
         if self.unbalance and self.partition in ('shards', 'ratios'): raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
         self.fed_config()          # validates lr, rounds, fraction, momentum, batch size, epochs, ...
@@ -173,7 +180,7 @@ class Experiment:
         "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_horizon': None, 'valuation_game': 'run', 'valuation_seeds': 2, 'valuation_max_clients': 8,
+_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_horizon': None, 'valuation_game': 'run', 'valuation_seeds': 2, 'valuation_max_clients': 8, 'valuation_budget': 3,
           'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
 
 # %% ../nbs/09_experiment.ipynb #c011
@@ -285,6 +292,10 @@ def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
     out, game = {}, None
     if hist.valuations:
         for m in ('shapley', 'loo'): out[f'reconstruction_{m}'] = reconstruction_values(hist, m, exp.valuation_metric)
+    if exp.valuation == 'sampled':
+        out['sampled_shapley'] = sampled_values(net, ds, part, hist, exp.fed_config(), n_permutations=exp.valuation_budget,
+                                                seeds=[exp.seed + i for i in range(exp.valuation_seeds)], metric=exp.valuation_metric,
+                                                seed=exp.seed, device=exp.device, checkpoint_dir=d / 'sampled', progress=progress)
     if exp.valuation == 'exact':
         game = coalition_values(net, ds, part, exp.fed_config(), seeds=[exp.seed + i for i in range(exp.valuation_seeds)], device=exp.device,
                                 checkpoint_dir=d / 'coalitions', progress=progress)

@@ -206,18 +206,32 @@ class Explorer:
 # %% ../nbs/10_plots.ipynb #c013b
 def valuation_figure(vals,                     # a `Valuation`, or a dict name -> Valuation (grouped bars)
                      title: str | None = None, height: int = 340) -> go.Figure:
-    "Clients ranked by value (the first valuation's order), bars with ± standard-error whiskers where known."
+    "Clients ranked by value (the first valuation's order): whiskers are the interval where the method has one, the seeds' standard error for exact values; reconstruction bars are marked uncalibrated."
     vals = {v.method: v for v in [vals]} if not isinstance(vals, dict) else dict(vals)
     if not vals: raise ValueError("valuation_figure needs at least one Valuation")
-    first = next(iter(vals.values())); order = first.ranking()
+    first = next(iter(vals.values()))
+    order = first.ranking()
     fig = go.Figure()
     for name, v in vals.items():
         if v.n_clients != first.n_clients: raise ValueError(f"{name} has {v.n_clients} clients, {first.method} {first.n_clients}")
         scale = 100 if v.metric == 'accuracy' else 1
-        err = None if v.se is None else dict(type='data', array=scale * np.asarray(v.se)[order], visible=True)
-        fig.add_bar(x=[f'client {k}' for k in order], y=scale * np.asarray(v.values)[order], error_y=err, name=name.replace('_', ' '))
+        y = scale * np.asarray(v.values)[order]
+        label = name.replace('_', ' ')
+        if v.lo is not None:
+            err = dict(type='data', symmetric=False, array=scale * np.asarray(v.hi)[order] - y,
+                       arrayminus=y - scale * np.asarray(v.lo)[order], visible=True)
+            label += f' ({v.level_text()} interval)'
+        elif v.method.startswith('reconstruction'):
+            err, label = None, label + ' (uncalibrated)'
+        else:
+            err = None if v.se is None else dict(type='data', array=scale * np.asarray(v.se)[order], visible=True)
+        fig.add_bar(x=[f'client {k}' for k in order], y=y, error_y=err, name=label)
     unit = 'points of test accuracy' if first.metric == 'accuracy' else 'minus test loss'
-    fig.update_layout(title=title or f'client values ({unit})', yaxis_title=unit, barmode='group', height=height, margin=dict(t=50, b=40))
+    ties = [g for g in first.groups() if len(g) > 1]
+    note = '; '.join(f"clients {', '.join(map(str, g))} indistinguishable" for g in ties)
+    head = title or f'client values ({unit})'
+    fig.update_layout(title=head + (f"<br><sup>{note}</sup>" if note else ''), yaxis_title=unit, barmode='group', height=height,
+                      margin=dict(t=60 if note else 50, b=40))
     return fig
 
 def valuation_heatmap(val, title: str | None = None, height: int | None = None) -> go.Figure:

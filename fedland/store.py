@@ -24,7 +24,7 @@ TABLES = {
     'curvature': ['experiment_id', 'round', 'model', 'data', 'lambda_max', 'residual', 'trace', 'trace_se'],
     'contributions': ['experiment_id', 'client', 'metric', 'value'],
     'landscapes': ['experiment_id', 'round', 'kind', 'path'],
-    'valuations': ['experiment_id', 'method', 'metric', 'round', 'client', 'value', 'se'],
+    'valuations': ['experiment_id', 'method', 'metric', 'round', 'client', 'value', 'se', 'lo', 'hi'],   # lo, hi: the value's interval
 }
 KEYS = {'experiments': ['id'], 'rounds': ['experiment_id', 'setting', 'round'], 'client_rounds': ['experiment_id', 'round', 'client'],
         'curvature': ['experiment_id', 'round', 'model', 'data'], 'contributions': ['experiment_id', 'client', 'metric'],
@@ -34,9 +34,13 @@ _TEXT = {'id', 'name', 'config', 'config_hash', 'status', 'error', 'created_at',
          'experiment_id', 'setting', 'model', 'data', 'metric', 'kind', 'path', 'method'}
 _INT = {'round', 'client', 'n_samples'}
 
+def _kind(column: str) -> str:
+    "The SQL type of a column, the same on SQLite and PostgreSQL."
+    return 'TEXT' if column in _TEXT else 'INTEGER' if column in _INT else 'DOUBLE PRECISION'
+
 def _ddl(table: str) -> str:
     "CREATE TABLE statement valid on SQLite and PostgreSQL."
-    cols = [f"{c} {'TEXT' if c in _TEXT else 'INTEGER' if c in _INT else 'DOUBLE PRECISION'}" for c in TABLES[table]]
+    cols = [f"{c} {_kind(c)}" for c in TABLES[table]]
     key = 'UNIQUE' if table in NULLABLE_KEYS else 'PRIMARY KEY'
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, {key} ({', '.join(KEYS[table])}))"
 
@@ -71,6 +75,15 @@ class Store:
             except Exception as e: raise StoreError(f"store={url!r} cannot be opened: {e}") from e
             self.artifacts = Path(artifacts) if artifacts else Path('runs') / 'artifacts'
         self.transaction(lambda cur: [cur.execute(_ddl(t)) for t in TABLES])
+        self.transaction(self._add_columns)
+
+    def _add_columns(self, cur):
+        "Add the columns a store written by an older fedland lacks (NULL in its old rows); nothing stored is changed."
+        for t, cols in TABLES.items():
+            cur.execute(f"SELECT * FROM {t} LIMIT 0")
+            have = {d[0] for d in cur.description}
+            for c in cols:
+                if c not in have: cur.execute(f"ALTER TABLE {t} ADD COLUMN {c} {_kind(c)}")
 
     def _sql(self, q: str) -> str: return q.replace('?', '%s') if self.kind == 'postgresql' else q
     def _retry(self, f, tries: int = 60):
@@ -119,7 +132,8 @@ class Store:
         "A whole table (or one experiment's rows) as a DataFrame."
         if name not in TABLES: raise ValueError(f"table={name!r} is unknown; tables: {', '.join(TABLES)}")
         col = 'id' if name == 'experiments' else 'experiment_id'
-        q = f"SELECT * FROM {name}" + (f" WHERE {col} = ?" if experiment_id else '') + ' ORDER BY ' + ', '.join(KEYS[name])
+        order = [k + ' NULLS FIRST' if k in NULLABLE_KEYS.get(name, ()) else k for k in KEYS[name]]   # one order on both databases
+        q = f"SELECT * FROM {name}" + (f" WHERE {col} = ?" if experiment_id else '') + ' ORDER BY ' + ', '.join(order)
         return self.query(q, (experiment_id,) if experiment_id else ())
 
     def counts(self) -> dict:

@@ -10,9 +10,11 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'WEIGHTINGS', 'GAMES', 'coalition_masks', 'members', 'popcount',
-           'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled', 'Valuation', 'CoalitionGame', 'coalition_values',
-           'membership', 'coalition_weights', 'Reconstruction', 'round_gain', 'reconstruction_values', 'agreement',
-           'run_estimators', 'valuation_report', 'validation_sample', 'plant_label_noise']
+           'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled', 'Valuation', 'CoalitionGame', 'train_coalitions',
+           'coalition_values', 'membership', 'coalition_weights', 'Reconstruction', 'round_gain',
+           'reconstruction_values', 'agreement', 'run_estimators', 'valuation_report', 'validation_sample',
+           'shapley_weights', 'shapley_weight_norms', 'budget_coalitions', 'utility_features', 'feature_shapley',
+           'learned_shapley', 'run_game_control', 'sampled_values', 'plant_label_noise']
 
 # %% ../nbs/07b_valuation.ipynb #v004
 import numpy as np
@@ -116,66 +118,122 @@ def shapley_sampled(utility,                 # utility(masks: int array) -> valu
     return (vals[:, 0], se[:, 0], len(cache)) if len(v0) == 1 else (vals.T, se.T, len(cache))
 
 # %% ../nbs/07b_valuation.ipynb #v019
-METHODS = ('exact_shapley', 'exact_loo', 'exact_banzhaf', 'reconstruction_shapley', 'reconstruction_loo', 'reconstruction_banzhaf')
+METHODS = ('exact_shapley', 'exact_loo', 'exact_banzhaf', 'sampled_shapley', 'reconstruction_shapley', 'reconstruction_loo',
+           'reconstruction_banzhaf')
 METRICS = ('accuracy', 'loss')
+
+def _points(x: float, metric: str) -> str:
+    "A value in the metric's display units: points of accuracy, or loss."
+    return f"{100 * x:.2f}" if metric == 'accuracy' else f"{x:.4f}"
 
 @dataclass
 class Valuation:
-    "Values of the clients under one method: value and standard error per client, and where the method has them per-round or per-seed values."
-    method: str                       # e.g. 'exact_shapley', 'reconstruction_shapley'
+    "Values of the clients under one method: value and standard error per client, an interval where the method has one, and per-round or per-seed values."
+    method: str                       # e.g. 'exact_shapley', 'sampled_shapley', 'reconstruction_shapley'
     metric: str                       # 'accuracy' (test-accuracy units) or 'loss' (minus test loss)
     values: np.ndarray                # (K,) value per client, higher = contributes more
-    se: np.ndarray | None = None      # (K,) standard error (over training seeds, or of permutation sampling)
+    se: np.ndarray | None = None      # (K,) standard error (over training seeds, of sampling, or of the utility model's fit)
     per_round: np.ndarray | None = None  # (R, K) per-round values (reconstruction); `values` is their sum
     rounds: list | None = None        # the rounds of `per_round`
-    per_seed: np.ndarray | None = None   # (S, K) values for each training seed (exact)
+    per_seed: np.ndarray | None = None   # (S, K) values for each training seed (exact, sampled)
+    lo: np.ndarray | None = None      # (K,) lower end of the interval for the value (None: the method has no calibrated interval)
+    hi: np.ndarray | None = None      # (K,) upper end
     info: dict = field(default_factory=dict)
     @property
     def n_clients(self) -> int: return len(self.values)
     def ranking(self) -> list:
         "Client ids from the most valuable to the least."
         return [int(k) for k in np.argsort(-np.asarray(self.values), kind='stable')]
+    def groups(self) -> list:
+        "Clients in runs of overlapping intervals, most valuable first: within a group the values are indistinguishable (no interval: one client per group)."
+        order = self.ranking()
+        if self.lo is None: return [[k] for k in order]
+        out = [[order[0]]]
+        for k in order[1:]:
+            if self.hi[k] >= min(self.lo[j] for j in out[-1]): out[-1].append(k)   # overlaps the group's lowest interval
+            else: out.append([k])
+        return out
     def to_frame(self) -> pd.DataFrame:
-        "One row per client: client, value, se, rank (1 = most valuable), method, metric."
-        se = self.se if self.se is not None else np.full(self.n_clients, np.nan)
-        rank = np.empty(self.n_clients, int); rank[self.ranking()] = np.arange(1, self.n_clients + 1)
-        return pd.DataFrame(dict(client=np.arange(self.n_clients), value=self.values, se=se, rank=rank, method=self.method, metric=self.metric))
+        "One row per client: client, value, se, lo, hi, rank (1 = most valuable), group (0 = the most valuable indistinguishable group), method, metric."
+        K = self.n_clients
+        nan = np.full(K, np.nan)
+        rank, group = np.empty(K, int), np.empty(K, int)
+        rank[self.ranking()] = np.arange(1, K + 1)
+        for g, ks in enumerate(self.groups()): group[ks] = g
+        return pd.DataFrame(dict(client=np.arange(K), value=self.values, se=nan if self.se is None else self.se,
+                                 lo=nan if self.lo is None else self.lo, hi=nan if self.hi is None else self.hi, rank=rank,
+                                 group=group, method=self.method, metric=self.metric))
     def rows(self, experiment_id: str) -> list:
-        "Rows of the store's `valuations` table: the totals (round NULL) and, where there are any, the per-round values."
-        se = self.se if self.se is not None else [None] * self.n_clients
-        out = [dict(experiment_id=experiment_id, method=self.method, metric=self.metric, round=None, client=k, value=float(v),
-                    se=None if s is None or not np.isfinite(s) else float(s)) for k, (v, s) in enumerate(zip(self.values, se))]
+        "Rows of the store's `valuations` table: the totals (round NULL, with the interval) and, where there are any, the per-round values."
+        f = self.to_frame()
+        num = lambda x: None if not np.isfinite(x) else float(x)
+        out = [dict(experiment_id=experiment_id, method=self.method, metric=self.metric, round=None, client=int(r.client),
+                    value=float(r.value), se=num(r.se), lo=num(r.lo), hi=num(r.hi)) for r in f.itertuples()]
         if self.per_round is not None:
-            out += [dict(experiment_id=experiment_id, method=self.method, metric=self.metric, round=int(r), client=k, value=float(x), se=None)
-                    for r, row in zip(self.rounds, self.per_round) for k, x in enumerate(row)]
+            for r, row in zip(self.rounds, self.per_round):
+                out += [dict(experiment_id=experiment_id, method=self.method, metric=self.metric, round=int(r), client=k, value=float(x))
+                        for k, x in enumerate(row)]
         return out
     @classmethod
     def from_rows(cls, df: pd.DataFrame) -> 'Valuation':
         "Rebuild from `valuations` rows of one method and metric."
-        if not len(df) or df.method.nunique() != 1 or df.metric.nunique() != 1: raise ValueError("from_rows needs the rows of exactly one method and metric")
-        tot = df[df['round'].isna()].sort_values('client'); pr = df[df['round'].notna()]
-        per = None; rounds = None
+        if not len(df) or df.method.nunique() != 1 or df.metric.nunique() != 1:
+            raise ValueError("from_rows needs the rows of exactly one method and metric")
+        tot, pr = df[df['round'].isna()].sort_values('client'), df[df['round'].notna()]
+        per, rounds = None, None
         if len(pr):
             w = pr.pivot(index='round', columns='client', values='value').sort_index()
             per, rounds = w.to_numpy(np.float64), [int(r) for r in w.index]
-        se = tot.se.to_numpy(np.float64)
-        return cls(str(df.method.iloc[0]), str(df.metric.iloc[0]), tot.value.to_numpy(np.float64), None if np.isnan(se).all() else se, per, rounds)
+        def col(name):
+            x = tot[name].to_numpy(np.float64) if name in tot else np.full(len(tot), np.nan)
+            return None if np.isnan(x).all() else x
+        return cls(str(df.method.iloc[0]), str(df.metric.iloc[0]), tot.value.to_numpy(np.float64), col('se'), per, rounds,
+                   lo=col('lo'), hi=col('hi'))
     def describe(self, weights=None) -> list:
-        "One generated sentence per client, most valuable first (with its data share when `weights` are given)."
-        K = self.n_clients; se = self.se if self.se is not None else np.full(K, np.nan); out = []
-        for i, k in enumerate(self.ranking()):
-            v, s = float(self.values[k]), float(se[k]); share = f" ({100 * weights[k]:.0f} % of the data)" if weights is not None else ''
-            pm = (f" ± {100 * abs(s):.2f}" if self.metric == 'accuracy' else f" ± {abs(s):.4f}") if np.isfinite(s) else ''
-            if self.metric == 'accuracy':
-                what = f"adds {100 * v:.2f}{pm} points of test accuracy" if v >= 0 else f"costs {-100 * v:.2f}{pm} points of test accuracy"
-            else: what = f"lowers the test loss by {v:.4f}{pm}" if v >= 0 else f"raises the test loss by {-v:.4f}{pm}"
-            out.append(f"Client {k}{share} {what} ({self.method.replace('_', ' ')}; rank {i + 1} of {K}).")
+        "Generated sentences, most valuable first: one per client, or one per group of indistinguishable clients (with data shares when `weights` are given)."
+        K, m, out = self.n_clients, self.metric, []
+        how = self.method.replace('_', ' ')
+        unit = ' points of test accuracy' if m == 'accuracy' else ' of test loss'
+        for ks in self.groups():
+            share = f" ({', '.join(f'{100 * weights[k]:.0f}' for k in ks)} % of the data)" if weights is not None else ''
+            if len(ks) > 1:
+                lo, hi = min(self.lo[ks]), max(self.hi[ks])
+                who = _client_list(ks)
+                out.append(f"Clients {who}{share} are worth the same within their {self.level_text()} intervals: "
+                           f"{_points(lo, m)} to {_points(hi, m)}{unit} ({how}).")
+                continue
+            k = ks[0]
+            v = float(self.values[k])
+            if self.lo is not None: pm = f" ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})"
+            elif self.se is not None and np.isfinite(self.se[k]): pm = f" ± {_points(abs(self.se[k]), m)}"
+            else: pm = ''
+            if m == 'accuracy':
+                what = f"adds {_points(v, m)}{pm} points of test accuracy" if v >= 0 else f"costs {_points(-v, m)}{pm} points of test accuracy"
+            else: what = f"lowers the test loss by {_points(v, m)}{pm}" if v >= 0 else f"raises the test loss by {_points(-v, m)}{pm}"
+            out.append(f"Client {k}{share} {what} ({how}; rank {self.ranking().index(k) + 1} of {K}).")
+        if self.lo is None and self.method.startswith('reconstruction'):
+            out.append("These reconstruction values carry no calibrated interval: their error against retrained values is "
+                       "measured in bench/valuation.py, not known for this run.")
         return out
+    def level_text(self) -> str:
+        "The intervals' coverage as text, e.g. '90 %'."
+        return f"{100 * self.info.get('level', 0.9):.0f} %"
     def __repr__(self):
         top = ', '.join(f'{k}: {self.values[k]:+.4f}' for k in self.ranking())
         return f"Valuation({self.method}, {self.metric}; {top})"
 
-VALUATIONS = ('reconstruction', 'exact', 'none')   # Experiment.valuation
+def _client_list(ks) -> str:
+    "Client ids as ranges: [0, 1, 2, 5] -> '0–2, 5'."
+    ks, out, start = sorted(ks), [], None
+    for i, k in enumerate(ks):
+        if start is None: start = k
+        if i + 1 == len(ks) or ks[i + 1] != k + 1:
+            out.append(str(start) if start == k else f"{start}–{k}")
+            start = None
+    return ', '.join(out)
+
+VALUATIONS = ('reconstruction', 'sampled', 'exact', 'none')   # Experiment.valuation
+
 
 # %% ../nbs/07b_valuation.ipynb #v025
 @dataclass
@@ -279,6 +337,90 @@ def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save
         save(r, theta, opt); bar.update(1)
     return theta
 
+def train_coalitions(model: nn.Module,       # architecture and initial weights θ₀ (not modified)
+                     ds, part,               # `Dataset` and `Partition` (the clients are the players)
+                     cfg: FedConfig,         # the federated settings (fraction 1)
+                     coalitions,             # bitmasks of the coalitions to train (bit k set ⇔ client k ∈ S; 0: θ₀, untrained)
+                     seeds: list,            # training seeds (FedConfig.seed), one row each
+                     device='cpu',
+                     checkpoint_dir: str | os.PathLike | None = None,  # checkpoint after every round here; a rerun resumes
+                     chunk: int = 2048,      # local updates stacked per call (bounds memory)
+                     progress: bool = True) -> tuple:
+    "FedAvg on each coalition alone: test accuracy, test loss (seeds, coalitions), per-sample correctness (seeds, coalitions, n_test), seconds."
+    K, cs = len(part), [int(m) for m in coalitions]
+    if not cs or min(cs) < 0 or max(cs) >= 2 ** K: raise ValueError(f"coalitions must be bitmasks in 0..{2 ** K - 1}")
+    if cfg.fraction != 1:
+        raise ValueError(f"coalition values need fraction=1 (every member trains every round), got fraction={cfg.fraction}")
+    bad = [k for k in cfg.free_riders if k >= K]
+    if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
+    if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
+        raise ValueError(f"seeds={seeds} must be a non-empty list of ints ≥ 0")
+    dev = resolve_device(device)
+    _check_fit(model, ds, part)
+    model = model.to(dev)
+    X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
+    idx = [np.asarray(ix) for ix in part]
+    p0 = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}
+    b0 = {k: v.detach().to(dev) for k, v in buffer_dict(model).items()}
+    where = [j for j, m in enumerate(cs) if m]          # the coalitions that train
+    masks = [cs[j] for j in where]
+    l0, a0, h0 = _final_eval(model, flatten(p0)[None], b0, Xt, Yt)
+    what = {'seeds': [int(s) for s in seeds], 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__,
+            'sizes': part.sizes.tolist(), 'theta0': float(flatten(p0).double().sum())}
+    if cs != list(range(2 ** K)): what['coalitions'] = config_hash({'masks': cs})   # the whole game keeps its old identity
+    fed = {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}
+    ident = config_hash({'fed': fed, **what})           # what the coalitions train, not what a run records
+    legacy = config_hash({'fed': asdict(cfg), **what})  # checkpoints written before that
+    ck = Path(checkpoint_dir) / 'coalitions.pt' if checkpoint_dir else None
+    shape = (len(seeds), len(cs))
+    acc, loss, hits = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros((*shape, len(Yt)), dtype=bool)
+    state = load_checkpoint(ck) if ck is not None and ck.exists() else None
+    if state is not None and state['hash'] not in (ident, legacy):
+        raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); use another checkpoint_dir")
+    if state is not None:
+        acc, loss, hits = state['acc'].numpy(), state['loss'].numpy(), state['hits'].numpy().astype(bool)
+    def save(r, i, theta=None, opt=None):
+        "Checkpoint after round r of seed index i (i = −1: every finished seed)."
+        if ck is None: return
+        st = {'hash': ident, 'seed_index': i, 'round': r, 'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss),
+              'hits': torch.as_tensor(hits)}
+        if theta is not None:
+            st['theta'] = {k: v.cpu() for k, v in theta.items()}
+            st['opt'] = {n: {k: v.cpu() for k, v in s.items()} for n, s in opt.state_dict().items()}
+        save_checkpoint(ck, st)
+    batched = not b0 and cfg.algorithm != 'scaffold' and cfg.bn == 'aggregate'
+    from tqdm.auto import tqdm
+    t0 = time.perf_counter()
+    steps = cfg.rounds if batched else len(masks)
+    bar = tqdm(total=len(seeds) * steps, desc=f'coalitions ({len(masks)} × {len(seeds)} seeds)', disable=not progress, leave=False)
+    for i, sd in enumerate(seeds):
+        c = replace(cfg, seed=int(sd))
+        if not np.isnan(acc[i]).any():
+            bar.update(steps)
+            continue
+        if batched and masks:
+            theta = {k: v[None].repeat(len(masks), *[1] * v.ndim) for k, v in p0.items()}
+            opt, start = ServerOptimizer(c, theta), 1
+            if state is not None and state.get('seed_index') == i:
+                theta = {k: v.to(dev) for k, v in state['theta'].items()}
+                opt.load_state_dict({n: {k: v.to(dev) for k, v in s.items()} for n, s in state['opt'].items()})
+                start = state['round'] + 1
+                bar.update(start - 1)
+            theta = _coalition_rounds(model, X, Y, idx, c, masks, start, theta, opt, bar, lambda r, th, op, i=i: save(r, i, th, op), chunk)
+            l, a, hh = _final_eval(model, torch.cat([v.reshape(len(masks), -1) for v in theta.values()], 1), b0, Xt, Yt)
+        else:   # SCAFFOLD or BatchNorm: the sequential engine, one coalition after another
+            l, a, hh = np.zeros(len(masks)), np.zeros(len(masks)), np.zeros((len(masks), len(Yt)), dtype=bool)
+            for j, m in enumerate(masks):
+                h = run_federated(model, ds, part, c, device=dev, coalition=members(m, K), progress=False, keep_clients='none')
+                _, ok = per_sample_losses(model, Xt, Yt, h.global_model(), {k: v.to(dev) for k, v in h.buffers.items()})
+                l[j], a[j], hh[j] = h.round_rows[-1]['test_loss'], h.round_rows[-1]['test_acc'], ok.cpu().numpy()
+                bar.update(1)
+        acc[i], loss[i], hits[i] = a0[0], l0[0], h0[0]      # θ₀'s entries (coalition ∅), overwritten where S trains
+        acc[i, where], loss[i, where], hits[i, where] = a, l, hh
+        save(0, -1)
+    bar.close()
+    return acc, loss, hits, time.perf_counter() - t0
+
 def coalition_values(model: nn.Module,        # architecture and initial weights θ₀ (not modified)
                      ds, part,                # `Dataset` and `Partition` (the clients are the players)
                      cfg: FedConfig | None = None,  # the federated settings of the full run (or keyword arguments)
@@ -292,59 +434,14 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
     "Train FedAvg on every coalition S of the clients (same θ₀, settings and per-client batch seeds; weights renormalised over S) and record v(S)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     K = len(part)
-    if isinstance(max_clients, bool) or not isinstance(max_clients, int) or max_clients < 1: raise ValueError(f"max_clients={max_clients!r} must be an int ≥ 1")
-    if K > max_clients: raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) to run them, or use reconstruction values")
-    if cfg.fraction != 1: raise ValueError(f"coalition values need fraction=1 (every member trains every round), got fraction={cfg.fraction}")
-    bad = [k for k in cfg.free_riders if k >= K]
-    if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
-    seeds = [cfg.seed] if seeds is None else [int(s) for s in seeds]
-    if not seeds or any(s < 0 for s in seeds): raise ValueError(f"seeds={seeds} must be a non-empty list of ints ≥ 0")
-    dev = resolve_device(device); _check_fit(model, ds, part)
-    model = model.to(dev)
-    X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
-    idx = [np.asarray(ix) for ix in part]
-    p0 = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}; b0 = {k: v.detach().to(dev) for k, v in buffer_dict(model).items()}
-    masks = coalition_masks(K)[1:]
-    l0, a0, h0 = _final_eval(model, flatten(p0)[None], b0, Xt, Yt)
-    what = {'seeds': seeds, 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__, 'sizes': part.sizes.tolist(),
-            'theta0': float(flatten(p0).double().sum())}
-    ident = config_hash({'fed': {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}, **what})   # what the coalitions train, not what a run records
-    ck = Path(checkpoint_dir) / 'coalitions.pt' if checkpoint_dir else None
-    acc, loss = np.full((len(seeds), 2 ** K), np.nan), np.full((len(seeds), 2 ** K), np.nan)
-    hits = np.zeros((len(seeds), 2 ** K, len(Yt)), dtype=bool)
-    state = load_checkpoint(ck) if ck is not None and ck.exists() else None
-    legacy = config_hash({'fed': asdict(cfg), **what})                   # checkpoints written before that
-    if state is not None and state['hash'] not in (ident, legacy): raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); use another checkpoint_dir")
-    if state is not None: acc, loss, hits = state['acc'].numpy(), state['loss'].numpy(), state['hits'].numpy().astype(bool)
-    batched = not b0 and cfg.algorithm != 'scaffold' and cfg.bn == 'aggregate'
-    from tqdm.auto import tqdm
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(seeds) * (cfg.rounds if batched else len(masks)), desc=f'coalitions ({len(masks)} × {len(seeds)} seeds)', disable=not progress, leave=False)
-    for i, sd in enumerate(seeds):
-        c = replace(cfg, seed=sd)
-        if not np.isnan(acc[i]).any(): bar.update(cfg.rounds if batched else len(masks)); continue
-        if batched:
-            theta = {k: v[None].repeat(len(masks), *[1] * v.ndim) for k, v in p0.items()}; opt = ServerOptimizer(c, theta); start = 1
-            if state is not None and state.get('seed_index') == i:
-                theta = {k: v.to(dev) for k, v in state['theta'].items()}; opt.load_state_dict({n: {k: v.to(dev) for k, v in s.items()} for n, s in state['opt'].items()})
-                start = state['round'] + 1; bar.update(start - 1)
-            def save(r, th, op, i=i):
-                if ck is None: return
-                save_checkpoint(ck, {'hash': ident, 'seed_index': i, 'round': r, 'theta': {k: v.cpu() for k, v in th.items()},
-                                     'opt': {n: {k: v.cpu() for k, v in s.items()} for n, s in op.state_dict().items()},
-                                     'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss), 'hits': torch.as_tensor(hits)})
-            theta = _coalition_rounds(model, X, Y, idx, c, masks, start, theta, opt, bar, save, chunk)
-            l, a, hh = _final_eval(model, torch.cat([v.reshape(len(masks), -1) for v in theta.values()], 1), b0, Xt, Yt)
-        else:   # SCAFFOLD or BatchNorm: the sequential engine, one coalition after another
-            l, a, hh = np.zeros(len(masks)), np.zeros(len(masks)), np.zeros((len(masks), len(Yt)), dtype=bool)
-            for j, m in enumerate(masks):
-                h = run_federated(model, ds, part, c, device=dev, coalition=members(m, K), progress=False, keep_clients='none')
-                ls_, c_ = per_sample_losses(model, Xt, Yt, h.global_model(), {k: v.to(dev) for k, v in h.buffers.items()})
-                l[j], a[j], hh[j] = h.round_rows[-1]['test_loss'], h.round_rows[-1]['test_acc'], c_.cpu().numpy(); bar.update(1)
-        acc[i], loss[i], hits[i] = np.r_[a0, a], np.r_[l0, l], np.concatenate([h0, hh])
-        if ck is not None: save_checkpoint(ck, {'hash': ident, 'seed_index': -1, 'round': 0, 'acc': torch.as_tensor(acc), 'loss': torch.as_tensor(loss), 'hits': torch.as_tensor(hits)})
-    bar.close()
-    return CoalitionGame(K, seeds, acc, loss, time.perf_counter() - t0, hits)
+    _check_count('max_clients', max_clients)
+    if K > max_clients:
+        raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) to run them, "
+                         "or use sampled_values (a budget of coalitions) or reconstruction values")
+    seeds = [cfg.seed] if seeds is None else list(seeds)
+    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir, chunk, progress)
+    return CoalitionGame(K, [int(s) for s in seeds], acc, loss, seconds, hits)
+
 
 # %% ../nbs/07b_valuation.ipynb #v037
 WEIGHTINGS = ('aggregate', 'renormalized')
@@ -520,6 +617,152 @@ def validation_sample(part, size: int | None = None, seed: int = 0) -> np.ndarra
     if size is not None: _check_count('size', size)
     if size is None or size >= len(pool): return np.sort(pool)
     return np.sort(np.random.default_rng([seed, 0xCA1]).choice(pool, size, replace=False))
+
+# %% ../nbs/07b_valuation.ipynb #s002
+def shapley_weights(n_players: int, masks) -> np.ndarray:
+    "(K, G) matrix A with φ = A @ v: the weight of each coalition's utility in every client's Shapley value."
+    K, ms = n_players, [int(m) for m in masks]
+    A = np.zeros((K, len(ms)))
+    for j, m in enumerate(ms):
+        s = bin(m).count('1')
+        inside = 1.0 / (K * math.comb(K - 1, s - 1)) if s else 0.0       # k ∈ S: v(S) enters as v((S∖k) ∪ k)
+        outside = 1.0 / (K * math.comb(K - 1, s)) if s < K else 0.0     # k ∉ S: v(S) enters as −v(S)
+        for k in range(K): A[k, j] = inside if (m >> k) & 1 else -outside
+    return A
+
+def shapley_weight_norms(n_players: int) -> float:
+    "Σ_S A_kS² over all 2^K coalitions (the same for every client)."
+    K = n_players
+    return 2.0 / K ** 2 * sum(1.0 / math.comb(K - 1, s) for s in range(K))
+
+def budget_coalitions(n_players: int,        # K
+                      n_permutations: int,   # random join orders whose coalitions of sizes 2..K−2 are retrained
+                      seed: int = 0) -> list:
+    "The coalitions `sampled_values` retrains: ∅, the K singletons, the K leave-one-outs, N, and every prefix of random join orders."
+    K = n_players
+    full = (1 << K) - 1
+    out = {0, full} | {1 << k for k in range(K)} | {full ^ (1 << k) for k in range(K)}
+    rng = np.random.default_rng([seed, 0xB0D6])
+    for _ in range(n_permutations):
+        m = 0
+        for k in rng.permutation(K):
+            m |= 1 << int(k)
+            out.add(m)
+    return sorted(out)
+
+def utility_features(n_players: int, masks, control) -> np.ndarray:
+    "The utility model's features of each coalition: one-hot of its size (K+1), the control r(S), membership (K)."
+    K, ms = n_players, [int(m) for m in masks]
+    size = np.array([bin(m).count('1') for m in ms])
+    member = np.array([[(m >> k) & 1 for k in range(K)] for m in ms], dtype=np.float64)
+    return np.hstack([np.eye(K + 1)[size], np.asarray(control, dtype=np.float64)[:, None], member])
+
+def feature_shapley(n_players: int, control_shapley) -> np.ndarray:
+    "(K, 2K+2) Shapley values of every feature column: a size indicator 1[|S|=t] gives (1[t=K] − 1[t=0])/K, r(S) its own values, membership of j gives δ_jk."
+    K = n_players
+    size = np.zeros((K, K + 1))
+    size[:, K], size[:, 0] = 1.0 / K, -1.0 / K
+    return np.hstack([size, np.asarray(control_shapley, dtype=np.float64)[:, None], np.eye(K)])
+
+def learned_shapley(n_players: int,       # K
+                    masks,                # the retrained coalitions (bitmasks)
+                    v,                    # (seeds, G) their utility, one row per training seed
+                    control,              # (G,) the control game r(S) on the same coalitions
+                    control_shapley,      # (K,) Shapley values of the control game
+                    control_se=None,      # (K,) their standard errors (a sampled control), or None (exact)
+                    level: float = 0.9) -> dict:
+    "Shapley values of v from a budget of coalitions: fit v(S) ≈ a_|S| + b·r(S) + Σ_{j∈S} β_j on them, keep every retrained value, and propagate the fit's uncertainty and the seeds' spread into an interval."
+    K, ms = n_players, [int(m) for m in masks]
+    v = np.atleast_2d(np.asarray(v, dtype=np.float64))
+    F = utility_features(K, ms, control)
+    A = shapley_weights(K, ms)
+    phiF = feature_shapley(K, control_shapley)
+    G, n_seeds = len(ms), len(v)
+    rank = np.linalg.matrix_rank(F)
+    dof = G - rank
+    pinv = np.linalg.pinv(F)
+    cov_w = pinv @ pinv.T                       # Cov(w) / σ² of the least-squares fit
+    U = phiF - A @ F                            # the features' Shapley weight on the coalitions not retrained
+    unseen = np.maximum(shapley_weight_norms(K) - (A ** 2).sum(1), 0.0)   # Σ_{S not retrained} A_kS², per client
+    per, var_fit = [], []
+    for row in v:
+        w = pinv @ row
+        res = row - F @ w
+        s2 = res @ res / dof if dof > 0 else 0.0
+        per.append(phiF @ w + A @ res)          # φ(fitted table) with every retrained coalition at its own value
+        var_fit.append(s2 * (np.einsum('ij,jk,ik->i', U, cov_w, U) + unseen) if G < 2 ** K else np.zeros(K))
+    per = np.array(per)
+    var = np.mean(var_fit, 0)
+    if n_seeds > 1: var = var + np.mean(per.var(0, ddof=1)) / n_seeds     # the training seeds' noise, pooled over clients
+    if control_se is not None:                 # a sampled control: its own error, scaled by the fitted slope b
+        b = np.mean([(pinv @ row)[K + 1] for row in v])
+        var = var + (b * np.asarray(control_se, dtype=np.float64)) ** 2
+    se = np.sqrt(var)
+    q = stats.t.ppf(0.5 + level / 2, dof) if dof > 0 and G < 2 ** K else stats.norm.ppf(0.5 + level / 2)
+    values = per.mean(0)
+    return dict(values=values, se=se, per_seed=per, lo=values - q * se, hi=values + q * se, dof=int(dof), coalitions=G)
+
+def run_game_control(model: nn.Module, hist, X: torch.Tensor, Y: torch.Tensor):
+    "The run's reconstruction game as a function of coalitions: masks -> (G, 2) accuracy and minus loss on (X, Y) of θ₀ + Σ_{k∈S} C_k."
+    recs = [d for _, d in sorted(hist.valuations.items()) if 'contrib' in d and int(d.get('game', -1)) == _GAME_CODE['run']]
+    if not recs: raise ValueError("the history has no run-game contributions: train with run_federated(..., valuer=Reconstruction(...)) (game='run')")
+    C = torch.as_tensor(recs[-1]['contrib'], dtype=torch.float32)
+    K = C.shape[0]
+    dev = next(model.parameters()).device
+    origin, C, X, Y = hist.global_params[0].to(dev), C.to(dev), X.to(dev), Y.to(dev)
+    def utility(masks) -> np.ndarray:
+        coefs = np.array([[(int(m) >> k) & 1 for k in range(K)] for m in masks], dtype=np.float32)
+        l, a = evaluate_span(model, origin, C, coefs, X, Y)
+        return np.stack([a[:, 0].numpy(), -l[:, 0].numpy()], 1)
+    return utility
+
+def sampled_values(model: nn.Module,          # architecture and initial weights θ₀ of the run
+                   ds, part,                  # `Dataset` and `Partition` (the clients are the players)
+                   hist,                      # the run's `History`, trained with a `Reconstruction` valuer (game='run'): the control
+                   cfg: FedConfig | None = None,  # the run's federated settings (or keyword arguments)
+                   n_permutations: int = 3,   # budget: random join orders whose coalitions are retrained (beyond the 2K + 1 ends)
+                   seeds: list | None = None, # training seeds of the retrained coalitions (≥ 2 measure the seeds' noise); default [cfg.seed, cfg.seed + 1]
+                   metric: str = 'accuracy',  # utility: test 'accuracy' or minus test 'loss'
+                   level: float = 0.9,        # coverage of the reported intervals
+                   seed: int = 0,             # seed of the sampled join orders (and of a sampled control)
+                   max_exact: int = 12,       # the control's Shapley values exactly (2^K corners) up to this many clients; sampled above
+                   control_permutations: int = 400,  # above max_exact: permutations of the control game
+                   device='cpu',
+                   checkpoint_dir: str | os.PathLike | None = None,  # checkpoint the retraining here; a rerun resumes
+                   chunk: int = 2048,
+                   progress: bool = True,
+                   **kwargs) -> Valuation:
+    "Shapley values from a budget of retrained coalitions, with the run's reconstruction game as the utility model's feature, and intervals that carry the fit's error and the seeds' noise."
+    cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
+    K = len(part)
+    if not 2 <= K <= 62: raise ValueError(f"sampled_values needs 2..62 clients (coalitions are 64-bit masks); got {K}")
+    _check_count('n_permutations', n_permutations, 1)
+    _check_count('max_exact', max_exact)
+    _check_count('control_permutations', control_permutations, 2)
+    if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
+        raise ValueError(f"level={level!r} must be a number in (0, 1)")
+    if hist.n_clients != K: raise ValueError(f"the history has {hist.n_clients} clients, the partition {K}")
+    seeds = [cfg.seed, cfg.seed + 1] if seeds is None else list(seeds)
+    dev = resolve_device(device)
+    model = model.to(dev)
+    control = run_game_control(model, hist, ds.x_test, ds.y_test)     # the same utility as v: the global test set
+    col = 0 if metric == 'accuracy' else 1
+    if K <= max_exact:
+        rs, se_r = shapley(control(range(2 ** K))[:, col]), None
+    else:
+        rs, se_r, _ = shapley_sampled(lambda ms: control(ms)[:, col], K, control_permutations, seed=seed)
+    masks = budget_coalitions(K, n_permutations, seed)
+    acc, loss, _, seconds = train_coalitions(model, ds, part, cfg, masks, seeds, dev, checkpoint_dir, chunk, progress)
+    v = acc if metric == 'accuracy' else -loss
+    out = learned_shapley(K, masks, v, control(masks)[:, col], rs, se_r, level)
+    members_trained = sum(bin(m).count('1') for m in masks)
+    info = dict(coalitions=len(masks), n_permutations=n_permutations, seeds=[int(s) for s in seeds], dof=out['dof'],
+                client_rounds=members_trained * cfg.rounds * len(seeds), seconds=seconds,
+                exact_fraction=members_trained / (K * 2 ** (K - 1)), level=level)
+    return Valuation('sampled_shapley', metric, out['values'], out['se'], per_seed=out['per_seed'], lo=out['lo'], hi=out['hi'],
+                     info=info)
+
 
 # %% ../nbs/07b_valuation.ipynb #v052
 def plant_label_noise(ds, part, clients: list, q: float = 1.0, seed: int = 0):

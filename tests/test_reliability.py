@@ -51,6 +51,7 @@ BAD = [  # (Experiment kwargs, exception, text naming the parameter)
     (dict(noisy_clients="two"), ValueError, "noisy_clients='two'"), (dict(label_noise=1.5), ValueError, "label_noise=1.5"),
     (dict(valuation="magic"), ValueError, "valuation="), (dict(valuation_metric="f1"), ValueError, "valuation_metric="),
     (dict(valuation="exact"), ValueError, "valuation_max_clients"), (dict(holdout=0.0), ValueError, "holdout"),
+    (dict(valuation="sampled", valuation_budget=0), ValueError, "valuation_budget"),
     (dict(valuation_samples=0), ValueError, "valuation_samples"), (dict(valuation_every=0), ValueError, "valuation_every"), (dict(valuation_horizon=0), ValueError, "valuation_horizon"), (dict(valuation_game="epoch"), ValueError, "valuation_game="),
 ]
 

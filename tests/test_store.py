@@ -18,18 +18,42 @@ def _schema(st):
 
 
 def test_same_schema_and_rows_sqlite_and_postgres(tmp_path, postgres):
-    a = run_experiment(Experiment(**QUICK, store=str(tmp_path / "a.db")), progress=False)
-    b = run_experiment(Experiment(**QUICK, store=postgres.url), progress=False)
+    sampled = dict(n_clients=4, valuation="sampled", valuation_budget=1)   # values with intervals in the valuations table
+    a = run_experiment(Experiment(**QUICK, **sampled, store=str(tmp_path / "a.db")), progress=False)
+    b = run_experiment(Experiment(**QUICK, **sampled, store=postgres.url), progress=False)
     assert a.experiment.id == b.experiment.id
     sa, sb = Store(tmp_path / "a.db"), Store(postgres.url)
     assert _schema(sa) == _schema(sb)
-    for t in ("rounds", "client_rounds", "curvature", "contributions"):
+    for t in ("rounds", "client_rounds", "curvature", "contributions", "valuations"):
         x, y = sa.table(t), sb.table(t)
         assert len(x) == len(y) > 0, t
         num = x.select_dtypes("number").columns
         pd.testing.assert_frame_equal(x[num].reset_index(drop=True), y[num].reset_index(drop=True), check_dtype=False, atol=1e-9)
     assert load_runs(postgres.url)["experiments"].status.tolist() == ["finished"]
-    sa.close(); sb.close()
+    v = sb.table("valuations")
+    tot = v[(v.method == "sampled_shapley") & v["round"].isna()]
+    assert len(tot) == 4 and (tot.lo < tot.value).all() and (tot.value < tot.hi).all()
+    sa.close()
+    sb.close()
+
+
+def test_old_store_gains_the_interval_columns(tmp_path):
+    import sqlite3
+    path = tmp_path / "old.db"
+    con = sqlite3.connect(path)   # a valuations table as fedland wrote it before values had intervals
+    con.execute("CREATE TABLE valuations (experiment_id TEXT, method TEXT, metric TEXT, round INTEGER, client INTEGER, "
+                "value DOUBLE PRECISION, se DOUBLE PRECISION, UNIQUE (experiment_id, method, metric, round, client))")
+    con.execute("INSERT INTO valuations VALUES ('e', 'exact_shapley', 'accuracy', NULL, 0, 0.25, 0.01)")
+    con.commit()
+    con.close()
+    st = Store(path)
+    v = st.table("valuations")
+    assert list(v.columns) == TABLES["valuations"]
+    assert v.value.tolist() == [0.25] and v.se.tolist() == [0.01] and v.lo.isna().all()
+    st.put("valuations", [dict(experiment_id="e", method="sampled_shapley", metric="accuracy", round=None, client=0,
+                               value=0.2, se=0.01, lo=0.18, hi=0.22)])
+    assert st.table("valuations").hi.max() == 0.22
+    st.close()
 
 
 def test_bad_store_urls(tmp_path):
