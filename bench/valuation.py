@@ -330,12 +330,65 @@ def sampled(names, cache: Path):
     return rows, curve
 
 
+MANY = (20, 50, 100)           # clients of the many-clients checks
+MANY_NOISY = 10                # planted clients with random labels: they must be the lowest
+MANY_CFG = dict(rounds=20, local_epochs=1)   # MLP, 20 rounds x 1 epoch
+DOUBLE_UP_TO = 50              # the doubled-budget check runs up to this many clients (at 100 the first budget alone is reported)
+
+
+def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
+    "No exact truth at 20-100 clients: the checks that must hold. Ten clients with random labels are the ten lowest; two clients holding identical data get overlapping intervals; doubling the budget keeps every value in its earlier interval; the values add up to v(N) − v(∅). Reconstruction (sampled) is scored against the estimator."
+    from fedland.partition import Partition
+    from fedland.valuation import sampled_values
+    out = []
+    for K in sizes:
+        ds = load_dataset("mnist1d", n_samples=max(5000, 125 * K))   # 100 training samples a client
+        base = partition(ds.y_train, K, "iid", seed=0)
+        train, hold = list(base.train), list(base.holdout)
+        train[K - 1], hold[K - 1] = train[0].copy(), hold[0].copy()          # client K−1 holds client 0's data
+        part = Partition(train, hold, base.labels, base.n_classes, scheme="iid+duplicate", seed=0)
+        noisy = list(range(1, 1 + MANY_NOISY))
+        ds = plant_label_noise(ds, part, noisy, 1.0)
+        cfg = FedConfig(**{**CFG, **MANY_CFG})
+        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, 0))
+        rec = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=5, horizon=EARLY, last_round=cfg.rounds)
+        t0 = time.perf_counter()
+        h = run_federated(net, ds, part, cfg, seed=0, valuer=rec, progress=False)
+        run_seconds = time.perf_counter() - t0
+        runs = {}
+        for P in (budget, 2 * budget) if K <= DOUBLE_UP_TO else (budget,):   # doubling retrains only the new coalitions
+            t0 = time.perf_counter()
+            runs[P] = sampled_values(net, ds, part, h, cfg, n_permutations=P, seeds=list(SEEDS), progress=False, reuse=runs.get(budget))
+            runs[P].info["wall_seconds"] = time.perf_counter() - t0
+        a, b = runs[budget], runs.get(2 * budget, runs[budget])
+        inside = (b.values >= a.lo) & (b.values <= a.hi)
+        lowest = sorted(np.argsort(a.values)[:MANY_NOISY].tolist())
+        rv = reconstruction_values(h)
+        row = dict(K=K, n_train=ds.n_train, run_seconds=run_seconds, seconds=a.info["wall_seconds"],
+                   seconds_doubled=a.info["wall_seconds"] + b.info["wall_seconds"] if b is not a else None, coalitions=a.info["coalitions"],
+                   coalitions_doubled=b.info["coalitions"], client_rounds=a.info["client_rounds"],
+                   half_width_points=float(100 * np.mean((a.hi - a.lo) / 2)), half_width_points_max=float(100 * np.max((a.hi - a.lo) / 2)),
+                   half_width_points_doubled=float(100 * np.mean((b.hi - b.lo) / 2)), mean_value_points=float(100 * np.mean(a.values)),
+                   noisy_lowest=lowest == noisy, lowest=lowest,
+                   duplicates_overlap=bool(a.lo[0] <= a.hi[K - 1] and a.lo[K - 1] <= a.hi[0]),
+                   duplicate_values_points=[float(100 * a.values[0]), float(100 * a.values[K - 1])],
+                   doubled_inside=float(inside.mean()) if b is not a else None, efficiency_gap=float(a.values.sum() - (a.per_seed.sum(1).mean())),
+                   reconstruction_spearman=agreement(a, rv)["spearman"], values=a.values.tolist(), lo=a.lo.tolist(), hi=a.hi.tolist(),
+                   values_doubled=b.values.tolist())
+        out.append(row)
+        print(f"K={K}: {row['seconds']:.0f} s (doubled budget: {row['seconds_doubled']} s), half-width {row['half_width_points']:.2f} points "
+              f"(max {row['half_width_points_max']:.2f}), noisy lowest {row['noisy_lowest']}, duplicates overlap {row['duplicates_overlap']}, "
+              f"doubled inside {row['doubled_inside']}, reconstruction ρ {row['reconstruction_spearman']:.2f}", flush=True)
+    return out
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--json", default=None)
     ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead sampled")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead sampled many")
     ap.add_argument("--local-epochs", type=int, default=CFG["local_epochs"], help=f"local epochs per round of every run (default {CFG['local_epochs']})")
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
@@ -360,6 +413,8 @@ def main():
         out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
     if "sampled" not in a.skip:
         out["sampled"], out["sampled_curve"] = sampled(a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS)), cache)
+    if "many" not in a.skip and not a.settings:   # --settings names the per-setting sections only
+        out["many"] = many_clients((20,) if a.quick else MANY)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)
     if a.merge and old and "validate" not in a.skip: merge_validation(old, out)   # rows run now replace theirs, the others stay
     from run import bench_exact, bench_overhead           # bench/run.py's timings (median and min–max of alternated repetitions)

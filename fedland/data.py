@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['DATASETS', 'CIFAR10_URL', 'CIFAR10_MD5', 'DatasetFileError', 'Dataset', 'cache_dir', 'load_digits_dataset',
-           'load_mnist1d', 'read_idx', 'write_idx', 'load_idx_dataset', 'read_cifar_bin', 'write_cifar_bin',
-           'load_cifar10', 'load_dataset']
+__all__ = ['DATASETS', 'MNIST1D_SAMPLES', 'CIFAR10_URL', 'CIFAR10_MD5', 'DatasetFileError', 'Dataset', 'cache_dir',
+           'load_digits_dataset', 'load_mnist1d', 'read_idx', 'write_idx', 'load_idx_dataset', 'read_cifar_bin',
+           'write_cifar_bin', 'load_cifar10', 'load_dataset']
 
 # %% ../nbs/00_data.ipynb #c004
 import numpy as np
@@ -66,6 +66,12 @@ def load_digits_dataset(test_size: float = 0.2, seed: int = 0) -> Dataset:
 
 # %% ../nbs/00_data.ipynb #c017
 _MNIST1D_KEYS = {'x': (4000, 40), 'y': (4000,), 'x_test': (1000, 40), 'y_test': (1000,)}
+MNIST1D_SAMPLES = 5000   # MNIST-1D's default size: 4000 train + 1000 test
+
+def _mnist1d_shapes(n_samples: int) -> dict:
+    "The arrays' shapes for `n_samples` samples (MNIST-1D keeps 80 % for training)."
+    n_train = int(n_samples * 0.8)
+    return {'x': (n_train, 40), 'y': (n_train,), 'x_test': (n_samples - n_train, 40), 'y_test': (n_samples - n_train,)}
 
 def _atomic_savez(path: Path, **arrays):
     "Write an `.npz` so that readers never see a half-written file."
@@ -78,26 +84,34 @@ def _atomic_savez(path: Path, **arrays):
         if os.path.exists(tmp): os.unlink(tmp)
         raise
 
-def _read_mnist1d_cache(path: Path) -> dict:
+def _read_mnist1d_cache(path: Path, n_samples: int = MNIST1D_SAMPLES) -> dict:
     "Read and check the cached MNIST-1D arrays (no pickles)."
     try:
         with np.load(path, allow_pickle=False) as z: arrs = {k: z[k] for k in _MNIST1D_KEYS}
     except Exception as e:
         raise DatasetFileError(f"MNIST-1D cache {path} is corrupt ({type(e).__name__}: {e}); delete it to regenerate") from e
-    for k, shape in _MNIST1D_KEYS.items():
+    for k, shape in _mnist1d_shapes(n_samples).items():
         if arrs[k].shape != shape:
             raise DatasetFileError(f"MNIST-1D cache {path}: array {k!r} has shape {arrs[k].shape}, expected {shape}; delete it to regenerate")
     return arrs
 
-def load_mnist1d(root=None) -> Dataset:
+def load_mnist1d(root=None,
+                 n_samples: int = MNIST1D_SAMPLES,  # samples generated (80 % train, 20 % test); many clients need more
+                ) -> Dataset:
     "MNIST-1D generated locally (never downloaded) with its default arguments, cached as `.npz`."
-    path = cache_dir(root)/'mnist1d'/'mnist1d.npz'
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 10:
+        raise ValueError(f"n_samples={n_samples!r} must be an int ≥ 10")
+    default = n_samples == MNIST1D_SAMPLES
+    path = cache_dir(root)/'mnist1d'/('mnist1d.npz' if default else f'mnist1d-{n_samples}.npz')
     if not path.exists():
         from mnist1d.data import make_dataset, get_dataset_args
-        d = make_dataset(get_dataset_args())
+        args = get_dataset_args()
+        args.num_samples = int(n_samples)
+        d = make_dataset(args)
         _atomic_savez(path, **{k: np.asarray(d[k]) for k in _MNIST1D_KEYS})
-    a = _read_mnist1d_cache(path)
-    return _as_dataset('mnist1d', a['x'], a['y'], a['x_test'], a['y_test'], 10, (40,))
+    a = _read_mnist1d_cache(path, n_samples)
+    name = 'mnist1d' if default else f'mnist1d-{n_samples}'
+    return _as_dataset(name, a['x'], a['y'], a['x_test'], a['y_test'], 10, (40,))
 
 # %% ../nbs/00_data.ipynb #c026
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
@@ -206,12 +220,15 @@ def load_cifar10(root=None, download: bool = True) -> Dataset:
 def load_dataset(name: str,  # one of `DATASETS`
                  root: str | os.PathLike | None = None,  # cache directory (default `cache_dir()`)
                  download: bool = True,  # download torchvision datasets that are not cached
+                 n_samples: int | None = None,  # mnist1d only: samples to generate (default 5000: 4000 train)
                 ) -> Dataset:
     "Load dataset `name` as tensors with its own train/test split."
     if not isinstance(name, str): raise TypeError(f"name must be a str, one of {', '.join(DATASETS)}; got {type(name).__name__}")
     key = name.lower().replace('-', '_')
     if key not in DATASETS: raise ValueError(f"name={name!r} is not a known dataset; valid names: {', '.join(DATASETS)}")
+    if n_samples is not None and key != 'mnist1d':
+        raise ValueError(f"n_samples applies to mnist1d, which is generated; {name} has a fixed size")
     if key == 'digits': return load_digits_dataset()
-    if key == 'mnist1d': return load_mnist1d(root)
+    if key == 'mnist1d': return load_mnist1d(root, MNIST1D_SAMPLES if n_samples is None else n_samples)
     if key == 'cifar10': return load_cifar10(root, download)
     return load_idx_dataset(key, root, download)

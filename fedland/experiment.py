@@ -11,8 +11,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ENGINES', 'CLIENT_HISTORY_MB', 'STUDY_SETTINGS', 'Experiment', 'Result', 'prepare', 'run_experiment',
-           'run_experiments', 'study_experiments', 'study', 'curvature_shares', 'study_table', 'study_summary',
-           'parse_value', 'expand_grid', 'sweep', 'main']
+           'run_experiments', 'study_experiments', 'study', 'curvature_shares', 'study_values', 'who_group',
+           'study_table', 'study_summary', 'parse_value', 'expand_grid', 'sweep', 'main']
 
 # %% ../nbs/09_experiment.ipynb #c004
 import numpy as np
@@ -81,7 +81,7 @@ class Experiment:
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
     contributions: bool = True     # compute the per-client contribution table
-    valuation: str = 'reconstruction'  # client valuation: 'reconstruction' (coalition games read off the landscape during training), 'sampled' (also retrain a budget of coalitions: values with calibrated intervals), 'exact' (also retrain every coalition, 2^K runs), 'none'
+    valuation: str = 'reconstruction'  # 'reconstruction' (free, read off the landscape), 'sampled', 'exact', 'none'
     valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
     valuation_game: str = 'run'   # reconstruction game: 'run' (the cube of the clients' contributions from θ₀, up to valuation_horizon), 'window' (windows of valuation_every rounds) or 'round' (each round's game); see fedland.valuation
@@ -89,7 +89,7 @@ class Experiment:
     valuation_horizon: int | None = 10  # the 'run' game values rounds 1..this only (the early game, the default: it agrees best with exact values); None: the whole run
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
-    valuation_budget: int = 3      # valuation='sampled': random join orders whose coalitions are retrained beyond the 2K + 1 ends (see fedland.valuation.sampled_values)
+    valuation_budget: int = 3      # valuation='sampled': random join orders retrained beyond the 2K + 1 ends
     noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
     label_noise: float = 1.0       # probability that a noisy client's training label is replaced, in [0, 1]
     free_riders: list = field(default_factory=list)    # planted clients that send back the model they received
@@ -97,6 +97,7 @@ class Experiment:
     store: str = 'runs/fedland.db' # SQLite path or postgresql:// URL
     device: str = 'cpu'            # 'cpu', 'cuda' or 'auto'
     root: str | None = None        # dataset cache directory
+    ray_address: str | None = None # valuation 'sampled' or 'exact': a Ray cluster for the retrained coalitions
 
     def __post_init__(self):
         _need('name', self.name, (str,), lambda v: True, 'a string')
@@ -120,7 +121,9 @@ class Experiment:
         if self.valuation_horizon is not None: _need('valuation_horizon', self.valuation_horizon, (int,), lambda v: v >= 1, 'an int ≥ 1 (or None: the whole run)')
         _need('valuation_seeds', self.valuation_seeds, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('valuation_max_clients', self.valuation_max_clients, (int,), lambda v: 1 <= v <= 16, 'an int in 1..16')
-        _need('valuation_budget', self.valuation_budget, (int,), lambda v: v >= 1, 'an int ≥ 1 (random join orders of retrained coalitions)')
+        _need('valuation_budget', self.valuation_budget, (int,), lambda v: v >= 1, 'an int ≥ 1 (random join orders)')
+        if self.ray_address is not None:
+            _need('ray_address', self.ray_address, (str,), lambda v: len(v) > 0, "a Ray address: 'auto' or host:port")
         _need('label_noise', self.label_noise, (int, float), lambda v: 0 <= v <= 1, 'in [0, 1]')
         K = len(self.ratios) if self.partition == 'ratios' and self.ratios is not None else self.n_clients
         for n in ('noisy_clients', 'free_riders'):
@@ -133,10 +136,11 @@ class Experiment:
         if self.valuation == 'exact' and K > self.valuation_max_clients:
             raise ValueError(f"valuation='exact' with {K} clients trains {2 ** K - 1} coalitions × {self.valuation_seeds} seeds; "
                              f"set valuation_max_clients ≥ {K} to run it anyway, or use valuation='sampled'")
-        if self.valuation == 'sampled' and not 2 <= K <= 62:
-            raise ValueError(f"valuation='sampled' needs 2..62 clients; got n_clients={K}")
+        if self.valuation == 'sampled' and K < 2:
+            raise ValueError(f"valuation='sampled' needs at least 2 clients; got n_clients={K}")
         if self.valuation == 'sampled' and self.valuation_game != 'run':
-            raise ValueError(f"valuation='sampled' learns from the run game's reconstruction: set valuation_game='run' (now {self.valuation_game!r})")
+            raise ValueError("valuation='sampled' learns from the run game's reconstruction: "
+                             f"set valuation_game='run' (now {self.valuation_game!r})")
         if self.partition == 'ratios' and self.ratios is None: raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
         if self.unbalance and self.partition in ('shards', 'ratios'): raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
         self.fed_config()          # validates lr, rounds, fraction, momentum, batch size, epochs, ...
@@ -168,7 +172,7 @@ class Experiment:
 
     def config(self) -> dict:
         "Every field that defines the study (not where it runs); fields added later are left out at their defaults, so earlier runs keep their ids."
-        return {k: v for k, v in asdict(self).items() if k not in ('store', 'device', 'root') and not (k in _LATER and v == _LATER[k])}
+        return {k: v for k, v in asdict(self).items() if k not in ('store', 'device', 'root', 'ray_address') and not (k in _LATER and v == _LATER[k])}
 
     @property
     def id(self) -> str:
@@ -293,12 +297,14 @@ def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
     if hist.valuations:
         for m in ('shapley', 'loo'): out[f'reconstruction_{m}'] = reconstruction_values(hist, m, exp.valuation_metric)
     if exp.valuation == 'sampled':
-        out['sampled_shapley'] = sampled_values(net, ds, part, hist, exp.fed_config(), n_permutations=exp.valuation_budget,
-                                                seeds=[exp.seed + i for i in range(exp.valuation_seeds)], metric=exp.valuation_metric,
-                                                seed=exp.seed, device=exp.device, checkpoint_dir=d / 'sampled', progress=progress)
+        seeds = [exp.seed + i for i in range(exp.valuation_seeds)]
+        out['sampled_shapley'] = sampled_values(
+            net, ds, part, hist, exp.fed_config(), n_permutations=exp.valuation_budget, seeds=seeds,
+            metric=exp.valuation_metric, seed=exp.seed, device=exp.device, checkpoint_dir=d / 'sampled',
+            progress=progress, ray_address=exp.ray_address)
     if exp.valuation == 'exact':
         game = coalition_values(net, ds, part, exp.fed_config(), seeds=[exp.seed + i for i in range(exp.valuation_seeds)], device=exp.device,
-                                checkpoint_dir=d / 'coalitions', progress=progress)
+                                checkpoint_dir=d / 'coalitions', progress=progress, ray_address=exp.ray_address)
         game.save(gpath)
         for m in ('shapley', 'loo', 'banzhaf'): out[f'exact_{m}'] = game.values(m, exp.valuation_metric)
     st.put('valuations', [r for v in out.values() for r in v.rows(exp.id)])
@@ -404,6 +410,16 @@ def curvature_shares(res) -> tuple:
     cs = w * tk / t
     return w, cs, (cs * np.hypot(sk / tk, s / t) if (sk > 0).any() or s > 0 else None)
 
+def study_values(res):
+    "The values a study shows for one run: the sampled estimator's (with intervals) where the run has them, else the reconstruction's."
+    vals = res.valuations or {}
+    return vals.get('sampled_shapley') or vals.get('reconstruction_shapley')
+
+def who_group(ks: list, weights) -> str:
+    "A group of clients in words: one client with its data share, or several named as indistinguishable."
+    if len(ks) == 1: return f"client {ks[0]} ({100 * weights[ks[0]]:.0f} % of data)"
+    return f"clients {', '.join(str(k) for k in sorted(ks))} (indistinguishable)"
+
 def study_table(results: dict) -> pd.DataFrame:
     "One row per setting of what differs: accuracy and its gap to centralized, how unequal the clients' loss shares, curvature shares and values are, the most and least valuable clients, drift and alignment."
     cen = next((r.centralized for r in results.values() if r.centralized is not None), None)
@@ -412,13 +428,15 @@ def study_table(results: dict) -> pd.DataFrame:
     for n, r in results.items():
         w, cs, _ = curvature_shares(r); h = r.history; last = h.clients[h.clients['round'] == h.last_round]
         ls_share = w[last.client.to_numpy()] * last.global_loss.to_numpy(); ls_share = ls_share / ls_share.sum()
-        v = (r.valuations or {}).get('reconstruction_shapley'); acc = float(h.rounds.test_acc.iloc[-1])
+        v = study_values(r)
+        acc = float(h.rounds.test_acc.iloc[-1])
         row = {'setting': n, 'test acc': acc, 'gap to centralized (points)': 100 * (c_acc - acc),
                'data share max/min': float(w.max() / w.min()), 'loss share max/min': float(ls_share.max() / ls_share.min()),
                'curvature share ÷ data share, max/min': float((cs / w).max() / (cs / w).min()) if cs is not None else math.nan,
                'value spread (sd, points)': 100 * float(np.std(v.values)) if v is not None else math.nan,
-               'most valuable': f"client {v.ranking()[0]} ({100 * w[v.ranking()[0]]:.0f} % of data)" if v is not None else '',
-               'least valuable': f"client {v.ranking()[-1]} ({100 * w[v.ranking()[-1]]:.0f} % of data)" if v is not None else '',
+               'values from': '' if v is None else v.method + ('' if v.lo is not None else ' (uncalibrated)'),
+               'most valuable': who_group(v.groups()[0], w) if v is not None else '',
+               'least valuable': who_group(v.groups()[-1], w) if v is not None else '',
                'value vs data share (Spearman)': float(pd.Series(v.values).corr(pd.Series(w), method='spearman')) if v is not None and np.ptp(w) > 0 else math.nan,   # equal data shares: no ranking to follow
                'mean drift': float(last.drift.mean()), 'mean cos with aggregate': float(last.cos_aggregate.mean())}
         if r.curvature is not None and len(r.curvature):

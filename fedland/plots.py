@@ -206,7 +206,8 @@ class Explorer:
 # %% ../nbs/10_plots.ipynb #c013b
 def valuation_figure(vals,                     # a `Valuation`, or a dict name -> Valuation (grouped bars)
                      title: str | None = None, height: int = 340) -> go.Figure:
-    "Clients ranked by value (the first valuation's order): whiskers are the interval where the method has one, the seeds' standard error for exact values; reconstruction bars are marked uncalibrated."
+    "Clients ranked by value (the first valuation's order), whiskers its interval (exact: the seeds' standard error)."
+    # reconstruction has no calibrated interval: no whiskers, and its name says so
     vals = {v.method: v for v in [vals]} if not isinstance(vals, dict) else dict(vals)
     if not vals: raise ValueError("valuation_figure needs at least one Valuation")
     first = next(iter(vals.values()))
@@ -230,8 +231,8 @@ def valuation_figure(vals,                     # a `Valuation`, or a dict name -
     ties = [g for g in first.groups() if len(g) > 1]
     note = '; '.join(f"clients {', '.join(map(str, g))} indistinguishable" for g in ties)
     head = title or f'client values ({unit})'
-    fig.update_layout(title=head + (f"<br><sup>{note}</sup>" if note else ''), yaxis_title=unit, barmode='group', height=height,
-                      margin=dict(t=60 if note else 50, b=40))
+    fig.update_layout(title=head + (f"<br><sup>{note}</sup>" if note else ''), yaxis_title=unit, barmode='group',
+                      height=height, margin=dict(t=60 if note else 50, b=40))
     return fig
 
 def valuation_heatmap(val, title: str | None = None, height: int | None = None) -> go.Figure:

@@ -24,7 +24,7 @@ TABLES = {
     'curvature': ['experiment_id', 'round', 'model', 'data', 'lambda_max', 'residual', 'trace', 'trace_se'],
     'contributions': ['experiment_id', 'client', 'metric', 'value'],
     'landscapes': ['experiment_id', 'round', 'kind', 'path'],
-    'valuations': ['experiment_id', 'method', 'metric', 'round', 'client', 'value', 'se', 'lo', 'hi'],   # lo, hi: the value's interval
+    'valuations': ['experiment_id', 'method', 'metric', 'round', 'client', 'value', 'se', 'lo', 'hi'],
 }
 KEYS = {'experiments': ['id'], 'rounds': ['experiment_id', 'setting', 'round'], 'client_rounds': ['experiment_id', 'round', 'client'],
         'curvature': ['experiment_id', 'round', 'model', 'data'], 'contributions': ['experiment_id', 'client', 'metric'],
@@ -132,7 +132,8 @@ class Store:
         "A whole table (or one experiment's rows) as a DataFrame."
         if name not in TABLES: raise ValueError(f"table={name!r} is unknown; tables: {', '.join(TABLES)}")
         col = 'id' if name == 'experiments' else 'experiment_id'
-        order = [k + ' NULLS FIRST' if k in NULLABLE_KEYS.get(name, ()) else k for k in KEYS[name]]   # one order on both databases
+        nulls = NULLABLE_KEYS.get(name, ())
+        order = [k + ' NULLS FIRST' if k in nulls else k for k in KEYS[name]]   # one order on both databases
         q = f"SELECT * FROM {name}" + (f" WHERE {col} = ?" if experiment_id else '') + ' ORDER BY ' + ', '.join(order)
         return self.query(q, (experiment_id,) if experiment_id else ())
 

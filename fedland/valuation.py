@@ -9,12 +9,13 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'WEIGHTINGS', 'GAMES', 'coalition_masks', 'members', 'popcount',
-           'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled', 'Valuation', 'CoalitionGame', 'train_coalitions',
-           'coalition_values', 'membership', 'coalition_weights', 'Reconstruction', 'round_gain',
+__all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'WEIGHTINGS', 'GAMES', 'RIDGE_GRID', 'coalition_masks', 'members',
+           'popcount', 'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled', 'Valuation', 'CoalitionGame',
+           'coalition_setup', 'coalition_identity', 'train_coalitions', 'train_shard', 'train_on_ray',
+           'coalition_values', 'coalition_rows', 'membership', 'coalition_weights', 'Reconstruction', 'round_gain',
            'reconstruction_values', 'agreement', 'run_estimators', 'valuation_report', 'validation_sample',
            'shapley_weights', 'shapley_weight_norms', 'budget_coalitions', 'utility_features', 'feature_shapley',
-           'learned_shapley', 'run_game_control', 'sampled_values', 'plant_label_noise']
+           'ridge_fit', 'learned_shapley', 'run_game_control', 'sampled_values', 'plant_label_noise']
 
 # %% ../nbs/07b_valuation.ipynb #v004
 import numpy as np
@@ -90,15 +91,16 @@ def shapley_sampled(utility,                 # utility(masks: int array) -> valu
                     batch: int = 64,         # permutations walked together (one utility call per position)
                    ) -> tuple:
     "Monte-Carlo Shapley values with their standard errors (permutation sampling with truncation, as in TMC/GTG-Shapley); returns (values, se, utility evaluations)."
-    _check_players(n_players)
+    _check_count('n_players', n_players)
     _check_count('n_permutations', n_permutations, 2)
     tol = np.asarray(tol, dtype=np.float64)
     if not (np.isfinite(tol).all() and (tol >= 0).all()): raise ValueError(f"tol={tol.tolist()!r} must be ≥ 0")
     K, cache = n_players, {}
+    kind = np.int64 if K <= 62 else object       # past 62 players a coalition is a Python int
     def u(ms):
         new = sorted({int(m) for m in ms} - cache.keys())
         if new:
-            vals = np.asarray(utility(np.array(new, dtype=np.int64)), dtype=np.float64)
+            vals = np.asarray(utility(np.array(new, dtype=kind)), dtype=np.float64)
             for m, x in zip(new, vals.reshape(len(new), -1)): cache[m] = x
         return np.stack([cache[int(m)] for m in ms])
     v0, vN = u([0, 2 ** K - 1])
@@ -106,11 +108,14 @@ def shapley_sampled(utility,                 # utility(masks: int array) -> valu
     marg = np.zeros((n_permutations, K, len(v0)))
     for s in range(0, n_permutations, batch):
         perms = np.stack([rng.permutation(K) for _ in range(min(batch, n_permutations - s))])
-        prefix = np.zeros(len(perms), dtype=np.int64); prev = np.tile(v0, (len(perms), 1)); live = np.ones(len(perms), bool)
+        prefix = np.zeros(len(perms), dtype=np.int64).astype(kind)
+        prev, live = np.tile(v0, (len(perms), 1)), np.ones(len(perms), bool)
         for j in range(K):
             i = np.nonzero(live)[0]
             if not len(i): break
-            nxt = prefix[i] | (1 << perms[i, j]); val = u(nxt)
+            bit = np.array([1 << int(k) for k in perms[i, j]], dtype=kind)
+            nxt = prefix[i] | bit
+            val = u(nxt)
             marg[s + i, perms[i, j]] = val - prev[i]
             prefix[i], prev[i] = nxt, val
             if (tol > 0).any(): live[i] = (np.abs(vN - val) > tol).any(1)   # tol = 0: no truncation
@@ -118,8 +123,8 @@ def shapley_sampled(utility,                 # utility(masks: int array) -> valu
     return (vals[:, 0], se[:, 0], len(cache)) if len(v0) == 1 else (vals.T, se.T, len(cache))
 
 # %% ../nbs/07b_valuation.ipynb #v019
-METHODS = ('exact_shapley', 'exact_loo', 'exact_banzhaf', 'sampled_shapley', 'reconstruction_shapley', 'reconstruction_loo',
-           'reconstruction_banzhaf')
+METHODS = ('exact_shapley', 'exact_loo', 'exact_banzhaf', 'sampled_shapley', 'reconstruction_shapley',
+           'reconstruction_loo', 'reconstruction_banzhaf')
 METRICS = ('accuracy', 'loss')
 
 def _points(x: float, metric: str) -> str:
@@ -128,15 +133,15 @@ def _points(x: float, metric: str) -> str:
 
 @dataclass
 class Valuation:
-    "Values of the clients under one method: value and standard error per client, an interval where the method has one, and per-round or per-seed values."
+    "Values of the clients under one method: value, standard error and (where calibrated) interval per client."
     method: str                       # e.g. 'exact_shapley', 'sampled_shapley', 'reconstruction_shapley'
     metric: str                       # 'accuracy' (test-accuracy units) or 'loss' (minus test loss)
     values: np.ndarray                # (K,) value per client, higher = contributes more
-    se: np.ndarray | None = None      # (K,) standard error (over training seeds, of sampling, or of the utility model's fit)
+    se: np.ndarray | None = None      # (K,) standard error (training seeds, sampling, or the utility model's fit)
     per_round: np.ndarray | None = None  # (R, K) per-round values (reconstruction); `values` is their sum
     rounds: list | None = None        # the rounds of `per_round`
     per_seed: np.ndarray | None = None   # (S, K) values for each training seed (exact, sampled)
-    lo: np.ndarray | None = None      # (K,) lower end of the interval for the value (None: the method has no calibrated interval)
+    lo: np.ndarray | None = None      # (K,) lower end of the value's interval (None: no calibrated interval)
     hi: np.ndarray | None = None      # (K,) upper end
     info: dict = field(default_factory=dict)
     @property
@@ -145,34 +150,35 @@ class Valuation:
         "Client ids from the most valuable to the least."
         return [int(k) for k in np.argsort(-np.asarray(self.values), kind='stable')]
     def groups(self) -> list:
-        "Clients in runs of overlapping intervals, most valuable first: within a group the values are indistinguishable (no interval: one client per group)."
+        "Clients in runs of overlapping intervals, most valuable first: indistinguishable within a group."
         order = self.ranking()
         if self.lo is None: return [[k] for k in order]
         out = [[order[0]]]
         for k in order[1:]:
-            if self.hi[k] >= min(self.lo[j] for j in out[-1]): out[-1].append(k)   # overlaps the group's lowest interval
+            if self.hi[k] >= min(self.lo[j] for j in out[-1]): out[-1].append(k)   # meets the group's lowest
             else: out.append([k])
         return out
     def to_frame(self) -> pd.DataFrame:
-        "One row per client: client, value, se, lo, hi, rank (1 = most valuable), group (0 = the most valuable indistinguishable group), method, metric."
+        "One row per client: client, value, se, lo, hi, rank (1 = most valuable), group (0 = top tie), method, metric."
         K = self.n_clients
         nan = np.full(K, np.nan)
         rank, group = np.empty(K, int), np.empty(K, int)
         rank[self.ranking()] = np.arange(1, K + 1)
         for g, ks in enumerate(self.groups()): group[ks] = g
-        return pd.DataFrame(dict(client=np.arange(K), value=self.values, se=nan if self.se is None else self.se,
-                                 lo=nan if self.lo is None else self.lo, hi=nan if self.hi is None else self.hi, rank=rank,
-                                 group=group, method=self.method, metric=self.metric))
+        either = lambda x: nan if x is None else x
+        return pd.DataFrame(dict(client=np.arange(K), value=self.values, se=either(self.se), lo=either(self.lo),
+                                 hi=either(self.hi), rank=rank, group=group, method=self.method, metric=self.metric))
     def rows(self, experiment_id: str) -> list:
-        "Rows of the store's `valuations` table: the totals (round NULL, with the interval) and, where there are any, the per-round values."
+        "Rows of the store's `valuations` table: totals (round NULL, with the interval), then any per-round values."
         f = self.to_frame()
         num = lambda x: None if not np.isfinite(x) else float(x)
-        out = [dict(experiment_id=experiment_id, method=self.method, metric=self.metric, round=None, client=int(r.client),
-                    value=float(r.value), se=num(r.se), lo=num(r.lo), hi=num(r.hi)) for r in f.itertuples()]
+        key = dict(experiment_id=experiment_id, method=self.method, metric=self.metric)
+        total = lambda r: dict(key, round=None, client=int(r.client), value=float(r.value), se=num(r.se), lo=num(r.lo),
+                               hi=num(r.hi))
+        out = [total(r) for r in f.itertuples()]
         if self.per_round is not None:
             for r, row in zip(self.rounds, self.per_round):
-                out += [dict(experiment_id=experiment_id, method=self.method, metric=self.metric, round=int(r), client=k, value=float(x))
-                        for k, x in enumerate(row)]
+                out += [dict(key, round=int(r), client=k, value=float(x)) for k, x in enumerate(row)]
         return out
     @classmethod
     def from_rows(cls, df: pd.DataFrame) -> 'Valuation':
@@ -187,15 +193,17 @@ class Valuation:
         def col(name):
             x = tot[name].to_numpy(np.float64) if name in tot else np.full(len(tot), np.nan)
             return None if np.isnan(x).all() else x
-        return cls(str(df.method.iloc[0]), str(df.metric.iloc[0]), tot.value.to_numpy(np.float64), col('se'), per, rounds,
-                   lo=col('lo'), hi=col('hi'))
+        values = tot.value.to_numpy(np.float64)
+        method, metric = str(df.method.iloc[0]), str(df.metric.iloc[0])
+        return cls(method, metric, values, col('se'), per, rounds, lo=col('lo'), hi=col('hi'))
     def describe(self, weights=None) -> list:
-        "Generated sentences, most valuable first: one per client, or one per group of indistinguishable clients (with data shares when `weights` are given)."
+        "Generated sentences, most valuable first: one per client or per group of indistinguishable clients."
         K, m, out = self.n_clients, self.metric, []
         how = self.method.replace('_', ' ')
         unit = ' points of test accuracy' if m == 'accuracy' else ' of test loss'
         for ks in self.groups():
-            share = f" ({', '.join(f'{100 * weights[k]:.0f}' for k in ks)} % of the data)" if weights is not None else ''
+            shares = ', '.join(f'{100 * weights[k]:.0f}' for k in ks) if weights is not None else ''
+            share = f" ({shares} % of the data)" if shares else ''
             if len(ks) > 1:
                 lo, hi = min(self.lo[ks]), max(self.hi[ks])
                 who = _client_list(ks)
@@ -204,16 +212,17 @@ class Valuation:
                 continue
             k = ks[0]
             v = float(self.values[k])
-            if self.lo is not None: pm = f" ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})"
+            if self.lo is not None:
+                pm = f" ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})"
             elif self.se is not None and np.isfinite(self.se[k]): pm = f" ± {_points(abs(self.se[k]), m)}"
             else: pm = ''
-            if m == 'accuracy':
-                what = f"adds {_points(v, m)}{pm} points of test accuracy" if v >= 0 else f"costs {_points(-v, m)}{pm} points of test accuracy"
-            else: what = f"lowers the test loss by {_points(v, m)}{pm}" if v >= 0 else f"raises the test loss by {_points(-v, m)}{pm}"
+            verb = ('adds', 'costs') if m == 'accuracy' else ('lowers the test loss by', 'raises the test loss by')
+            what = f"{verb[0] if v >= 0 else verb[1]} {_points(abs(v), m)}{pm}"
+            if m == 'accuracy': what += ' points of test accuracy'
             out.append(f"Client {k}{share} {what} ({how}; rank {self.ranking().index(k) + 1} of {K}).")
         if self.lo is None and self.method.startswith('reconstruction'):
-            out.append("These reconstruction values carry no calibrated interval: their error against retrained values is "
-                       "measured in bench/valuation.py, not known for this run.")
+            out.append("These reconstruction values carry no calibrated interval: their error against retrained "
+                       "values is measured in bench/valuation.py, not known for this run.")
         return out
     def level_text(self) -> str:
         "The intervals' coverage as text, e.g. '90 %'."
@@ -337,20 +346,34 @@ def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save
         save(r, theta, opt); bar.update(1)
     return theta
 
+def coalition_setup(model: nn.Module, ds, part, seeds) -> dict:
+    "What every coalition's training shares besides the federated settings: seeds, data, model and θ₀."
+    theta0 = float(flatten(param_dict(model)).double().sum())
+    return {'seeds': [int(s) for s in seeds], 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__,
+            'sizes': part.sizes.tolist(), 'theta0': theta0}
+
+def coalition_identity(model: nn.Module, ds, part, cfg: FedConfig, seeds) -> str:
+    "A hash of what a coalition's utility depends on: equal identities, equal numbers for every coalition."
+    fed = {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}
+    return config_hash({'fed': fed, **coalition_setup(model, ds, part, seeds)})
+
 def train_coalitions(model: nn.Module,       # architecture and initial weights θ₀ (not modified)
                      ds, part,               # `Dataset` and `Partition` (the clients are the players)
                      cfg: FedConfig,         # the federated settings (fraction 1)
-                     coalitions,             # bitmasks of the coalitions to train (bit k set ⇔ client k ∈ S; 0: θ₀, untrained)
+                     coalitions,             # bitmasks of the coalitions to train (bit k ⇔ client k ∈ S; 0: θ₀)
                      seeds: list,            # training seeds (FedConfig.seed), one row each
                      device='cpu',
                      checkpoint_dir: str | os.PathLike | None = None,  # checkpoint after every round here; a rerun resumes
                      chunk: int = 2048,      # local updates stacked per call (bounds memory)
-                     progress: bool = True) -> tuple:
-    "FedAvg on each coalition alone: test accuracy, test loss (seeds, coalitions), per-sample correctness (seeds, coalitions, n_test), seconds."
+                     progress: bool = True,
+                     ray_address: str | None = None,  # a Ray cluster to shard them over ('auto', host:port); None: here
+                     shards: int | None = None) -> tuple:  # Ray tasks (default: the cluster's CPUs)
+    "FedAvg on each coalition alone: test accuracy and loss (seeds, coalitions), per-sample correctness, seconds."
     K, cs = len(part), [int(m) for m in coalitions]
+    if shards is not None: _check_count('shards', shards)
     if not cs or min(cs) < 0 or max(cs) >= 2 ** K: raise ValueError(f"coalitions must be bitmasks in 0..{2 ** K - 1}")
     if cfg.fraction != 1:
-        raise ValueError(f"coalition values need fraction=1 (every member trains every round), got fraction={cfg.fraction}")
+        raise ValueError(f"coalition values need fraction=1 (every member trains every round), got {cfg.fraction}")
     bad = [k for k in cfg.free_riders if k >= K]
     if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
     if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
@@ -365,9 +388,9 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
     where = [j for j, m in enumerate(cs) if m]          # the coalitions that train
     masks = [cs[j] for j in where]
     l0, a0, h0 = _final_eval(model, flatten(p0)[None], b0, Xt, Yt)
-    what = {'seeds': [int(s) for s in seeds], 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__,
-            'sizes': part.sizes.tolist(), 'theta0': float(flatten(p0).double().sum())}
-    if cs != list(range(2 ** K)): what['coalitions'] = config_hash({'masks': cs})   # the whole game keeps its old identity
+    what = coalition_setup(model, ds, part, seeds)
+    whole = len(cs) == 2 ** K and cs == list(range(2 ** K))
+    if not whole: what['coalitions'] = config_hash({'masks': cs})   # the whole game keeps its old identity
     fed = {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}
     ident = config_hash({'fed': fed, **what})           # what the coalitions train, not what a run records
     legacy = config_hash({'fed': asdict(cfg), **what})  # checkpoints written before that
@@ -376,7 +399,8 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
     acc, loss, hits = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros((*shape, len(Yt)), dtype=bool)
     state = load_checkpoint(ck) if ck is not None and ck.exists() else None
     if state is not None and state['hash'] not in (ident, legacy):
-        raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); use another checkpoint_dir")
+        raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); "
+                         "use another checkpoint_dir")
     if state is not None:
         acc, loss, hits = state['acc'].numpy(), state['loss'].numpy(), state['hits'].numpy().astype(bool)
     def save(r, i, theta=None, opt=None):
@@ -388,11 +412,19 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
             st['theta'] = {k: v.cpu() for k, v in theta.items()}
             st['opt'] = {n: {k: v.cpu() for k, v in s.items()} for n, s in opt.state_dict().items()}
         save_checkpoint(ck, st)
+    if ray_address is not None and np.isnan(acc).any():     # independent runs: one Ray task per shard of coalitions
+        t0 = time.perf_counter()
+        a, l, hh = train_on_ray(model, ds, part, cfg, masks, seeds, ray_address, shards, chunk)
+        acc[:], loss[:], hits[:] = a0[0], l0[0], h0[0]
+        acc[:, where], loss[:, where], hits[:, where] = a, l, hh
+        save(0, -1)
+        return acc, loss, hits, time.perf_counter() - t0
     batched = not b0 and cfg.algorithm != 'scaffold' and cfg.bn == 'aggregate'
     from tqdm.auto import tqdm
     t0 = time.perf_counter()
     steps = cfg.rounds if batched else len(masks)
-    bar = tqdm(total=len(seeds) * steps, desc=f'coalitions ({len(masks)} × {len(seeds)} seeds)', disable=not progress, leave=False)
+    desc = f'coalitions ({len(masks)} × {len(seeds)} seeds)'
+    bar = tqdm(total=len(seeds) * steps, desc=desc, disable=not progress, leave=False)
     for i, sd in enumerate(seeds):
         c = replace(cfg, seed=int(sd))
         if not np.isnan(acc[i]).any():
@@ -406,7 +438,8 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
                 opt.load_state_dict({n: {k: v.to(dev) for k, v in s.items()} for n, s in state['opt'].items()})
                 start = state['round'] + 1
                 bar.update(start - 1)
-            theta = _coalition_rounds(model, X, Y, idx, c, masks, start, theta, opt, bar, lambda r, th, op, i=i: save(r, i, th, op), chunk)
+            after_round = lambda r, th, op, i=i: save(r, i, th, op)
+            theta = _coalition_rounds(model, X, Y, idx, c, masks, start, theta, opt, bar, after_round, chunk)
             l, a, hh = _final_eval(model, torch.cat([v.reshape(len(masks), -1) for v in theta.values()], 1), b0, Xt, Yt)
         else:   # SCAFFOLD or BatchNorm: the sequential engine, one coalition after another
             l, a, hh = np.zeros(len(masks)), np.zeros(len(masks)), np.zeros((len(masks), len(Yt)), dtype=bool)
@@ -421,6 +454,23 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
     bar.close()
     return acc, loss, hits, time.perf_counter() - t0
 
+def train_shard(model, ds, part, cfg, masks, seeds, chunk) -> tuple:
+    "One Ray task: `train_coalitions` on a shard of coalitions, here (accuracy, loss, correctness)."
+    return train_coalitions(model, ds, part, cfg, masks, seeds, 'cpu', None, chunk, False)[:3]
+
+def train_on_ray(model, ds, part, cfg, masks, seeds, address: str, shards: int | None = None, chunk: int = 2048):
+    "Train the coalitions in shards, one Ray task (one CPU) each: each coalition is its own run, so the numbers agree."
+    try: import ray
+    except ImportError as e:
+        raise ImportError("ray_address needs Ray: pip install 'ray[default]' (or fedland's [distributed] extra)") from e
+    if not ray.is_initialized(): ray.init(address=address, log_to_driver=False, configure_logging=False)
+    n = shards or max(1, int(ray.cluster_resources().get('CPU', 1)))
+    split = [list(s) for s in np.array_split(np.arange(len(masks)), min(n, len(masks))) if len(s)]
+    task = ray.remote(num_cpus=1)(train_shard)
+    refs = [ray.put(x) for x in (model.cpu(), ds, part, cfg)]
+    out = ray.get([task.remote(*refs, [masks[j] for j in s], list(seeds), chunk) for s in split])
+    return tuple(np.concatenate([o[i] for o in out], axis=1) for i in range(3))
+
 def coalition_values(model: nn.Module,        # architecture and initial weights θ₀ (not modified)
                      ds, part,                # `Dataset` and `Partition` (the clients are the players)
                      cfg: FedConfig | None = None,  # the federated settings of the full run (or keyword arguments)
@@ -430,6 +480,7 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
                      max_clients: int = 12,   # refuse more players than this (2^K coalitions)
                      chunk: int = 2048,       # local updates stacked per call (bounds memory)
                      progress: bool = True,
+                     ray_address: str | None = None,  # shard the coalitions over this Ray cluster; None: this process
                      **kwargs) -> CoalitionGame:
     "Train FedAvg on every coalition S of the clients (same θ₀, settings and per-client batch seeds; weights renormalised over S) and record v(S)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
@@ -439,7 +490,8 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
         raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) to run them, "
                          "or use sampled_values (a budget of coalitions) or reconstruction values")
     seeds = [cfg.seed] if seeds is None else list(seeds)
-    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir, chunk, progress)
+    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir, chunk, progress,
+                                                ray_address)
     return CoalitionGame(K, [int(s) for s in seeds], acc, loss, seconds, hits)
 
 
@@ -448,17 +500,29 @@ WEIGHTINGS = ('aggregate', 'renormalized')
 GAMES = ('run', 'window', 'round')
 _GAME_CODE = {'run': 0, 'round': 1, 'window': 2}
 
+def coalition_rows(masks,                  # coalitions as bitmasks (Python ints for more than 62 players)
+                   n_players: int,         # K
+                   n=None,                 # client sizes: weight the members (None: 0/1 membership)
+                   weighting: str = 'renormalized') -> np.ndarray:
+    "(G, K) rows of the coalitions: 0/1 membership, or weights n_k / n_S ('renormalized') or n_k / n_N ('aggregate')."
+    K = n_players
+    if K <= 62: M = ((np.asarray(masks, dtype=np.int64)[:, None] >> np.arange(K)) & 1).astype(np.float64)
+    else: M = np.array([[(int(m) >> k) & 1 for k in range(K)] for m in masks], dtype=np.float64).reshape(-1, K)
+    if n is None: return M
+    if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of {', '.join(WEIGHTINGS)}")
+    n = np.asarray(n, dtype=np.float64)
+    if weighting == 'aggregate': return M * n / n.sum()
+    nS = M @ n
+    return M * n / np.where(nS > 0, nS, 1)[:, None]
+
 def membership(n_players: int) -> np.ndarray:
     "(2^K, K) 0/1 matrix: row S has a 1 for every member of S."
-    return ((coalition_masks(n_players)[:, None] >> np.arange(n_players)) & 1).astype(np.float64)
+    return coalition_rows(coalition_masks(n_players), n_players)
 
 def coalition_weights(n, weighting: str = 'renormalized') -> np.ndarray:
     "(2^m, m) weights of every coalition's members: n_k / n_S ('renormalized': FedAvg on S alone) or n_k / n_N ('aggregate': S's part of the round's aggregate step); row ∅ is zero."
     if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of {', '.join(WEIGHTINGS)}")
-    n = np.asarray(n, dtype=np.float64); M = membership(len(n))
-    if weighting == 'aggregate': return M * n / n.sum()
-    nS = M @ n
-    return M * n / np.where(nS > 0, nS, 1)[:, None]
+    return coalition_rows(coalition_masks(len(n)), len(n), n, weighting)
 
 class Reconstruction:
     "Coalition games read off the landscape during training: the corners of the cube spanned by the clients' contributions, evaluated on a validation sample (no extra training)."
@@ -496,19 +560,21 @@ class Reconstruction:
         own = torch.arange(len(self.Y)) if per_sample else None
         l, a = evaluate_span(self.model, origin, D, coefs, self.X.to(dev), self.Y.to(dev), owner=own, buffers=buffers, chunk_points=self.chunk)
         return (l, a) if per_sample else np.stack([a[:, 0].numpy(), -l[:, 0].numpy()], 1)
-    def _game(self, r, origin, D, W, buffers) -> dict:
-        "The whole table (exact) or sampled Shapley and leave-one-out values with standard errors."
-        m = W.shape[1]; W = np.asarray(W, dtype=np.float32)
+    def _game(self, r, origin, D, rows, buffers) -> dict:
+        "The whole table (exact) or sampled Shapley and leave-one-out values; `rows(masks)`: the corners' coefficients."
+        m = D.shape[0]
+        W = lambda ms: np.asarray(rows(ms), dtype=np.float32)
         if m <= self.max_exact:
+            W = W(range(2 ** m))
             if not self.resample.shape[1]:
                 u = self.utility(origin, D, W, buffers); return dict(acc=u[:, 0], loss=-u[:, 1])
             l, a = self.utility(origin, D, W, buffers, per_sample=True)    # (2^m, n): every corner on every validation sample
             return dict(acc=a.mean(1).numpy(), loss=l.mean(1).numpy(), boot_acc=(a @ self.resample).T.float().numpy(), boot_loss=(l @ self.resample).T.float().numpy())
         n_perm = min(self.n_perm, max(2, self.max_eval // m))
-        ends = self.utility(origin, D, W[[0, 2 ** m - 1]], buffers)
-        vals, se, ne = shapley_sampled(lambda ms: self.utility(origin, D, W[ms], buffers), m, n_perm, self.tol * np.abs(ends[1] - ends[0]),
+        ends = self.utility(origin, D, W([0, 2 ** m - 1]), buffers)
+        vals, se, ne = shapley_sampled(lambda ms: self.utility(origin, D, W(ms), buffers), m, n_perm, self.tol * np.abs(ends[1] - ends[0]),
                                        seed=(self.seed * 1_000_003 + r) % 2**32)
-        loo = ends[1][None] - self.utility(origin, D, W[[(2 ** m - 1) ^ (1 << k) for k in range(m)]], buffers)
+        loo = ends[1][None] - self.utility(origin, D, W([(2 ** m - 1) ^ (1 << k) for k in range(m)]), buffers)
         return dict(shapley_acc=vals[0], shapley_loss=vals[1], se_acc=se[0], se_loss=se[1], loo_acc=loo[:, 0], loo_loss=loo[:, 1],
                     v_acc=ends[:, 0], v_loss=-ends[:, 1], evaluations=np.array(ne))
     def __call__(self, hist, r: int, clients: list, g0: torch.Tensor, flats: torch.Tensor, n, buffers=None) -> dict:
@@ -516,7 +582,8 @@ class Reconstruction:
         if self.horizon is not None and r > self.horizon: return {}     # past the horizon: not valued
         D = (flats - g0[None]).float(); n = np.asarray(n, dtype=np.float64)
         if self.game == 'round':
-            return dict(game=np.array(1), clients=np.asarray(clients), **self._game(r, g0, D, coalition_weights(n, self.weighting), buffers))
+            rows = lambda ms: coalition_rows(ms, len(n), n, self.weighting)
+            return dict(game=np.array(1), clients=np.asarray(clients), **self._game(r, g0, D, rows, buffers))
         K, aggregate, window = hist.n_clients, self.weighting == 'aggregate', self.game == 'window'
         start = (r - 1) // self.every * self.every + 1 if window else 1     # first round of the game's window (the run game: round 1)
         if self.contrib is None or self._hist is not hist or r == start:   # a fresh run or window, or a run resumed from a checkpoint
@@ -532,8 +599,9 @@ class Reconstruction:
         if prev is not None: prev.pop('contrib', None)                # only the latest contributions are kept (K × P floats)
         out = dict(game=np.array(_GAME_CODE[self.game]), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy())
         if r % self.every == 0 or r == self.last or r == self.horizon:
-            W = membership(K) if aggregate else coalition_weights(np.maximum(self.sizes, 1e-12), 'renormalized')
-            out.update(self._game(r, hist.global_params[start - 1].to(D), self.contrib, W, buffers))
+            sizes = None if aggregate else np.maximum(self.sizes, 1e-12)   # 'aggregate': C_k already carries p_k
+            rows = lambda ms: coalition_rows(ms, K, sizes, 'renormalized')
+            out.update(self._game(r, hist.global_params[start - 1].to(D), self.contrib, rows, buffers))
         return out
 
 def _record_values(d: dict, method: str, metric: str) -> tuple:
@@ -638,7 +706,7 @@ def shapley_weight_norms(n_players: int) -> float:
 def budget_coalitions(n_players: int,        # K
                       n_permutations: int,   # random join orders whose coalitions of sizes 2..K−2 are retrained
                       seed: int = 0) -> list:
-    "The coalitions `sampled_values` retrains: ∅, the K singletons, the K leave-one-outs, N, and every prefix of random join orders."
+    "The coalitions `sampled_values` retrains: ∅, singletons, leave-one-outs, N, every prefix of random join orders."
     K = n_players
     full = (1 << K) - 1
     out = {0, full} | {1 << k for k in range(K)} | {full ^ (1 << k) for k in range(K)}
@@ -654,15 +722,29 @@ def utility_features(n_players: int, masks, control) -> np.ndarray:
     "The utility model's features of each coalition: one-hot of its size (K+1), the control r(S), membership (K)."
     K, ms = n_players, [int(m) for m in masks]
     size = np.array([bin(m).count('1') for m in ms])
-    member = np.array([[(m >> k) & 1 for k in range(K)] for m in ms], dtype=np.float64)
+    member = coalition_rows(ms, K)
     return np.hstack([np.eye(K + 1)[size], np.asarray(control, dtype=np.float64)[:, None], member])
 
 def feature_shapley(n_players: int, control_shapley) -> np.ndarray:
-    "(K, 2K+2) Shapley values of every feature column: a size indicator 1[|S|=t] gives (1[t=K] − 1[t=0])/K, r(S) its own values, membership of j gives δ_jk."
+    "(K, 2K+2) Shapley values of the features: 1[|S|=t] gives (1[t=K] − 1[t=0])/K, r its own, j ∈ S gives δ_jk."
     K = n_players
     size = np.zeros((K, K + 1))
     size[:, K], size[:, 0] = 1.0 / K, -1.0 / K
     return np.hstack([size, np.asarray(control_shapley, dtype=np.float64)[:, None], np.eye(K)])
+
+RIDGE_GRID = np.r_[0.0, np.logspace(-4, 4, 33)]   # λ candidates of the client terms' shrinkage (chosen by GCV)
+
+def ridge_fit(F, y, penalty, grid=RIDGE_GRID) -> tuple:
+    "Least squares with λ·wᵀPw, λ by generalised cross-validation: (w, (FᵀF + λP)⁻¹, residual variance, dof, λ)."
+    best = None
+    for lam in grid:
+        inv = np.linalg.pinv(F.T @ F + lam * penalty)
+        w = inv @ F.T @ y
+        res = y - F @ w
+        dof = len(y) - np.trace(F @ inv @ F.T)
+        gcv = len(y) * (res @ res) / max(dof, 1e-9) ** 2
+        if best is None or gcv < best[0] - 1e-15: best = (gcv, w, inv, res @ res / dof if dof > 1e-9 else 0.0, dof, lam)
+    return best[1:]
 
 def learned_shapley(n_players: int,       # K
                     masks,                # the retrained coalitions (bitmasks)
@@ -670,72 +752,80 @@ def learned_shapley(n_players: int,       # K
                     control,              # (G,) the control game r(S) on the same coalitions
                     control_shapley,      # (K,) Shapley values of the control game
                     control_se=None,      # (K,) their standard errors (a sampled control), or None (exact)
-                    level: float = 0.9) -> dict:
-    "Shapley values of v from a budget of coalitions: fit v(S) ≈ a_|S| + b·r(S) + Σ_{j∈S} β_j on them, keep every retrained value, and propagate the fit's uncertainty and the seeds' spread into an interval."
+                    level: float = 0.9,   # coverage of the intervals
+                    shrink: bool = True) -> dict:   # shrink the client terms β_j towards their mean (λ by GCV)
+    "Shapley values of v from some coalitions: fit v(S) ≈ a_|S| + b·r(S) + Σ_{j∈S} β_j, keep each retrained value."
+    # the interval: the fit's covariance through the unseen coalitions' weights, their residuals, the seeds' spread
     K, ms = n_players, [int(m) for m in masks]
     v = np.atleast_2d(np.asarray(v, dtype=np.float64))
     F = utility_features(K, ms, control)
     A = shapley_weights(K, ms)
     phiF = feature_shapley(K, control_shapley)
     G, n_seeds = len(ms), len(v)
-    rank = np.linalg.matrix_rank(F)
-    dof = G - rank
-    pinv = np.linalg.pinv(F)
-    cov_w = pinv @ pinv.T                       # Cov(w) / σ² of the least-squares fit
+    beta = np.arange(K + 2, 2 * K + 2)                  # the client terms' columns
+    penalty = np.zeros((F.shape[1], F.shape[1]))
+    penalty[np.ix_(beta, beta)] = np.eye(K) - 1.0 / K   # their deviations from their mean: a random client effect
+    grid = RIDGE_GRID if shrink else [0.0]
     U = phiF - A @ F                            # the features' Shapley weight on the coalitions not retrained
     unseen = np.maximum(shapley_weight_norms(K) - (A ** 2).sum(1), 0.0)   # Σ_{S not retrained} A_kS², per client
-    per, var_fit = [], []
+    per, var_fit, fits = [], [], []
     for row in v:
-        w = pinv @ row
+        w, inv, s2, dof, lam = ridge_fit(F, row, penalty, grid)
         res = row - F @ w
-        s2 = res @ res / dof if dof > 0 else 0.0
         per.append(phiF @ w + A @ res)          # φ(fitted table) with every retrained coalition at its own value
-        var_fit.append(s2 * (np.einsum('ij,jk,ik->i', U, cov_w, U) + unseen) if G < 2 ** K else np.zeros(K))
+        var_fit.append(s2 * (np.einsum('ij,jk,ik->i', U, inv, U) + unseen) if G < 2 ** K else np.zeros(K))
+        fits.append((w, dof, lam))
     per = np.array(per)
     var = np.mean(var_fit, 0)
-    if n_seeds > 1: var = var + np.mean(per.var(0, ddof=1)) / n_seeds     # the training seeds' noise, pooled over clients
+    if n_seeds > 1: var = var + np.mean(per.var(0, ddof=1)) / n_seeds     # the seeds' noise, pooled over clients
     if control_se is not None:                 # a sampled control: its own error, scaled by the fitted slope b
-        b = np.mean([(pinv @ row)[K + 1] for row in v])
+        b = np.mean([w[K + 1] for w, _, _ in fits])
         var = var + (b * np.asarray(control_se, dtype=np.float64)) ** 2
     se = np.sqrt(var)
-    q = stats.t.ppf(0.5 + level / 2, dof) if dof > 0 and G < 2 ** K else stats.norm.ppf(0.5 + level / 2)
+    dof = min(d for _, d, _ in fits)
+    q = stats.t.ppf(0.5 + level / 2, dof) if dof > 1e-9 and G < 2 ** K else stats.norm.ppf(0.5 + level / 2)
     values = per.mean(0)
-    return dict(values=values, se=se, per_seed=per, lo=values - q * se, hi=values + q * se, dof=int(dof), coalitions=G)
+    return dict(values=values, se=se, per_seed=per, lo=values - q * se, hi=values + q * se, dof=float(dof), coalitions=G,
+                shrinkage=[float(lam) for _, _, lam in fits])
 
 def run_game_control(model: nn.Module, hist, X: torch.Tensor, Y: torch.Tensor):
-    "The run's reconstruction game as a function of coalitions: masks -> (G, 2) accuracy and minus loss on (X, Y) of θ₀ + Σ_{k∈S} C_k."
-    recs = [d for _, d in sorted(hist.valuations.items()) if 'contrib' in d and int(d.get('game', -1)) == _GAME_CODE['run']]
-    if not recs: raise ValueError("the history has no run-game contributions: train with run_federated(..., valuer=Reconstruction(...)) (game='run')")
+    "The run's reconstruction game: masks -> (G, 2) accuracy and minus loss on (X, Y) of θ₀ + Σ_{k∈S} C_k."
+    run_game = lambda d: 'contrib' in d and int(d.get('game', -1)) == _GAME_CODE['run']
+    recs = [d for _, d in sorted(hist.valuations.items()) if run_game(d)]
+    if not recs:
+        raise ValueError("the history has no run-game contributions: train with "
+                         "run_federated(..., valuer=Reconstruction(...)) (game='run')")
     C = torch.as_tensor(recs[-1]['contrib'], dtype=torch.float32)
     K = C.shape[0]
     dev = next(model.parameters()).device
     origin, C, X, Y = hist.global_params[0].to(dev), C.to(dev), X.to(dev), Y.to(dev)
     def utility(masks) -> np.ndarray:
-        coefs = np.array([[(int(m) >> k) & 1 for k in range(K)] for m in masks], dtype=np.float32)
-        l, a = evaluate_span(model, origin, C, coefs, X, Y)
+        l, a = evaluate_span(model, origin, C, coalition_rows(masks, K).astype(np.float32), X, Y)
         return np.stack([a[:, 0].numpy(), -l[:, 0].numpy()], 1)
     return utility
 
 def sampled_values(model: nn.Module,          # architecture and initial weights θ₀ of the run
                    ds, part,                  # `Dataset` and `Partition` (the clients are the players)
-                   hist,                      # the run's `History`, trained with a `Reconstruction` valuer (game='run'): the control
+                   hist,                      # the run's `History`, with a `Reconstruction` valuer (game='run')
                    cfg: FedConfig | None = None,  # the run's federated settings (or keyword arguments)
-                   n_permutations: int = 3,   # budget: random join orders whose coalitions are retrained (beyond the 2K + 1 ends)
-                   seeds: list | None = None, # training seeds of the retrained coalitions (≥ 2 measure the seeds' noise); default [cfg.seed, cfg.seed + 1]
+                   n_permutations: int = 3,   # budget: random join orders retrained (beyond the 2K + 1 ends)
+                   seeds: list | None = None, # training seeds (≥ 2 measure their noise); default cfg.seed and the next
                    metric: str = 'accuracy',  # utility: test 'accuracy' or minus test 'loss'
                    level: float = 0.9,        # coverage of the reported intervals
                    seed: int = 0,             # seed of the sampled join orders (and of a sampled control)
-                   max_exact: int = 12,       # the control's Shapley values exactly (2^K corners) up to this many clients; sampled above
+                   max_exact: int = 12,       # the control's values exactly (2^K corners) up to this many clients
                    control_permutations: int = 400,  # above max_exact: permutations of the control game
                    device='cpu',
                    checkpoint_dir: str | os.PathLike | None = None,  # checkpoint the retraining here; a rerun resumes
                    chunk: int = 2048,
                    progress: bool = True,
+                   ray_address: str | None = None,  # a Ray cluster to shard the coalitions over; None: this process
+                   reuse: Valuation | None = None,  # an earlier sampled valuation (same settings): keep its coalitions
                    **kwargs) -> Valuation:
-    "Shapley values from a budget of retrained coalitions, with the run's reconstruction game as the utility model's feature, and intervals that carry the fit's error and the seeds' noise."
+    "Shapley values from a budget of retrained coalitions, the run's reconstruction as feature; calibrated intervals."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     K = len(part)
-    if not 2 <= K <= 62: raise ValueError(f"sampled_values needs 2..62 clients (coalitions are 64-bit masks); got {K}")
+    if K < 2: raise ValueError(f"sampled_values needs at least 2 clients; got {K}")
     _check_count('n_permutations', n_permutations, 1)
     _check_count('max_exact', max_exact)
     _check_count('control_permutations', control_permutations, 2)
@@ -753,15 +843,32 @@ def sampled_values(model: nn.Module,          # architecture and initial weights
     else:
         rs, se_r, _ = shapley_sampled(lambda ms: control(ms)[:, col], K, control_permutations, seed=seed)
     masks = budget_coalitions(K, n_permutations, seed)
-    acc, loss, _, seconds = train_coalitions(model, ds, part, cfg, masks, seeds, dev, checkpoint_dir, chunk, progress)
+    ident = coalition_identity(model, ds, part, cfg, seeds)
+    known = (reuse.info.get('table') or {}) if reuse is not None else {}
+    if known and known['ident'] != ident:
+        raise ValueError("reuse= holds coalitions trained with other settings, seeds, data or model than these")
+    have = {m: j for j, m in enumerate(known.get('masks', []))}
+    todo = [m for m in masks if m not in have]
+    acc, loss = np.zeros((len(seeds), len(masks))), np.zeros((len(seeds), len(masks)))
+    seconds = 0.0
+    if todo:
+        a, l, _, seconds = train_coalitions(model, ds, part, cfg, todo, seeds, dev, checkpoint_dir, chunk, progress,
+                                            ray_address)
+        new = {m: j for j, m in enumerate(todo)}
+        for j, m in enumerate(masks):
+            if m in new: acc[:, j], loss[:, j] = a[:, new[m]], l[:, new[m]]
+    for j, m in enumerate(masks):
+        if m in have: acc[:, j], loss[:, j] = known['acc'][:, have[m]], known['loss'][:, have[m]]
     v = acc if metric == 'accuracy' else -loss
     out = learned_shapley(K, masks, v, control(masks)[:, col], rs, se_r, level)
-    members_trained = sum(bin(m).count('1') for m in masks)
-    info = dict(coalitions=len(masks), n_permutations=n_permutations, seeds=[int(s) for s in seeds], dof=out['dof'],
-                client_rounds=members_trained * cfg.rounds * len(seeds), seconds=seconds,
-                exact_fraction=members_trained / (K * 2 ** (K - 1)), level=level)
-    return Valuation('sampled_shapley', metric, out['values'], out['se'], per_seed=out['per_seed'], lo=out['lo'], hi=out['hi'],
-                     info=info)
+    members_trained = sum(bin(m).count('1') for m in todo)
+    info = dict(coalitions=len(masks), retrained=len(todo), n_permutations=n_permutations,
+                seeds=[int(s) for s in seeds], dof=out['dof'], shrinkage=out['shrinkage'], seconds=seconds, level=level,
+                client_rounds=members_trained * cfg.rounds * len(seeds),
+                exact_fraction=sum(bin(m).count('1') for m in masks) / (K * 2 ** (K - 1)),
+                table=dict(ident=ident, masks=masks, acc=acc, loss=loss))
+    return Valuation('sampled_shapley', metric, out['values'], out['se'], per_seed=out['per_seed'], lo=out['lo'],
+                     hi=out['hi'], info=info)
 
 
 # %% ../nbs/07b_valuation.ipynb #v052
