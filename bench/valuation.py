@@ -69,6 +69,9 @@ SETTINGS = {
     "dirichlet-unbalanced-s2": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=2),
     "planted-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
 }
+SCALE_SETTINGS = {   # the sampled section only: its cost target at 10 clients (5 % of the exact game's)
+    "dirichlet-k10": dict(scheme="dirichlet", alpha=0.5, n_clients=10),
+}
 DEFAULT = "reconstruction_shapley (early game, 10 rounds)"   # the Experiment default (valuation_game='run', valuation_horizon=10)
 NOISY, RIDER = [2], [5]
 _E = Experiment()
@@ -111,8 +114,8 @@ def is_planted(name): return name.startswith("planted")
 
 
 def setting_data(name, ds0):
-    spec = dict(SETTINGS[name]); pseed = spec.pop("partition_seed", 0)
-    part = partition(ds0.y_train, K, seed=pseed, **spec)
+    spec = dict({**SETTINGS, **SCALE_SETTINGS}[name]); pseed = spec.pop("partition_seed", 0)
+    part = partition(ds0.y_train, spec.pop("n_clients", K), seed=pseed, **spec)
     ds = plant_label_noise(ds0, part, NOISY, 1.0) if is_planted(name) else ds0
     cfg = FedConfig(**CFG, free_riders=RIDER if is_planted(name) else [])
     return ds, part, cfg
@@ -289,6 +292,7 @@ def sampled(names, cache: Path):
     ds0 = load_dataset("mnist1d"); rows, curve = [], []
     for name in names:
         ds, part, cfg = setting_data(name, ds0)
+        K = len(part)
         net = build_model("mlp", ds.input_shape, 10, seed=0)
         gpath = cache / f"game-{name}.npz"
         if gpath.exists(): game = CoalitionGame.load(gpath)
@@ -307,13 +311,22 @@ def sampled(names, cache: Path):
         masks = budget_coalitions(K, DEFAULT_BUDGET)
         sim = learned_shapley(K, masks, game.acc[:, masks], ctrl[masks], shapley(ctrl))
         assert np.abs(sim["values"] - sv.values).max() < 1e-5, "the budget curve's tables must be the real estimator's training"
+        others = []   # the other users' runs (training seeds): the same retrained coalitions, another control
+        for s in SEEDS[1:]:
+            hs = run_federated(net, ds, part, cfg, seed=s, valuer=early, progress=False)
+            others.append(sampled_values(net, ds, part, hs, cfg, n_permutations=DEFAULT_BUDGET, seeds=list(SEEDS), progress=False,
+                                         reuse=sv))
         cover = (sv.lo <= truth.values) & (truth.values <= sv.hi)
-        rows.append(dict(setting=name, spearman=agreement(truth, sv)["spearman"], pearson=agreement(truth, sv)["pearson"],
+        lowest2 = lambda v: sorted(np.argsort(v.values)[:2].tolist())
+        rows.append(dict(setting=name, clients=K, spearman=agreement(truth, sv)["spearman"], pearson=agreement(truth, sv)["pearson"],
                          reconstruction_spearman=agreement(truth, rec)["spearman"], ceiling=game.seed_agreement(),
                          coverage=float(cover.mean()), half_width_points=float(100 * np.mean((sv.hi - sv.lo) / 2)),
                          spread_ratio=float(np.std(sv.values) / np.std(truth.values)), seconds=seconds, exact_seconds=game.seconds,
                          exact_fraction=sv.info["exact_fraction"], coalitions=sv.info["coalitions"],
-                         planted_last=sorted(np.argsort(sv.values)[:2].tolist()) if is_planted(name) else None,
+                         planted_last=lowest2(sv) if is_planted(name) else None,
+                         planted_last_per_run=[lowest2(v) for v in (sv, *others)] if is_planted(name) else None,
+                         spearman_per_run=[agreement(truth, v)["spearman"] for v in (sv, *others)],
+                         coverage_per_run=[float(((v.lo <= truth.values) & (truth.values <= v.hi)).mean()) for v in (sv, *others)],
                          truth=truth.values.tolist(), values=sv.values.tolist(), lo=sv.lo.tolist(), hi=sv.hi.tolist(),
                          groups=sv.groups()))
         r = rows[-1]
@@ -391,7 +404,8 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead sampled many")
     ap.add_argument("--local-epochs", type=int, default=CFG["local_epochs"], help=f"local epochs per round of every run (default {CFG['local_epochs']})")
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
-    ap.add_argument("--settings", nargs="*", default=None, help=f"settings to validate (default all: {' '.join(SETTINGS)})")
+    ap.add_argument("--settings", nargs="*", default=None,
+                    help=f"settings to validate (default all: {' '.join(SETTINGS)}; the sampled section also takes {' '.join(SCALE_SETTINGS)})")
     ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file, keep the others")
     ap.add_argument("--light", action="store_true", help="validate recomputes the default estimator (the early game) only; with --merge the other estimators' rows stay")
     ap.add_argument("--reuse-truth", action="store_true", help="settings without an exact game in --cache take their exact values from the --json file (re-scores the estimators in minutes)")
@@ -412,7 +426,8 @@ def main():
         if not per: raise SystemExit("diagnose needs the exact values: run the validate section, or pass the --json file that holds them")
         out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
     if "sampled" not in a.skip:
-        out["sampled"], out["sampled_curve"] = sampled(a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS)), cache)
+        names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else [*SETTINGS, *SCALE_SETTINGS])
+        out["sampled"], out["sampled_curve"] = sampled(names, cache)
     if "many" not in a.skip and not a.settings:   # --settings names the per-setting sections only
         out["many"] = many_clients((20,) if a.quick else MANY)
     if "samples" not in a.skip: out["validation_samples"] = sample_size(["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache)

@@ -214,7 +214,8 @@ class Valuation:
             v = float(self.values[k])
             if self.lo is not None:
                 pm = f" ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})"
-            elif self.se is not None and np.isfinite(self.se[k]): pm = f" ± {_points(abs(self.se[k]), m)}"
+            elif self.se is not None and np.isfinite(self.se[k]) and not self.method.startswith('reconstruction'):
+                pm = f" ± {_points(abs(self.se[k]), m)}"   # a reconstruction's bootstrap error leaves out its bias: not shown
             else: pm = ''
             verb = ('adds', 'costs') if m == 'accuracy' else ('lowers the test loss by', 'raises the test loss by')
             what = f"{verb[0] if v >= 0 else verb[1]} {_points(abs(v), m)}{pm}"
