@@ -735,10 +735,10 @@ def feature_shapley(n_players: int, control_shapley) -> np.ndarray:
 
 RIDGE_GRID = np.r_[0.0, np.logspace(-4, 4, 33)]   # λ candidates of the client terms' shrinkage (chosen by GCV)
 
-def ridge_fit(F, y, penalty, grid=RIDGE_GRID) -> tuple:
+def ridge_fit(F, y, penalty, grid: list | None = None) -> tuple:   # grid: the λ candidates (default RIDGE_GRID)
     "Least squares with λ·wᵀPw, λ by generalised cross-validation: (w, (FᵀF + λP)⁻¹, residual variance, dof, λ)."
     best = None
-    for lam in grid:
+    for lam in RIDGE_GRID if grid is None else grid:
         inv = np.linalg.pinv(F.T @ F + lam * penalty)
         w = inv @ F.T @ y
         res = y - F @ w
