@@ -411,7 +411,7 @@ def curvature_shares(res) -> tuple:
     return w, cs, (cs * np.hypot(sk / tk, s / t) if (sk > 0).any() or s > 0 else None)
 
 def study_values(res):
-    "The values a study shows for one run: the sampled estimator's (with intervals) where the run has them, else the reconstruction's."
+    "The values a study shows for one run: the sampled estimator's where the run has them, else the reconstruction's."
     vals = res.valuations or {}
     return vals.get('sampled_shapley') or vals.get('reconstruction_shapley')
 

@@ -215,7 +215,7 @@ class Valuation:
             if self.lo is not None:
                 pm = f" ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})"
             elif self.se is not None and np.isfinite(self.se[k]) and not self.method.startswith('reconstruction'):
-                pm = f" ± {_points(abs(self.se[k]), m)}"   # a reconstruction's bootstrap error leaves out its bias: not shown
+                pm = f" ± {_points(abs(self.se[k]), m)}"   # reconstruction: its bootstrap error omits the bias
             else: pm = ''
             verb = ('adds', 'costs') if m == 'accuracy' else ('lowers the test loss by', 'raises the test loss by')
             what = f"{verb[0] if v >= 0 else verb[1]} {_points(abs(v), m)}{pm}"
@@ -475,15 +475,15 @@ def train_on_ray(model, ds, part, cfg, masks, seeds, address: str, shards: int |
 def coalition_values(model: nn.Module,        # architecture and initial weights θ₀ (not modified)
                      ds, part,                # `Dataset` and `Partition` (the clients are the players)
                      cfg: FedConfig | None = None,  # the federated settings of the full run (or keyword arguments)
-                     seeds: list | None = None,     # training seeds (default: cfg.seed); ≥ 2 give the seed spread and the agreement ceiling
+                     seeds: list | None = None,     # training seeds (default: cfg.seed); ≥ 2 give the seeds' spread
                      device='cpu',
-                     checkpoint_dir: str | os.PathLike | None = None,  # checkpoint after every round here; a rerun resumes
+                     checkpoint_dir: str | os.PathLike | None = None,  # checkpoint every round here; a rerun resumes
                      max_clients: int = 12,   # refuse more players than this (2^K coalitions)
                      chunk: int = 2048,       # local updates stacked per call (bounds memory)
                      progress: bool = True,
                      ray_address: str | None = None,  # shard the coalitions over this Ray cluster; None: this process
                      **kwargs) -> CoalitionGame:
-    "Train FedAvg on every coalition S of the clients (same θ₀, settings and per-client batch seeds; weights renormalised over S) and record v(S)."
+    "Train FedAvg on every coalition S alone (same θ₀, settings and batch seeds; weights renormalised) and record v(S)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     K = len(part)
     _check_count('max_clients', max_clients)
@@ -491,8 +491,8 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
         raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) to run them, "
                          "or use sampled_values (a budget of coalitions) or reconstruction values")
     seeds = [cfg.seed] if seeds is None else list(seeds)
-    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir, chunk, progress,
-                                                ray_address)
+    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir, chunk,
+                                                progress, ray_address)
     return CoalitionGame(K, [int(s) for s in seeds], acc, loss, seconds, hits)
 
 
@@ -786,8 +786,8 @@ def learned_shapley(n_players: int,       # K
     dof = min(d for _, d, _ in fits)
     q = stats.t.ppf(0.5 + level / 2, dof) if dof > 1e-9 and G < 2 ** K else stats.norm.ppf(0.5 + level / 2)
     values = per.mean(0)
-    return dict(values=values, se=se, per_seed=per, lo=values - q * se, hi=values + q * se, dof=float(dof), coalitions=G,
-                shrinkage=[float(lam) for _, _, lam in fits])
+    return dict(values=values, se=se, per_seed=per, lo=values - q * se, hi=values + q * se, dof=float(dof),
+                coalitions=G, shrinkage=[float(lam) for _, _, lam in fits])
 
 def run_game_control(model: nn.Module, hist, X: torch.Tensor, Y: torch.Tensor):
     "The run's reconstruction game: masks -> (G, 2) accuracy and minus loss on (X, Y) of θ₀ + Σ_{k∈S} C_k."
