@@ -21,7 +21,8 @@ one test set, so their agreement leaves out the evaluation sample's own noise.
 
 `sampled` scores the retraining-backed estimator (`fedland.valuation.sampled_values`) against the exact game: one real call
 per setting at the default budget (3 join orders, both training seeds), timed, and the curve of agreement, interval
-coverage and cost against the budget (1–8 join orders × 10 draws) from the exact game's own table:
+coverage and cost against the budget (1–8 join orders × 10 draws) from the exact game's own table. Beyond the settings
+above it takes a 10-client Dirichlet split (the 5 % cost target) and two splits on the default model, cnn1d:
 
     python bench/valuation.py --rounds 20 --local-epochs 1 --cache /tmp/vcache --json bench/results/valuation_sampled_r20e1.json --skip validate diagnose samples exact overhead
 
@@ -69,8 +70,10 @@ SETTINGS = {
     "dirichlet-unbalanced-s2": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=2),
     "planted-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
 }
-SCALE_SETTINGS = {   # the sampled section only: its cost target at 10 clients (5 % of the exact game's)
+SCALE_SETTINGS = {   # the sampled section only: its cost target at 10 clients (5 % of the exact game's), and the default model
     "dirichlet-k10": dict(scheme="dirichlet", alpha=0.5, n_clients=10),
+    "cnn1d-dirichlet": dict(scheme="dirichlet", alpha=0.5, model="cnn1d"),
+    "cnn1d-dirichlet-unbalanced": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, model="cnn1d"),
 }
 DEFAULT = "reconstruction_shapley (early game, 10 rounds)"   # the Experiment default (valuation_game='run', valuation_horizon=10)
 NOISY, RIDER = [2], [5]
@@ -113,8 +116,14 @@ def _one(hist, name):
 def is_planted(name): return name.startswith("planted")
 
 
+def setting_model(name) -> str:
+    "The model a setting trains (the MLP unless it names another)."
+    return {**SETTINGS, **SCALE_SETTINGS}[name].get("model", "mlp")
+
+
 def setting_data(name, ds0):
     spec = dict({**SETTINGS, **SCALE_SETTINGS}[name]); pseed = spec.pop("partition_seed", 0)
+    spec.pop("model", None)
     part = partition(ds0.y_train, spec.pop("n_clients", K), seed=pseed, **spec)
     ds = plant_label_noise(ds0, part, NOISY, 1.0) if is_planted(name) else ds0
     cfg = FedConfig(**CFG, free_riders=RIDER if is_planted(name) else [])
@@ -293,7 +302,7 @@ def sampled(names, cache: Path):
     for name in names:
         ds, part, cfg = setting_data(name, ds0)
         K = len(part)
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        net = build_model(setting_model(name), ds.input_shape, 10, seed=0)
         gpath = cache / f"game-{name}.npz"
         if gpath.exists(): game = CoalitionGame.load(gpath)
         else:
@@ -318,7 +327,7 @@ def sampled(names, cache: Path):
                                          reuse=sv))
         cover = (sv.lo <= truth.values) & (truth.values <= sv.hi)
         lowest2 = lambda v: sorted(np.argsort(v.values)[:2].tolist())
-        rows.append(dict(setting=name, clients=K, spearman=agreement(truth, sv)["spearman"], pearson=agreement(truth, sv)["pearson"],
+        rows.append(dict(setting=name, model=setting_model(name), clients=K, spearman=agreement(truth, sv)["spearman"], pearson=agreement(truth, sv)["pearson"],
                          reconstruction_spearman=agreement(truth, rec)["spearman"], ceiling=game.seed_agreement(),
                          coverage=float(cover.mean()), half_width_points=float(100 * np.mean((sv.hi - sv.lo) / 2)),
                          spread_ratio=float(np.std(sv.values) / np.std(truth.values)), seconds=seconds, exact_seconds=game.seconds,
@@ -346,7 +355,7 @@ def sampled(names, cache: Path):
 MANY = (20, 50, 100)           # clients of the many-clients checks
 MANY_NOISY = 10                # planted clients with random labels: they must be the lowest
 MANY_CFG = dict(rounds=20, local_epochs=1)   # MLP, 20 rounds x 1 epoch
-DOUBLE_UP_TO = 50              # the doubled-budget check runs up to this many clients (at 100 the first budget alone is reported)
+DOUBLE_UP_TO = 100             # the doubled-budget check runs up to this many clients
 
 
 def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
@@ -383,7 +392,8 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
                    coalitions_doubled=b.info["coalitions"], client_rounds=a.info["client_rounds"],
                    half_width_points=float(100 * np.mean((a.hi - a.lo) / 2)), half_width_points_max=float(100 * np.max((a.hi - a.lo) / 2)),
                    half_width_points_doubled=float(100 * np.mean((b.hi - b.lo) / 2)), mean_value_points=float(100 * np.mean(a.values)),
-                   noisy_lowest=lowest == noisy, lowest=lowest,
+                   noisy_lowest=lowest == noisy, lowest=lowest, noisy_in_lowest=len(set(lowest) & set(noisy)),
+                   noisy_lowest_up_to_ties=bool(all(a.hi[c] >= a.lo[n] for c in range(K) if c not in noisy for n in noisy)),
                    duplicates_overlap=bool(a.lo[0] <= a.hi[K - 1] and a.lo[K - 1] <= a.hi[0]),
                    duplicate_values_points=[float(100 * a.values[0]), float(100 * a.values[K - 1])],
                    doubled_inside=float(inside.mean()) if b is not a else None, efficiency_gap=float(a.values.sum() - (a.per_seed.sum(1).mean())),
@@ -391,7 +401,8 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
                    values_doubled=b.values.tolist())
         out.append(row)
         print(f"K={K}: {row['seconds']:.0f} s (doubled budget: {row['seconds_doubled']} s), half-width {row['half_width_points']:.2f} points "
-              f"(max {row['half_width_points_max']:.2f}), noisy lowest {row['noisy_lowest']}, duplicates overlap {row['duplicates_overlap']}, "
+              f"(max {row['half_width_points_max']:.2f}), noisy lowest {row['noisy_lowest']} ({row['noisy_in_lowest']}/10, "
+              f"up to ties {row['noisy_lowest_up_to_ties']}), duplicates overlap {row['duplicates_overlap']}, "
               f"doubled inside {row['doubled_inside']}, reconstruction ρ {row['reconstruction_spearman']:.2f}", flush=True)
     return out
 

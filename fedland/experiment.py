@@ -12,7 +12,7 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ENGINES', 'CLIENT_HISTORY_MB', 'STUDY_SETTINGS', 'Experiment', 'Result', 'prepare', 'run_experiment',
            'run_experiments', 'study_experiments', 'study', 'curvature_shares', 'study_values', 'who_group',
-           'study_table', 'study_summary', 'parse_value', 'expand_grid', 'sweep', 'main']
+           'study_table', 'value_words', 'study_summary', 'parse_value', 'expand_grid', 'sweep', 'main']
 
 # %% ../nbs/09_experiment.ipynb #c004
 import numpy as np
@@ -445,6 +445,18 @@ def study_table(results: dict) -> pd.DataFrame:
         rows.append(row)
     return pd.DataFrame(rows).set_index('setting')
 
+def value_words(row, base) -> str:
+    "What a `study_table` row's client values support: spread and ranking for calibrated values, a caveat otherwise."
+    if not row['values from']: return ''
+    if row['values from'].endswith('(uncalibrated)'):
+        return "; client values are uncalibrated reconstruction estimates, so they are not ranked here (valuation='sampled' gives intervals)"
+    spread, out = row['value spread (sd, points)'], ''
+    if str(base['values from']) == row['values from'] and base['value spread (sd, points)'] > 0:
+        out += f"; client values spread {spread / base['value spread (sd, points)']:.1f}× as wide ({spread:.2f} points sd)"
+    if np.isfinite(row['value vs data share (Spearman)']):
+        out += f", their ranking follows data size with Spearman ρ {row['value vs data share (Spearman)']:.2f}"
+    return out + f"; most valuable {row['most valuable']}, least {row['least valuable']}"
+
 def study_summary(table: pd.DataFrame, baseline: str = 'IID, balanced') -> list:
     "Sentences comparing every setting of `study_table` with the baseline setting."
     if baseline not in table.index: raise ValueError(f"baseline={baseline!r} is not a setting of the table ({', '.join(table.index)})")
@@ -455,10 +467,7 @@ def study_summary(table: pd.DataFrame, baseline: str = 'IID, balanced') -> list:
     for n, r in table.drop(index=baseline).iterrows():
         d = 100 * (r['test acc'] - b['test acc'])
         s = f"{n}: test accuracy {r['test acc']:.3f} ({'+' if d >= 0 else '−'}{abs(d):.1f} points vs {baseline})"
-        if np.isfinite(r['value spread (sd, points)']) and np.isfinite(b['value spread (sd, points)']) and b['value spread (sd, points)'] > 0:
-            s += f"; client values spread {r['value spread (sd, points)'] / b['value spread (sd, points)']:.1f}× as wide ({r['value spread (sd, points)']:.2f} points sd)"
-        if np.isfinite(r['value vs data share (Spearman)']): s += f", their ranking follows data size with Spearman ρ {r['value vs data share (Spearman)']:.2f}"
-        if r['most valuable']: s += f"; most valuable {r['most valuable']}, least {r['least valuable']}"
+        s += value_words(r, b)
         if np.isfinite(r['curvature share ÷ data share, max/min']): s += f"; curvature share per unit of data varies {r['curvature share ÷ data share, max/min']:.1f}× across clients"
         out.append(s + '.')
     return out

@@ -280,7 +280,7 @@ def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` 
         per_val = {r: scale * cum[max([i for i, q in enumerate(valuation.rounds) if q <= r], default=-1)] if any(q <= r for q in valuation.rounds) else np.zeros(K) for r in rounds}
     cols = 3 if per_val is not None else 2
     fig = make_subplots(rows=1, cols=cols, column_widths=[0.56, 0.22, 0.22][:cols] if cols == 3 else [0.68, 0.32], horizontal_spacing=0.08,
-                        subplot_titles=['models on the plane', 'loss share (received model)'] + (['value so far'] if per_val is not None else []))
+                        subplot_titles=['models on the plane', 'loss share (received model)'] + ([f"value so far{'' if valuation.lo is not None else ' (uncalibrated)'}"] if per_val is not None else []))
     Z = np.log10(np.maximum(ls.loss, 1e-12)) if log else ls.loss
     fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Z, colorscale='Viridis', ncontours=25, showscale=False, hoverinfo='skip'), 1, 1)
     names = [f'client {k}' for k in range(K)]

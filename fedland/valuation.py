@@ -15,7 +15,7 @@ __all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'WEIGHTINGS', 'GAMES
            'coalition_values', 'coalition_rows', 'membership', 'coalition_weights', 'Reconstruction', 'round_gain',
            'reconstruction_values', 'agreement', 'run_estimators', 'valuation_report', 'validation_sample',
            'shapley_weights', 'shapley_weight_norms', 'budget_coalitions', 'utility_features', 'feature_shapley',
-           'ridge_fit', 'learned_shapley', 'run_game_control', 'sampled_values', 'plant_label_noise']
+           'ridge_path', 'learned_shapley', 'run_game_control', 'sampled_values', 'plant_label_noise']
 
 # %% ../nbs/07b_valuation.ipynb #v004
 import numpy as np
@@ -733,19 +733,22 @@ def feature_shapley(n_players: int, control_shapley) -> np.ndarray:
     size[:, K], size[:, 0] = 1.0 / K, -1.0 / K
     return np.hstack([size, np.asarray(control_shapley, dtype=np.float64)[:, None], np.eye(K)])
 
-RIDGE_GRID = np.r_[0.0, np.logspace(-4, 4, 33)]   # λ candidates of the client terms' shrinkage (chosen by GCV)
+RIDGE_GRID = np.r_[0.0, np.logspace(-4, 4, 33)]   # λ candidates of the client terms' shrinkage (weighted by GCV)
 
-def ridge_fit(F, y, penalty, grid: list | None = None) -> tuple:   # grid: the λ candidates (default RIDGE_GRID)
-    "Least squares with λ·wᵀPw, λ by generalised cross-validation: (w, (FᵀF + λP)⁻¹, residual variance, dof, λ)."
-    best = None
+def ridge_path(F, y, penalty, grid: list | None = None) -> list:   # grid: the λ candidates (default RIDGE_GRID)
+    "Least squares with λ·wᵀPw at every λ: (w, (FᵀF + λP)⁻¹, residual variance, dof, λ, weight ∝ GCV(λ)^(−n/2))."
+    fits = []
     for lam in RIDGE_GRID if grid is None else grid:
         inv = np.linalg.pinv(F.T @ F + lam * penalty)
         w = inv @ F.T @ y
-        res = y - F @ w
+        rss = float((y - F @ w) @ (y - F @ w))
         dof = len(y) - np.trace(F @ inv @ F.T)
-        gcv = len(y) * (res @ res) / max(dof, 1e-9) ** 2
-        if best is None or gcv < best[0] - 1e-15: best = (gcv, w, inv, res @ res / dof if dof > 1e-9 else 0.0, dof, lam)
-    return best[1:]
+        gcv = len(y) * rss / max(dof, 1e-9) ** 2
+        fits.append((w, inv, rss / dof if dof > 1e-9 else 0.0, dof, float(lam), math.log(max(gcv, 1e-300))))
+    log_gcv = np.array([f[-1] for f in fits])
+    weight = np.exp(-len(y) / 2 * (log_gcv - log_gcv.min()))   # GCV as a profile likelihood of λ
+    weight /= weight.sum()
+    return [(*f[:-1], float(x)) for f, x in zip(fits, weight)]
 
 def learned_shapley(n_players: int,       # K
                     masks,                # the retrained coalitions (bitmasks)
@@ -754,9 +757,10 @@ def learned_shapley(n_players: int,       # K
                     control_shapley,      # (K,) Shapley values of the control game
                     control_se=None,      # (K,) their standard errors (a sampled control), or None (exact)
                     level: float = 0.9,   # coverage of the intervals
-                    shrink: bool = True) -> dict:   # shrink the client terms β_j towards their mean (λ by GCV)
+                    shrink: bool = True) -> dict:   # shrink the client terms β_j towards their mean (λ weighted by GCV)
     "Shapley values of v from some coalitions: fit v(S) ≈ a_|S| + b·r(S) + Σ_{j∈S} β_j, keep each retrained value."
-    # the interval: the fit's covariance through the unseen coalitions' weights, their residuals, the seeds' spread
+    # the interval: the fit's covariance through the unseen coalitions' weights and their residuals, averaged over the
+    # shrinkage λ (the spread between λ's included), then the seeds' spread
     K, ms = n_players, [int(m) for m in masks]
     v = np.atleast_2d(np.asarray(v, dtype=np.float64))
     F = utility_features(K, ms, control)
@@ -769,25 +773,28 @@ def learned_shapley(n_players: int,       # K
     grid = RIDGE_GRID if shrink else [0.0]
     U = phiF - A @ F                            # the features' Shapley weight on the coalitions not retrained
     unseen = np.maximum(shapley_weight_norms(K) - (A ** 2).sum(1), 0.0)   # Σ_{S not retrained} A_kS², per client
-    per, var_fit, fits = [], [], []
+    per, var_fit, slopes, dofs, lams = [], [], [], [], []
     for row in v:
-        w, inv, s2, dof, lam = ridge_fit(F, row, penalty, grid)
-        res = row - F @ w
-        per.append(phiF @ w + A @ res)          # φ(fitted table) with every retrained coalition at its own value
-        var_fit.append(s2 * (np.einsum('ij,jk,ik->i', U, inv, U) + unseen) if G < 2 ** K else np.zeros(K))
-        fits.append((w, dof, lam))
+        path = ridge_path(F, row, penalty, grid)
+        weight = np.array([p[-1] for p in path])
+        est = np.array([phiF @ w + A @ (row - F @ w) for w, *_ in path])   # φ(fit), retrained coalitions as measured
+        within = np.array([s2 * (np.einsum('ij,jk,ik->i', U, inv, U) + unseen) for _, inv, s2, *_ in path])
+        per.append(weight @ est)
+        var_fit.append(weight @ within + weight @ (est - per[-1]) ** 2 if G < 2 ** K else np.zeros(K))
+        slopes.append(weight @ np.array([w[K + 1] for w, *_ in path]))
+        dofs.append(min(p[3] for p in path if p[-1] > 1e-3))
+        lams.append(path[int(weight.argmax())][4])
     per = np.array(per)
     var = np.mean(var_fit, 0)
     if n_seeds > 1: var = var + np.mean(per.var(0, ddof=1)) / n_seeds     # the seeds' noise, pooled over clients
     if control_se is not None:                 # a sampled control: its own error, scaled by the fitted slope b
-        b = np.mean([w[K + 1] for w, _, _ in fits])
-        var = var + (b * np.asarray(control_se, dtype=np.float64)) ** 2
+        var = var + (np.mean(slopes) * np.asarray(control_se, dtype=np.float64)) ** 2
     se = np.sqrt(var)
-    dof = min(d for _, d, _ in fits)
+    dof = min(dofs)
     q = stats.t.ppf(0.5 + level / 2, dof) if dof > 1e-9 and G < 2 ** K else stats.norm.ppf(0.5 + level / 2)
     values = per.mean(0)
     return dict(values=values, se=se, per_seed=per, lo=values - q * se, hi=values + q * se, dof=float(dof),
-                coalitions=G, shrinkage=[float(lam) for _, _, lam in fits])
+                coalitions=G, shrinkage=lams)
 
 def run_game_control(model: nn.Module, hist, X: torch.Tensor, Y: torch.Tensor):
     "The run's reconstruction game: masks -> (G, 2) accuracy and minus loss on (X, Y) of θ₀ + Σ_{k∈S} C_k."
