@@ -455,6 +455,7 @@ def value_words(row, base) -> str:
         out += f"; client values spread {spread / base['value spread (sd, points)']:.1f}× as wide ({spread:.2f} points sd)"
     if np.isfinite(row['value vs data share (Spearman)']):
         out += f", their ranking follows data size with Spearman ρ {row['value vs data share (Spearman)']:.2f}"
+    if row['most valuable'] == row['least valuable']: return out + "; no client's value is distinguishable from another's"
     return out + f"; most valuable {row['most valuable']}, least {row['least valuable']}"
 
 def study_summary(table: pd.DataFrame, baseline: str = 'IID, balanced') -> list:
