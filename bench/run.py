@@ -20,8 +20,16 @@ Sections (the default model, cnn1d, first):
   main       papermill nbs/run.ipynb -p alpha 0.5 (wall time, peak RSS)
   scale      1000 clients × 100 rounds (peak RSS, disk)
 
-    OMP_NUM_THREADS=2 python bench/run.py --quick --json bench/results/latest.json
-    OMP_NUM_THREADS=2 python bench/run.py --quick --merge --json bench/results/latest.json --skip fedavg landscape curvature valuation main scale   # one section again
+    python bench/run.py --quick --json bench/results/latest.json
+    python bench/run.py --quick --merge --json bench/results/latest.json --skip fedavg landscape curvature valuation main scale   # one section again
+
+Threads are the script's business, side by side: it refuses to start when a thread variable (OMP_NUM_THREADS and the
+like) is set in its environment — such a variable reaches every Flower actor, and with it two 1-CPU actors on 2 cores
+ran 2 threads each, which made Flower 5-7x slower than its own default. fedland's side runs torch with one thread per
+core; Flower runs in each configuration of FLOWER_CONFIGS (CPUs reserved per actor, threads per actor, set through
+Ray's runtime environment), and its fastest configuration is the one compared. Every configuration's time is kept
+(the sensitivity table), and the JSON records the host, the thread settings of both sides and the environment.
+Every repetition lasts at least MIN_REP_SECONDS: a shorter timed call is repeated inside the repetition.
 """
 import argparse
 import copy
@@ -38,6 +46,24 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+FLOWER_CONFIGS = {   # name -> (CPUs reserved per Ray actor, torch threads per actor)
+    "1 CPU, 1 thread per actor (Flower's default)": (1, 1),
+    "2 CPUs, 2 threads per actor": (2, 2),
+    "1 CPU, 2 threads per actor (oversubscribed)": (1, 2),
+}
+MIN_REP_SECONDS = 1.0   # a repetition shorter than this repeats its call until it is this long
+
+
+def thread_policy() -> dict:
+    "Refuse inherited thread variables (they would oversubscribe Flower's actors); fedland runs one thread per core."
+    inherited = {v: os.environ[v] for v in THREAD_VARS if v in os.environ}
+    if inherited:
+        raise SystemExit(f"bench/run.py sets the threads of each side itself; unset {', '.join(inherited)} "
+                         "(a thread variable reaches every Flower actor and oversubscribes the cores)")
+    torch.set_num_threads(os.cpu_count())
+    return {"fedland_torch_threads": torch.get_num_threads(), "flower": {n: dict(cpus=c, threads=t) for n, (c, t) in FLOWER_CONFIGS.items()},
+            "environment": {v: os.environ.get(v) for v in THREAD_VARS}}
 
 
 def _cpu_model() -> str:
@@ -63,14 +89,24 @@ def spread(xs) -> dict:
     return dict(median=float(np.median(xs)), min=min(xs), max=max(xs), reps=xs)
 
 
+def calls_per_rep(f, min_seconds: float = MIN_REP_SECONDS) -> int:
+    "How many calls of f make one repetition of at least `min_seconds` (from one timed call)."
+    t = time.perf_counter()
+    f()
+    return max(1, int(np.ceil(min_seconds / max(time.perf_counter() - t, 1e-6))))
+
+
 def alternate(fns: dict, reps: int, warm: bool = True) -> dict:
-    "Seconds of each function over `reps` alternated repetitions (after one untimed warm-up of each)."
+    "Seconds per call of each function over `reps` alternated repetitions of ≥ MIN_REP_SECONDS (after a warm-up)."
     if warm:
         for f in fns.values(): f()
+    n = {k: calls_per_rep(f) for k, f in fns.items()}
     out = {k: [] for k in fns}
     for _ in range(reps):
         for k, f in fns.items():
-            t = time.perf_counter(); f(); out[k].append(time.perf_counter() - t)
+            t = time.perf_counter()
+            for _ in range(n[k]): f()
+            out[k].append((time.perf_counter() - t) / n[k])
     return out
 
 
@@ -107,7 +143,7 @@ def _fedavg_exp(model, n_clients, rounds, store, engine="local"):
                       centralized=False, landscape=False, curvature=False, contributions=False, engine=engine, store=store)
 
 
-def _flower_run(exp):
+def _flower_run(exp, cpus: int = 1, threads: int = 1):
     "The experiment's rounds on Flower's Simulation Engine (fedland's ClientApp on every virtual SuperNode); returns its Result."
     import logging
     from flwr.app import Context
@@ -123,9 +159,11 @@ def _flower_run(exp):
         box["res"] = run_experiment(exp, progress=False, clients=FlowerClients(grid, exp))
 
     update_console_handler(level=logging.WARNING)
+    env = {v: str(threads) for v in THREAD_VARS}
     run_simulation(app, make_client_app(exp), num_supernodes=exp.n_clients,
-                   backend_config={"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR", "log_to_driver": False}})
+                   backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+                                   "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR", "log_to_driver": False,
+                                                 "runtime_env": {"env_vars": env}}})
     if "res" not in box: raise RuntimeError("the Flower simulation did not finish the experiment")
     return box["res"]
 
@@ -133,18 +171,22 @@ def _flower_run(exp):
 def bench_fedavg(model, n_clients, rounds, reps, matmul):
     "Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions of whole runs."
     from fedland.experiment import run_experiment
-    per = {"fedland": [], "flower": []}; accs = {}
-    for i in range(reps + 1):                     # repetition 0 is the warm-up of both
+    per = {"fedland": [], **{c: [] for c in FLOWER_CONFIGS}}; accs = {}
+    for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
         ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f"{d}/local.db"), progress=False)
-        theirs = _flower_run(_fedavg_exp(model, n_clients, rounds, f"{d}/flower.db", engine="flower"))
+        theirs = {c: _flower_run(_fedavg_exp(model, n_clients, rounds, f"{d}/flower{j}.db", engine="flower"), *FLOWER_CONFIGS[c])
+                  for j, c in enumerate(FLOWER_CONFIGS)}
         if i == 0: continue
         per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
-        per["flower"].append(float(theirs.history.rounds.seconds.iloc[2:].mean()))
-        accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]), acc_flower=float(theirs.history.rounds.test_acc.iloc[-1]))
+        for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
+        accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
+                    acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
+    best = min(FLOWER_CONFIGS, key=lambda c: np.median(per[c]))
     floor = _round_flops(_fedavg_exp(model, n_clients, rounds, "unused.db")) / (matmul * 1e9)
     return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_fedland=spread(per["fedland"]),
-                seconds_per_round_flower=spread(per["flower"]), speedup=ratio(per["flower"], per["fedland"]), **accs,
+                seconds_per_round_flower=spread(per[best]), flower_config=best, speedup=ratio(per[best], per["fedland"]), **accs,
+                flower_configs={c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"])) for c in FLOWER_CONFIGS},
                 floor_seconds_per_round=floor, vs_floor=spread([s / floor for s in per["fedland"]]))
 
 
@@ -360,10 +402,13 @@ def main():
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled sequential landscape curvature valuation main scale")
     ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file and keep the others (and their table rows)")
     a = ap.parse_args()
+    threads = thread_policy()
     old = json.loads(Path(a.json).read_text()) if a.merge and a.json and Path(a.json).exists() else None
     out = {"machine": {"matmul_gflops": matmul_gflops(), "cpus": os.cpu_count(), "torch": torch.__version__, "reps": a.reps,
                        "threads": torch.get_num_threads(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "python": sys.version.split()[0], "quick": a.quick}}
+                       "python": sys.version.split()[0], "quick": a.quick, "host": os.uname().nodename,
+                       "command": "python bench/run.py " + " ".join(sys.argv[1:]), "thread_settings": threads,
+                       "min_rep_seconds": MIN_REP_SECONDS}}
     mm = out["machine"]["matmul_gflops"]
     rows = [("machine", "matmul GFLOP/s (2048² float32, median of 5)", f"{mm:.1f}")]
     done = lambda key: print(f"  {key} done", file=sys.stderr, flush=True)
@@ -375,8 +420,11 @@ def main():
                          "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"], "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
                          "vs_floor": F_["mlp_10"]["vs_floor"]["median"], "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"], **F_}
         for key, f in F_.items():
-            rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs Flower simulation",
+            rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs Flower simulation "
+                      f"at its fastest ({f['flower_config']})",
                       f"{f['seconds_per_round_fedland']['median']:.3f} vs {f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
+                     *[("fedavg", f"{f['model']}, {f['clients']} clients, sensitivity: Flower with {c}",
+                        f"{g['seconds_per_round']['median']:.3f} s/round: {_fmt(g['speedup'])}") for c, g in f["flower_configs"].items()],
                      ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round ÷ compute floor",
                       f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
     if "compiled" not in a.skip:
