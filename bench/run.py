@@ -26,8 +26,8 @@ Sections (the default model, cnn1d, first):
 Threads are the script's business, side by side: it refuses to start when a thread variable (OMP_NUM_THREADS and the
 like) is set in its environment — such a variable reaches every Flower actor, and with it two 1-CPU actors on 2 cores
 ran 2 threads each, which made Flower 5-7x slower than its own default. fedland's side runs torch with one thread per
-core; Flower runs in each configuration of FLOWER_CONFIGS (CPUs reserved per actor, threads per actor, set through
-Ray's runtime environment), and its fastest configuration is the one compared. Every configuration's time is kept
+core; Flower runs in each configuration of FLOWER_CONFIGS (CPUs reserved per actor, threads per actor, set in the
+environment its Ray actors inherit, for that run only), and its fastest configuration is the one compared. Every configuration's time is kept
 (the sensitivity table), and the JSON records the host, the thread settings of both sides and the environment.
 Every repetition lasts at least MIN_REP_SECONDS: a shorter timed call is repeated inside the repetition.
 """
@@ -159,11 +159,13 @@ def _flower_run(exp, cpus: int = 1, threads: int = 1):
         box["res"] = run_experiment(exp, progress=False, clients=FlowerClients(grid, exp))
 
     update_console_handler(level=logging.WARNING)
-    env = {v: str(threads) for v in THREAD_VARS}
-    run_simulation(app, make_client_app(exp), num_supernodes=exp.n_clients,
-                   backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-                                   "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR", "log_to_driver": False,
-                                                 "runtime_env": {"env_vars": env}}})
+    os.environ.update({v: str(threads) for v in THREAD_VARS})   # Ray's actors inherit the driver's environment
+    try:                                                         # (Flower sets Ray's runtime_env itself)
+        run_simulation(app, make_client_app(exp), num_supernodes=exp.n_clients,
+                       backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
+                                       "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR", "log_to_driver": False}})
+    finally:
+        for v in THREAD_VARS: os.environ.pop(v, None)
     if "res" not in box: raise RuntimeError("the Flower simulation did not finish the experiment")
     return box["res"]
 
@@ -175,8 +177,9 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
         ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f"{d}/local.db"), progress=False)
-        theirs = {c: _flower_run(_fedavg_exp(model, n_clients, rounds, f"{d}/flower{j}.db", engine="flower"), *FLOWER_CONFIGS[c])
-                  for j, c in enumerate(FLOWER_CONFIGS)}
+        theirs = {c: _flower_run(_fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower"),
+                                 *FLOWER_CONFIGS[c])     # a store (and artifacts folder) each: nothing is reloaded
+                  for c in FLOWER_CONFIGS}
         if i == 0: continue
         per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
         for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
