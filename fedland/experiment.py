@@ -449,13 +449,16 @@ def value_words(row, base) -> str:
     "What a `study_table` row's client values support: spread and ranking for calibrated values, a caveat otherwise."
     if not row['values from']: return ''
     if row['values from'].endswith('(uncalibrated)'):
-        return "; client values are uncalibrated reconstruction estimates, so they are not ranked here (valuation='sampled' gives intervals)"
+        return ("; client values are uncalibrated reconstruction estimates, so they are not ranked here "
+                "(valuation='sampled' gives intervals)")
     spread, out = row['value spread (sd, points)'], ''
     if str(base['values from']) == row['values from'] and base['value spread (sd, points)'] > 0:
-        out += f"; client values spread {spread / base['value spread (sd, points)']:.1f}× as wide ({spread:.2f} points sd)"
+        wider = spread / base['value spread (sd, points)']
+        out += f"; client values spread {wider:.1f}× as wide ({spread:.2f} points sd)"
     if np.isfinite(row['value vs data share (Spearman)']):
         out += f", their ranking follows data size with Spearman ρ {row['value vs data share (Spearman)']:.2f}"
-    if row['most valuable'] == row['least valuable']: return out + "; no client's value is distinguishable from another's"
+    if row['most valuable'] == row['least valuable']:
+        return out + "; no client's value is distinguishable from another's"
     return out + f"; most valuable {row['most valuable']}, least {row['least valuable']}"
 
 def study_summary(table: pd.DataFrame, baseline: str = 'IID, balanced') -> list:

@@ -273,14 +273,15 @@ def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` 
     if not rounds: raise ValueError("the history has no rounds")
     K, box = hist.n_clients, ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
     lo, hi = np.array([box[0][0], box[1][0]]), np.array([box[0][1], box[1][1]])
-    per_val = None
+    per_val, value_title = None, []
     if valuation is not None:
         if valuation.per_round is None: raise ValueError(f"{valuation.method} has no per-round values")
         cum = np.cumsum(np.asarray(valuation.per_round), 0); scale = 100 if valuation.metric == 'accuracy' else 1
+        value_title = [f"value so far{'' if valuation.lo is not None else ' (uncalibrated)'}"]
         per_val = {r: scale * cum[max([i for i, q in enumerate(valuation.rounds) if q <= r], default=-1)] if any(q <= r for q in valuation.rounds) else np.zeros(K) for r in rounds}
     cols = 3 if per_val is not None else 2
     fig = make_subplots(rows=1, cols=cols, column_widths=[0.56, 0.22, 0.22][:cols] if cols == 3 else [0.68, 0.32], horizontal_spacing=0.08,
-                        subplot_titles=['models on the plane', 'loss share (received model)'] + ([f"value so far{'' if valuation.lo is not None else ' (uncalibrated)'}"] if per_val is not None else []))
+                        subplot_titles=['models on the plane', 'loss share (received model)'] + value_title)
     Z = np.log10(np.maximum(ls.loss, 1e-12)) if log else ls.loss
     fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Z, colorscale='Viridis', ncontours=25, showscale=False, hoverinfo='skip'), 1, 1)
     names = [f'client {k}' for k in range(K)]

@@ -736,7 +736,7 @@ def feature_shapley(n_players: int, control_shapley) -> np.ndarray:
 RIDGE_GRID = np.r_[0.0, np.logspace(-4, 4, 33)]   # λ candidates of the client terms' shrinkage (weighted by GCV)
 
 def ridge_path(F, y, penalty, grid: list | None = None) -> list:   # grid: the λ candidates (default RIDGE_GRID)
-    "Least squares with λ·wᵀPw at every λ: (w, (FᵀF + λP)⁻¹, residual variance, dof, λ, weight ∝ GCV(λ)^(−n/2))."
+    "Ridge fits at every λ: (w, (FᵀF + λP)⁻¹, residual variance, dof, λ, weight ∝ GCV(λ)^(−n/2))."
     fits = []
     for lam in RIDGE_GRID if grid is None else grid:
         inv = np.linalg.pinv(F.T @ F + lam * penalty)
@@ -757,7 +757,7 @@ def learned_shapley(n_players: int,       # K
                     control_shapley,      # (K,) Shapley values of the control game
                     control_se=None,      # (K,) their standard errors (a sampled control), or None (exact)
                     level: float = 0.9,   # coverage of the intervals
-                    shrink: bool = True) -> dict:   # shrink the client terms β_j towards their mean (λ weighted by GCV)
+                    shrink: bool = True) -> dict:   # shrink the client terms β_j to their mean (λ weighted by GCV)
     "Shapley values of v from some coalitions: fit v(S) ≈ a_|S| + b·r(S) + Σ_{j∈S} β_j, keep each retrained value."
     # the interval: the fit's covariance through the unseen coalitions' weights and their residuals, averaged over the
     # shrinkage λ (the spread between λ's included), then the seeds' spread
