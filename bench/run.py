@@ -21,13 +21,15 @@ Sections (the default model, cnn1d, first):
   scale      1000 clients × 100 rounds (peak RSS, disk)
 
     python bench/run.py --quick --json bench/results/latest.json
-    python bench/run.py --quick --merge --json bench/results/latest.json --skip fedavg landscape curvature valuation main scale   # one section again
+    python bench/run.py --quick --merge --json bench/results/latest.json \
+        --skip fedavg landscape curvature valuation main scale   # one section again
 
 Threads are the script's business, side by side: it refuses to start when a thread variable (OMP_NUM_THREADS and the
 like) is set in its environment — such a variable reaches every Flower actor, and with it two 1-CPU actors on 2 cores
 ran 2 threads each, which made Flower 5-7x slower than its own default. fedland's side runs torch with one thread per
 core; Flower runs in each configuration of FLOWER_CONFIGS (CPUs reserved per actor, threads per actor, set in the
-environment its Ray actors inherit, for that run only), and its fastest configuration is the one compared. Every configuration's time is kept
+environment its Ray actors inherit, for that run only), and its fastest configuration is the one compared. Every
+configuration's time is kept
 (the sensitivity table), and the JSON records the host, the thread settings of both sides and the environment.
 Every repetition lasts at least MIN_REP_SECONDS: a shorter timed call is repeated inside the repetition.
 """
@@ -46,7 +48,8 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS", "VECLIB_MAXIMUM_THREADS")
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
+               "VECLIB_MAXIMUM_THREADS")
 FLOWER_CONFIGS = {   # name -> (CPUs reserved per Ray actor, torch threads per actor)
     "1 CPU, 1 thread per actor (Flower's default)": (1, 1),
     "2 CPUs, 2 threads per actor": (2, 2),
@@ -62,7 +65,8 @@ def thread_policy() -> dict:
         raise SystemExit(f"bench/run.py sets the threads of each side itself; unset {', '.join(inherited)} "
                          "(a thread variable reaches every Flower actor and oversubscribes the cores)")
     torch.set_num_threads(os.cpu_count())
-    return {"fedland_torch_threads": torch.get_num_threads(), "flower": {n: dict(cpus=c, threads=t) for n, (c, t) in FLOWER_CONFIGS.items()},
+    flower = {n: dict(cpus=c, threads=t) for n, (c, t) in FLOWER_CONFIGS.items()}
+    return {"fedland_torch_threads": torch.get_num_threads(), "flower": flower,
             "environment": {v: os.environ.get(v) for v in THREAD_VARS}}
 
 
@@ -163,7 +167,8 @@ def _flower_run(exp, cpus: int = 1, threads: int = 1):
     try:                                                         # (Flower sets Ray's runtime_env itself)
         run_simulation(app, make_client_app(exp), num_supernodes=exp.n_clients,
                        backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-                                       "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR", "log_to_driver": False}})
+                                       "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR",
+                                                     "log_to_driver": False}})
     finally:
         for v in THREAD_VARS: os.environ.pop(v, None)
     if "res" not in box: raise RuntimeError("the Flower simulation did not finish the experiment")
@@ -177,9 +182,10 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
         ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f"{d}/local.db"), progress=False)
-        theirs = {c: _flower_run(_fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower"),
-                                 *FLOWER_CONFIGS[c])     # a store (and artifacts folder) each: nothing is reloaded
-                  for c in FLOWER_CONFIGS}
+        theirs = {}
+        for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
+            exp = _fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower")
+            theirs[c] = _flower_run(exp, *FLOWER_CONFIGS[c])
         if i == 0: continue
         per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
         for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
@@ -188,8 +194,9 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
     best = min(FLOWER_CONFIGS, key=lambda c: np.median(per[c]))
     floor = _round_flops(_fedavg_exp(model, n_clients, rounds, "unused.db")) / (matmul * 1e9)
     return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_fedland=spread(per["fedland"]),
-                seconds_per_round_flower=spread(per[best]), flower_config=best, speedup=ratio(per[best], per["fedland"]), **accs,
-                flower_configs={c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"])) for c in FLOWER_CONFIGS},
+                seconds_per_round_flower=spread(per[best]), flower_config=best,
+                speedup=ratio(per[best], per["fedland"]), **accs, flower_configs={c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"]))
+                                        for c in FLOWER_CONFIGS},
                 floor_seconds_per_round=floor, vs_floor=spread([s / floor for s in per["fedland"]]))
 
 
@@ -423,11 +430,12 @@ def main():
                          "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"], "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
                          "vs_floor": F_["mlp_10"]["vs_floor"]["median"], "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"], **F_}
         for key, f in F_.items():
-            rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs Flower simulation "
-                      f"at its fastest ({f['flower_config']})",
+            rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs "
+                      f"Flower simulation at its fastest ({f['flower_config']})",
                       f"{f['seconds_per_round_fedland']['median']:.3f} vs {f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
                      *[("fedavg", f"{f['model']}, {f['clients']} clients, sensitivity: Flower with {c}",
-                        f"{g['seconds_per_round']['median']:.3f} s/round: {_fmt(g['speedup'])}") for c, g in f["flower_configs"].items()],
+                        f"{g['seconds_per_round']['median']:.3f} s/round: {_fmt(g['speedup'])}")
+                       for c, g in f["flower_configs"].items()],
                      ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round ÷ compute floor",
                       f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
     if "compiled" not in a.skip:
