@@ -483,7 +483,7 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
                      progress: bool = True,
                      ray_address: str | None = None,  # shard the coalitions over this Ray cluster; None: this process
                      **kwargs) -> CoalitionGame:
-    "Train FedAvg on every coalition S alone (same θ₀, settings and batch seeds; weights renormalised) and record v(S)."
+    "FedAvg on every coalition S alone (same θ₀, settings and batch seeds; weights renormalised): v(S)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     K = len(part)
     _check_count('max_clients', max_clients)
@@ -491,8 +491,8 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
         raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) to run them, "
                          "or use sampled_values (a budget of coalitions) or reconstruction values")
     seeds = [cfg.seed] if seeds is None else list(seeds)
-    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir, chunk,
-                                                progress, ray_address)
+    acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir,
+                                                chunk, progress, ray_address)
     return CoalitionGame(K, [int(s) for s in seeds], acc, loss, seconds, hits)
 
 
