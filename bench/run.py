@@ -55,6 +55,7 @@ FLOWER_CONFIGS = {   # name -> (CPUs reserved per Ray actor, torch threads per a
     "2 CPUs, 2 threads per actor": (2, 2),
     "1 CPU, 2 threads per actor (oversubscribed)": (1, 2),
 }
+FLWR_RUN = "flwr run on a local simulation SuperLink (Flower's defaults)"
 MIN_REP_SECONDS = 1.0   # a repetition shorter than this repeats its call until it is this long
 
 
@@ -66,6 +67,7 @@ def thread_policy() -> dict:
                          "(a thread variable reaches every Flower actor and oversubscribes the cores)")
     torch.set_num_threads(os.cpu_count())
     flower = {n: dict(cpus=c, threads=t) for n, (c, t) in FLOWER_CONFIGS.items()}
+    flower[FLWR_RUN] = dict(cpus="Flower's default", threads="torch's default (no thread variable in its environment)")
     return {"fedland_torch_threads": torch.get_num_threads(), "flower": flower,
             "environment": {v: os.environ.get(v) for v in THREAD_VARS}}
 
@@ -175,10 +177,49 @@ def _flower_run(exp, cpus: int = 1, threads: int = 1):
     return box["res"]
 
 
+def _toml(v) -> str:
+    "A run-config value as TOML (None as the empty string the app reads as None)."
+    if v is None: return '""'
+    if isinstance(v, bool): return str(v).lower()
+    if isinstance(v, (list, tuple)): return json.dumps(json.dumps(v))
+    return json.dumps(v) if isinstance(v, str) else repr(v)
+
+
+def _flwr_run(exp):
+    "The experiment's rounds through `flwr run` on a local simulation SuperLink (Flower's CLI path: its own SuperLink, "
+    "simulation process and Ray actors with Flower's default resources); returns the stored Result."
+    import tomllib
+    from fedland.experiment import run_experiment
+    from fedland.flower import experiment_from_config
+    app = ROOT / "flower_app"
+    keys = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
+    cfg = {k: getattr(exp, k.replace("-", "_")) for k in keys if hasattr(exp, k.replace("-", "_"))}
+    home = tempfile.mkdtemp()   # a Flower home of its own: its local SuperLink is this run's, and is stopped after
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS} | {"FLWR_HOME": home}
+    bindir = Path(sys.executable).parent
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    try:
+        r = subprocess.run([str(bindir / "flwr"), "run", str(app), "local", "--stream",
+                            "--federation-config", f"num-supernodes={exp.n_clients}",
+                            "--run-config", " ".join(f"{k}={_toml(v)}" for k, v in cfg.items())],
+                           capture_output=True, text=True, env=env, timeout=3600)
+    finally:
+        for pid in (d.name for d in Path("/proc").iterdir() if d.name.isdigit()):
+            try: cmd = (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace")
+            except OSError: continue
+            if home in cmd:   # the local SuperLink (its superexec exits with its parent)
+                try: os.kill(int(pid), 15)
+                except ProcessLookupError: pass
+    if r.returncode != 0: raise RuntimeError(f"flwr run failed ({r.returncode}): {r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return run_experiment(experiment_from_config(cfg), progress=False)   # reloads the stored run
+
+
 def bench_fedavg(model, n_clients, rounds, reps, matmul):
     "Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions of whole runs."
     from fedland.experiment import run_experiment
-    per = {"fedland": [], **{c: [] for c in FLOWER_CONFIGS}}; accs = {}
+    configs = [*FLOWER_CONFIGS, FLWR_RUN]
+    per = {"fedland": [], **{c: [] for c in configs}}
+    accs = {}
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
         ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f"{d}/local.db"), progress=False)
@@ -186,17 +227,18 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
         for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
             exp = _fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower")
             theirs[c] = _flower_run(exp, *FLOWER_CONFIGS[c])
-        if i == 0: continue
+        if i == 0: continue   # (`flwr run` starts fresh processes every time: no warm-up to discard)
+        theirs[FLWR_RUN] = _flwr_run(_fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower"))
         per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
         for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
         accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
                     acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
-    best = min(FLOWER_CONFIGS, key=lambda c: np.median(per[c]))
+    best = min(configs, key=lambda c: np.median(per[c]))
     floor = _round_flops(_fedavg_exp(model, n_clients, rounds, "unused.db")) / (matmul * 1e9)
     return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_fedland=spread(per["fedland"]),
                 seconds_per_round_flower=spread(per[best]), flower_config=best,
                 speedup=ratio(per[best], per["fedland"]), **accs, flower_configs={c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"]))
-                                        for c in FLOWER_CONFIGS},
+                                        for c in configs},
                 floor_seconds_per_round=floor, vs_floor=spread([s / floor for s in per["fedland"]]))
 
 
@@ -278,10 +320,15 @@ def bench_landscape(name, steps, reps, matmul):
         s0 = copy.deepcopy(net); set_flat(s0, pl.origin - pl.d1 - pl.d2)
         e1 = copy.deepcopy(net); set_flat(e1, pl.origin + pl.d1 - pl.d2)
         e2 = copy.deepcopy(net); set_flat(e2, pl.origin - pl.d1 + pl.d2)
-        return [loss_landscapes.planar_interpolation(copy.deepcopy(s0), e1, e2, loss_landscapes.metrics.Loss(F.cross_entropy, X[m], Y[m]), steps=steps)
-                for m in sets]
+        with torch.no_grad():   # its best configuration: without autograd graphs (its own default builds one per point)
+            return [loss_landscapes.planar_interpolation(copy.deepcopy(s0), e1, e2,
+                                                         loss_landscapes.metrics.Loss(F.cross_entropy, X[m], Y[m]), steps=steps)
+                    for m in sets]
 
-    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps)
+    from fedland.landscape import ENGINE_CHOICES
+    ENGINE_CHOICES.clear()
+    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps)   # the warm-up call makes auto's choice
+    (engine, probe), = ENGINE_CHOICES.values()
     got, ref, ll = ours(), plain(), theirs()
     nk = np.bincount(owner[keep].numpy(), minlength=K)
     diff_plain = float(np.abs(got.client_loss.reshape(K, -1).T - ref / nk).max())
@@ -295,7 +342,7 @@ def bench_landscape(name, steps, reps, matmul):
     flops = fc.get_total_flops() * steps * steps * int(keep.sum())
     return dict(model=name, data=data, points=steps * steps, clients=K, seconds_fedland=spread(T["fedland"]), seconds_loss_landscapes=spread(T["loss_landscapes"]),
                 seconds_plain=spread(T["plain"]), speedup=ratio(T["loss_landscapes"], T["fedland"]), speedup_vs_plain=ratio(T["plain"], T["fedland"]),
-                max_abs_diff=diff_plain, max_abs_diff_loss_landscapes=diff_ll, gflops_fraction=flops / float(np.median(T["fedland"])) / 1e9 / matmul)
+                max_abs_diff=diff_plain, max_abs_diff_loss_landscapes=diff_ll, engine=engine, engine_probe_seconds=probe, gflops_fraction=flops / float(np.median(T["fedland"])) / 1e9 / matmul)
 
 
 # ---------------------------------------------------------------- curvature
@@ -336,21 +383,46 @@ def bench_curvature(name, n_probes, reps):
 
 
 # ---------------------------------------------------------------- valuation
-def bench_exact(ks, reps):
-    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, 20 rounds × 1 epoch, one seed)."
+def _train_flops(model, shape) -> tuple:
+    "FLOPs of one sample's forward + backward, and of its forward alone (torch's flop counter)."
+    from torch.utils.flop_counter import FlopCounterMode
+    from fedland.models import build_model
+    net, x = build_model(model, shape, 10, seed=0), torch.zeros(1, *shape)
+    with FlopCounterMode(display=False) as fc:
+        net(x).sum().backward()
+    train1 = fc.get_total_flops()
+    with FlopCounterMode(display=False) as fc, torch.no_grad():
+        net(x)
+    return train1, fc.get_total_flops()
+
+
+def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
+    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
+    "time against the compute floor (training FLOPs of every member's local epochs + one test evaluation per coalition)."
     from fedland.data import load_dataset
     from fedland.federated import FedConfig
     from fedland.models import build_model
     from fedland.partition import partition
     from fedland.valuation import coalition_values
-    ds = load_dataset("mnist1d"); out = {}
+    ds = load_dataset("mnist1d")
+    train1, fwd1 = _train_flops("mlp", ds.input_shape)
+    out = {}
     for k in ks:
         part = partition(ds.y_train, k, "dirichlet", alpha=0.5, seed=0)
         net = build_model("mlp", ds.input_shape, 10, seed=0)
         ts = []
         for _ in range(reps if k == 8 else 1):
-            t = time.perf_counter(); coalition_values(net, ds, part, FedConfig(rounds=20, lr=0.05, momentum=0.9), progress=False); ts.append(time.perf_counter() - t)
-        out[str(k)] = dict(coalitions=2 ** k - 1, seconds=spread(ts))
+            t = time.perf_counter()
+            coalition_values(net, ds, part, FedConfig(rounds=rounds, local_epochs=local_epochs, lr=0.05, momentum=0.9),
+                             progress=False)
+            ts.append(time.perf_counter() - t)
+        members = 2 ** (k - 1)   # coalitions each client belongs to
+        flops = train1 * local_epochs * rounds * members * int(part.sizes.sum()) + fwd1 * ds.n_test * (2 ** k - 1)
+        floor = flops / (matmul * 1e9)
+        client_epochs = k * members * rounds * local_epochs
+        out[str(k)] = dict(coalitions=2 ** k - 1, rounds=rounds, local_epochs=local_epochs, seconds=spread(ts),
+                           client_epochs_per_second=client_epochs / float(np.median(ts)), floor_seconds=floor,
+                           vs_floor=spread([t / floor for t in ts]))
     return out
 
 
@@ -459,7 +531,8 @@ def main():
                             "speedup_vs_plain_min": min(l["speedup_vs_plain"]["median"] for l in L.values()),
                             "max_abs_diff": max(l["max_abs_diff"] for l in L.values()), "gflops_fraction": L["mlp"]["gflops_fraction"], **L}
         for m, l in L.items():
-            rows += [("landscape", f"{m} ({l['data']}), {l['points']} points, global + 10 clients: vs loss-landscapes ×11; vs a plain per-point loop",
+            rows += [("landscape", f"{m} ({l['data']}), {l['points']} points, global + 10 clients (engine {l['engine']}): "
+                      "vs loss-landscapes ×11; vs a plain per-point loop",
                       f"{_fmt(l['speedup'])}; {_fmt(l['speedup_vs_plain'])}"),
                      ("landscape", f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ matmul", f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}")]
     if "curvature" not in a.skip:
@@ -472,9 +545,17 @@ def main():
                      ("curvature", f"{m}: relative difference λmax / trace vs PyHessian", f"{c['lambda_rel_diff']:.1e} / {c['trace_rel_diff']:.1e} "
                       f"({c['trace_diff_in_pyhessian_se']:.1f} of PyHessian's standard errors; fedland Hutchinson, same probes: {c['hutchinson_rel_diff']:.1e})")]
     if "valuation" not in a.skip:
-        E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps); O = bench_overhead(a.reps); done("valuation")
-        out["valuation"] = {"exact_seconds_k8": E["8"]["seconds"]["median"], "reconstruction_overhead": O["overhead"]["median"], "exact": E, "overhead": O}
+        E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps, mm)
+        E30 = None if a.quick else bench_exact([8], a.reps, mm, rounds=30, local_epochs=5)["8"]
+        O = bench_overhead(a.reps)
+        done("valuation")
+        out["valuation"] = {"exact_seconds_k8": E["8"]["seconds"]["median"], "reconstruction_overhead": O["overhead"]["median"],
+                            "exact_vs_floor_k8": E["8"]["vs_floor"]["median"], "exact": E, "exact_30x5": E30, "overhead": O}
         rows += [("valuation", "exact game, K = 8 (255 coalitions, MLP, 20 rounds × 1 epoch, one seed)", f"{_fmt(E['8']['seconds'], ' s')}"),
+                 ("valuation", "exact game, K = 8, 20 × 1: client-epochs per second; time ÷ compute floor",
+                  f"{E['8']['client_epochs_per_second']:.0f}; {_fmt(E['8']['vs_floor'])}"),
+                 *([("valuation", "exact game, K = 8, 30 rounds × 5 epochs: seconds; client-epochs per second; ÷ floor",
+                     f"{_fmt(E30['seconds'], ' s')}; {E30['client_epochs_per_second']:.0f}; {_fmt(E30['vs_floor'])}")] if E30 else []),
                  ("valuation", "exact game, K = " + "/".join(E), " / ".join(f"{e['seconds']['median']:.0f}" for e in E.values()) + " s"),
                  ("valuation", f"reconstruction (every {O['every']} rounds, {O['samples']} samples) on {O['model']} training, K = 8, {O['rounds']} × {O['local_epochs']}",
                   f"+{100 * O['overhead']['median']:.0f} % [{100 * O['overhead']['min']:.0f}–{100 * O['overhead']['max']:.0f} %]")]

@@ -4,13 +4,14 @@
 
 # %% ../nbs/05_landscape.ipynb #c003
 from __future__ import annotations
-import math, operator, os
+import math, operator, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENGINES', 'as_params', 'random_direction', 'Plane', 'random_plane', 'plane_from_directions', 'model_plane',
-           'pca_plane', 'line', 'fit_range', 'Landscape', 'evaluate_grid', 'evaluate_span']
+__all__ = ['GRID_ENGINES', 'ENGINE_CHOICES', 'as_params', 'random_direction', 'Plane', 'random_plane', 'plane_from_directions',
+           'model_plane', 'pca_plane', 'line', 'fit_range', 'Landscape', 'grid_losses', 'choose_engine',
+           'evaluate_grid', 'evaluate_span']
 
 # %% ../nbs/05_landscape.ipynb #c004
 import numpy as np
@@ -231,7 +232,7 @@ def _first_layer(mod, name, x, dirs, cf, cache):
     if kind == 'gb': return (cf @ y.view(J, -1)).view(G * B, *y.shape[2:]), 'gb'
     return torch.matmul(cf, y).view(B, *S, G * y.shape[-1]).movedim(-1, 1), 'ch'
 
-def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None):
+def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None, tick=1.0):
     "Summed losses and correct counts per (point, client) of a piecewise-linear network at every point Σ_j coef[g, j]·dirs[j] (dirs[0] the origin, coefficient 1)."
     G, K = len(coef), onehot.shape[1]; dev = X.device
     L = torch.zeros(G, K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
@@ -248,22 +249,17 @@ def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk,
             l = _nll(out, y)
             lc = torch.stack([l, (out.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, len(y)) @ oh   # both per-client sums in one GEMM
             L[g:g + c] += lc[:c].double(); C[g:g + c] += lc[c:].double()
-        if bar is not None: bar.update(1)
+        if bar is not None: bar.update(tick)
     return L, C
 
-def _fast_losses(model, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None, engine='auto'):
-    "(summed losses, correct counts) per (point, client) from the batched-points engine, or None where it does not apply (engine='vmap', or a network that is not piecewise linear)."
-    gm = piecewise_linear_graph(model) if engine != 'vmap' else None
-    if gm is None:
-        if engine == 'points': raise ValueError(f"engine='points' needs a network piecewise linear in every parameter; {type(model).__name__} is not one (use engine='auto')")
-        return None
-    try: return _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size or 128, chunk or 32, bar)
-    except _NotBatchable:
-        if engine == 'points': raise
-        return None
+def _points_losses(model, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None, tick=1.0):
+    "The batched-points engine: (summed losses, correct counts) per (point, client); an error where it does not apply."
+    gm = piecewise_linear_graph(model)
+    if gm is None: raise ValueError(f"engine='points' needs a network piecewise linear in every parameter; {type(model).__name__} is not one (use engine='auto')")
+    return _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar, tick)
 
-def _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
-    "Summed losses and correct counts per (grid point, client) for stacked parameter vectors `flats` (G, P)."
+def _vmap_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
+    "The vmap engine: summed losses and correct counts per (grid point, client) for stacked parameter vectors `flats` (G, P)."
     G = len(flats); stacked, i = {}, 0
     for n, s in spec:
         k = math.prod(s); stacked[n] = flats[:, i:i + k].reshape(G, *s); i += k
@@ -277,7 +273,73 @@ def _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
         L += (l @ oh).double(); C += (c @ oh).double()
     return L, C
 
-ENGINES = ('auto', 'points', 'vmap')
+def _loop_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
+    "The plain engine: one forward pass per point and data batch (full-size GEMMs, no batching over points); per-client sums as in the others."
+    L = torch.zeros(len(flats), onehot.shape[1], dtype=torch.float64, device=flats.device)
+    C = torch.zeros_like(L)
+    for g, flat in enumerate(flats):
+        p = dict(unflatten(flat, {n: torch.empty(s_) for n, s_ in spec}))
+        for s in range(0, len(X), batch_size):
+            out, y = functional_call(model, (p, buffers), (X[s:s + batch_size],)), Y[s:s + batch_size]
+            l = _nll(out, y)
+            lc = torch.stack([l, (out.argmax(-1) == y).to(l.dtype)]) @ onehot[s:s + batch_size].to(l.dtype)
+            L[g] += lc[0].double()
+            C[g] += lc[1].double()
+    return L, C
+
+GRID_ENGINES = ('auto', 'points', 'vmap', 'loop')
+
+def grid_losses(model: nn.Module,        # architecture, in eval mode
+                directions: torch.Tensor,   # (J, P) flat directions; the first is the origin θ₀
+                coefs: torch.Tensor,        # (G, J) coefficients; points are Σ_j coefs[g, j]·directions[j]
+                X: torch.Tensor, Y: torch.Tensor, onehot: torch.Tensor,   # data and each sample's client as a one-hot row
+                buffers: dict,              # buffers to evaluate with
+                engine: str = 'points',     # 'points', 'vmap' or 'loop' (`choose_engine` picks one for 'auto')
+                batch_size: int | None = None, chunk_points: int | None = None,
+                bar=None) -> tuple:         # tqdm bar counting points
+    "Summed losses and correct counts (G, K) at every point of a span with one engine."
+    spec = _spec(param_dict(model))
+    if engine == 'points':
+        like = {n: torch.empty(s) for n, s in spec}
+        dirs = [dict(unflatten(v, like)) for v in directions]
+        bs = batch_size or 128
+        tick = len(coefs) / max(1, -(-len(Y) // bs))   # the bar counts points; this engine walks data batches
+        return _points_losses(model, dirs, coefs, X, Y, onehot, buffers, bs, chunk_points or 32, bar, tick)
+    if engine not in ('vmap', 'loop'): raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES[1:])}")
+    f, bs = (_vmap_losses, batch_size or 1024) if engine == 'vmap' else (_loop_losses, batch_size or 4096)
+    cp = chunk_points or 32
+    L = torch.zeros(len(coefs), onehot.shape[1], dtype=torch.float64, device=X.device)
+    C = torch.zeros_like(L)
+    for s in range(0, len(coefs), cp):
+        L[s:s + cp], C[s:s + cp] = f(model, spec, buffers, coefs[s:s + cp] @ directions, X, Y, onehot, bs)
+        if bar is not None: bar.update(len(coefs[s:s + cp]))
+    return L, C
+
+ENGINE_CHOICES = {}   # what `choose_engine` measured: (network, data shape, device, threads, settings) -> (engine, seconds)
+
+def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tensor, X: torch.Tensor, Y: torch.Tensor,
+                  buffers: dict, batch_size: int | None = None, chunk_points: int | None = None,
+                  probe_samples: int = 512,    # samples the probe evaluates
+                 ) -> tuple:
+    "The faster engine for this network, data, grid and machine: (name, seconds per engine), measured once on a probe and remembered."
+    n_pts = min(len(coefs), chunk_points or 32)
+    key = (type(model).__qualname__, tuple(_spec(param_dict(model))), tuple(X.shape[1:]), str(X.device),
+           torch.get_num_threads(), len(directions), n_pts, batch_size, chunk_points)
+    if key in ENGINE_CHOICES: return ENGINE_CHOICES[key]
+    cf, Xp, Yp = coefs[:n_pts], X[:probe_samples], Y[:probe_samples]
+    oh = torch.ones(len(Yp), 1, device=X.device)
+    cands = ['points' if piecewise_linear_graph(model) is not None else 'vmap', 'loop']
+    secs = {e: math.inf for e in cands}
+    for _ in range(2):   # the first pass warms each engine up (graph tracing, allocator); the best pass counts
+        for e in list(secs):
+            t = time.perf_counter()
+            try: grid_losses(model, directions, cf, Xp, Yp, oh, buffers, e, batch_size, chunk_points)
+            except _NotBatchable:
+                del secs[e]
+                continue
+            secs[e] = min(secs[e], time.perf_counter() - t)
+    ENGINE_CHOICES[key] = (min(secs, key=secs.get), secs)
+    return ENGINE_CHOICES[key]
 
 def _grid(v, steps: int, span: float) -> np.ndarray:
     "Coordinates: `steps` points over [−span, span], or over an explicit (lo, hi) range."
@@ -297,15 +359,15 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
                   models: dict | None = None,  # name -> model/params/flat to project onto the plane
                   buffers: dict | None = None, # buffers to evaluate with (default: the model's)
                   chunk_points: int | None = None,  # grid points evaluated together (memory ∝ chunk_points × batch_size); default 32
-                  batch_size: int | None = None,    # samples per forward pass; default 128 (1024 on the vmap path)
+                  batch_size: int | None = None,    # samples per forward pass; default 128 (vmap 1024, loop 4096)
                   progress: bool = True,     # tqdm bar for long grids
-                  engine: str = 'auto',      # 'points' (all points of a chunk at once: piecewise-linear networks), 'vmap' (vmap over functional_call: any network), or 'auto'
+                  engine: str = 'auto',      # 'points' (a chunk of points at once: piecewise-linear networks), 'vmap' (any network), 'loop' (one point at a time), 'auto' (the faster, measured)
                  ) -> Landscape:
     "Global, per-client and test losses on a 1-D or 2-D grid, from one pass over the data per grid point."
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2: raise ValueError(f"steps={steps!r} must be an int ≥ 2")
     if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0): raise ValueError(f"span={span!r} must be > 0")
     if plane.ndim == 1 and yrange is not None: raise ValueError("yrange given for a 1-D line")
-    if engine not in ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(ENGINES)}")
+    if engine not in GRID_ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES)}")
     for n_, v_ in (('chunk_points', chunk_points), ('batch_size', batch_size)):
         if v_ is not None and (isinstance(v_, bool) or not isinstance(v_, (int, np.integer)) or v_ < 1): raise ValueError(f"{n_}={v_!r} must be an int ≥ 1 (or None for the default)")
     spec = [(n, tuple(s)) for n, s in plane.spec]
@@ -326,30 +388,21 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
         gy, gx = np.meshgrid(ys, xs, indexing='ij'); A, B = torch.as_tensor(gx.ravel(), dtype=torch.float32), torch.as_tensor(gy.ravel(), dtype=torch.float32)
     buffers = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     pl = Plane(*(t.to(dev) if isinstance(t, torch.Tensor) else t for t in (plane.origin, plane.d1, plane.d2)), plane.spec)
-    G = len(A); L = torch.zeros(G, K, dtype=torch.float64); C = torch.zeros_like(L)
-    TL = torch.zeros(G, 1, dtype=torch.float64) if X_test is not None else None; TC = torch.zeros_like(TL) if TL is not None else None
+    G, TL = len(A), None
     if X_test is not None: Xt, Yt = X_test.to(dev), Y_test.to(dev); oht = torch.ones(len(Yt), 1, device=dev)
     from tqdm.auto import tqdm
-    like = {n: torch.empty(s) for n, s in spec}
-    dirs = [dict(unflatten(v, like)) for v in (pl.origin, pl.d1, pl.d2) if v is not None]
+    D = torch.stack([v for v in (pl.origin, pl.d1, pl.d2) if v is not None])
     coef = torch.stack([torch.ones_like(A), A] + ([B] if B is not None else []), 1).to(dev)
-    bs_f = batch_size or 128
-    n_b = -(-len(Y) // bs_f) + (-(-len(Y_test) // bs_f) if X_test is not None else 0)
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     try:
-        with tqdm(total=n_b, desc='landscape', disable=not progress or G <= 16, leave=False) as bar:
-            fast = _fast_losses(model, dirs, coef, X, Y, onehot, buffers, batch_size, chunk_points, bar, engine)   # first layer shared by all points, later layers batched over points
-            if fast is not None and TL is not None: fast = (*fast, *_fast_losses(model, dirs, coef, Xt, Yt, oht, buffers, batch_size, chunk_points, bar, engine))
-        if fast is not None:
-            L, C = fast[0].cpu(), fast[1].cpu()
-            if TL is not None: TL, TC = fast[2].cpu(), fast[3].cpu()
-        else:   # any other network: vmap over functional_call
-            chunk_points, batch_size = chunk_points or 32, batch_size or 1024
-            for s in tqdm(range(0, G, chunk_points), desc='landscape', disable=not progress or G <= chunk_points, leave=False):
-                flats = pl.points(A[s:s + chunk_points].to(dev), None if B is None else B[s:s + chunk_points].to(dev))
-                l, c = _point_losses(model, spec, buffers, flats, X, Y, onehot, batch_size); L[s:s + len(flats)], C[s:s + len(flats)] = l.cpu(), c.cpu()
-                if TL is not None:
-                    l, c = _point_losses(model, spec, buffers, flats, Xt, Yt, oht, batch_size); TL[s:s + len(flats)], TC[s:s + len(flats)] = l.cpu(), c.cpu()
+        if engine == 'auto': engine = choose_engine(model, D, coef, X, Y, buffers, batch_size, chunk_points)[0]
+        with tqdm(total=G * (1 + (X_test is not None)), desc=f'landscape ({engine})', disable=not progress or G <= 16,
+                  leave=False, unit='point') as bar:
+            L, C = (t.cpu() for t in grid_losses(model, D, coef, X, Y, onehot, buffers, engine, batch_size, chunk_points, bar))
+            if X_test is not None:
+                TL, TC = (t.cpu() for t in grid_losses(model, D, coef, Xt, Yt, oht, buffers, engine, batch_size,
+                                                         chunk_points, bar))
     finally: model.train(was)
     nk = n_k.double().cpu(); w = (nk / nk.sum()).numpy()
     shape = (len(ys), len(xs)) if ys is not None else (len(xs),)
@@ -372,7 +425,7 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
                   chunk_points: int | None = None, batch_size: int | None = None,
                   engine: str = 'auto') -> tuple:   # as in `evaluate_grid`
     "Mean loss and accuracy, shape (G, K), of every point θ₀ + Σ_j c_gj·d_j on every client's samples, in one pass over the data."
-    if engine not in ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(ENGINES)}")
+    if engine not in GRID_ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES)}")
     spec = _spec(param_dict(model)); dev = next(model.parameters()).device
     o = _as_flat(origin, spec).to(dev); D = torch.as_tensor(directions, dtype=torch.float32).to(dev)
     cf = torch.as_tensor(np.asarray(coefs, dtype=np.float32)).to(dev)
@@ -384,17 +437,12 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
     if K == 0 or (n_k == 0).any(): raise ValueError("every client id in owner needs samples")
     onehot = F.one_hot(own, K).float()
     bufs = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
-    like = {n: torch.empty(s) for n, s in spec}
-    was = model.training; model.eval()
+    dirs, cf = torch.cat([o[None], D]), torch.cat([torch.ones(len(cf), 1, device=dev), cf], 1)
+    was = model.training
+    model.eval()
     try:
-        fast = _fast_losses(model, [dict(unflatten(v, like)) for v in torch.cat([o[None], D])], torch.cat([torch.ones(len(cf), 1, device=dev), cf], 1),
-                            X, Y, onehot, bufs, batch_size, chunk_points, engine=engine)
-        if fast is not None: L, C = fast
-        else:
-            cp = chunk_points or 8; L = torch.zeros(len(cf), K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)   # few points × many samples: 1.5× faster than 32 × 256 on cnn1d
-            for s in range(0, len(cf), cp):
-                l, c = _point_losses(model, spec, bufs, o[None] + cf[s:s + cp] @ D, X, Y, onehot, batch_size or 512)
-                L[s:s + cp], C[s:s + cp] = l, c
+        if engine == 'auto': engine = choose_engine(model, dirs, cf, X, Y, bufs, batch_size, chunk_points)[0]
+        L, C = grid_losses(model, dirs, cf, X, Y, onehot, bufs, engine, batch_size, chunk_points)
     finally: model.train(was)
     nk = n_k.double()
     return (L / nk).cpu(), (C / nk).cpu()
