@@ -12,7 +12,8 @@ for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
 licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}
-statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature', '7 - Inactive']
+statuses = ['1 - Planning', '2 - Pre-Alpha', '3 - Alpha', '4 - Beta', '5 - Production/Stable', '6 - Mature',
+            '7 - Inactive']
 py_versions = '3.10 3.11 3.12 3.13'.split()
 
 requirements = shlex.split(cfg.get('requirements', ''))
@@ -23,7 +24,8 @@ distributed_requirements = shlex.split(cfg.get('distributed_requirements') or ''
 postgres_requirements = shlex.split(cfg.get('postgres_requirements') or '')
 
 setuptools.setup(
-    name=cfg.get('dist_name', cfg['lib_name']),   # the distribution name (PyPI's 'fedland' is another project); the import is lib_name
+    # the distribution name (PyPI's 'fedland' is another project); the import is lib_name
+    name=cfg.get('dist_name', cfg['lib_name']),
     license=lic[0],
     classifiers=['Development Status :: ' + statuses[int(cfg['status'])],
                  'Intended Audience :: ' + cfg['audience'].title(),
@@ -34,7 +36,8 @@ setuptools.setup(
     packages=setuptools.find_packages(include=[cfg['lib_path'], cfg['lib_path'] + '.*']),
     include_package_data=True,
     install_requires=requirements,
-    extras_require={'dev': dev_requirements, 'distributed': distributed_requirements, 'postgres': postgres_requirements},
+    extras_require={'dev': dev_requirements, 'distributed': distributed_requirements,
+                    'postgres': postgres_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

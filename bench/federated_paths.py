@@ -11,7 +11,8 @@ from fedland.models import build_model
 from fedland.partition import partition
 
 ds = load_dataset("mnist1d")
-print(f"{'clients':>7} {'model':>6} {'batched s/round':>16} {'sequential s/round':>19} {'ratio':>6}  acc (batched, sequential)")
+print(f"{'clients':>7} {'model':>6} {'batched s/round':>16} {'sequential s/round':>19} {'ratio':>6}  acc (batched, "
+      f"sequential)")
 for K in (10, 100):
     part = partition(ds.y_train, K, "iid", seed=0)
     for name in ("mlp", "cnn1d"):
@@ -22,4 +23,5 @@ for K in (10, 100):
             t = time.perf_counter()
             h = run_federated(net, ds, part, FedConfig(rounds=5, lr=0.05, momentum=0.9), batched=b, progress=False)
             res[b] = ((time.perf_counter() - t) / 5, h.rounds.test_acc.iloc[-1])
-        print(f"{K:>7} {name:>6} {res[True][0]:>16.3f} {res[False][0]:>19.3f} {res[False][0] / res[True][0]:>5.1f}×  ({res[True][1]:.3f}, {res[False][1]:.3f})")
+        print(f"{K:>7} {name:>6} {res[True][0]:>16.3f} {res[False][0]:>19.3f} {res[False][0] / res[True][0]:>5.1f}×  "
+              f"({res[True][1]:.3f}, {res[False][1]:.3f})")

@@ -1,18 +1,21 @@
 """fedland against the tools researchers would otherwise use, measured side by side in one run.
 
 Prints a table and writes one JSON object (--json FILE). Ratios, not absolute times: every ratio is the median of
-`--reps` (default 3) alternated repetitions — ours, theirs, ours, theirs, … after one warm-up of each — with its min–max.
+`--reps` (default 3) alternated repetitions — ours, theirs, ours, theirs, … after one warm-up of each — with its
+min–max.
 Sections (the default model, cnn1d, first):
   machine    dense matmul GFLOP/s (the compute ceiling)
   fedavg     seconds per round of the same Experiment (the defaults: 30 rounds × 5 local epochs in full, 6 rounds with
              --quick) in-process vs on Flower's Simulation Engine (Ray), cnn1d and the digits CNN with 10 clients, the
              MLP with 10 and 100; and the round's compute floor (its FLOPs ÷ matmul GFLOP/s)
-  compiled   the same in-process rounds eager vs compile=True (torch.compile of the batched local step), cnn1d and the MLP
+  compiled   the same in-process rounds eager vs compile=True (torch.compile of the batched local step), cnn1d and
+             the MLP
   sequential one client's local_update (the path Flower and FEDn clients and centralized training run): the flat-vector
              update vs the per-tensor dict update it replaced, cnn1d and the MLP, with the results compared bit for bit
   landscape  a filter-normalised plane with the global and 10 client landscapes: evaluate_grid (one pass) vs
-             loss-landscapes (one run per data set, identical directions) and vs a plain per-point loop (functional_call,
-             per-sample losses reduced per client); MLP, cnn1d, digits CNN, NIID-Bench CNN (on random MNIST-sized images)
+             loss-landscapes (one run per data set, identical directions) and vs a plain per-point loop
+             (functional_call, per-sample losses reduced per client); MLP, cnn1d, digits CNN, NIID-Bench CNN (on
+             random MNIST-sized images)
   curvature  λmax and trace: fedland (Lanczos to PyHessian's tolerance, exact traces) vs PyHessian (power iteration,
              Hutchinson) on the MLP, cnn1d and the digits CNN
   valuation  the exact coalition game (K = 8, MLP, 20 rounds × 1 epoch; K = 4…10 in full) and the reconstruction's
@@ -85,7 +88,9 @@ def matmul_gflops(n=2048, reps=5):
     a @ b
     ts = []
     for _ in range(reps):
-        t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        a @ b
+        ts.append(time.perf_counter() - t)
     return 2 * n ** 3 / float(np.median(ts)) / 1e9
 
 
@@ -127,7 +132,8 @@ def _fmt(r, unit="×") -> str:
 
 # ---------------------------------------------------------------- fedavg
 def _round_flops(exp):
-    "FLOPs of one federated round: forward+backward of every trained sample, forward of every evaluation (torch's flop counter)."
+    ("FLOPs of one federated round: forward+backward of every trained sample, forward of every evaluation (torch's "
+     "flop counter).")
     from torch.utils.flop_counter import FlopCounterMode
     from fedland.experiment import prepare
     ds, part, net = prepare(exp)
@@ -139,18 +145,32 @@ def _round_flops(exp):
         net(x)
     fwd1 = fc.get_total_flops()
     n_train = sum(len(ix) for ix in part) * exp.local_epochs
-    n_eval = sum(len(ix) for ix in part) + sum(len(h) for h in part.holdout) + ds.n_test   # θ_g on client data, θ_k on held-out, θ_g on test
+    # θ_g on client data, θ_k on held-out, θ_g on test
+    n_eval = sum(len(ix) for ix in part) + sum(len(h) for h in part.holdout) + ds.n_test
     return train1 * n_train + fwd1 * n_eval
 
 
 def _fedavg_exp(model, n_clients, rounds, store, engine="local"):
     from fedland.experiment import Experiment
-    return Experiment(model=model, dataset="digits" if model == "cnn" else "mnist1d", n_clients=n_clients, rounds=rounds, seed=0, valuation="none",
-                      centralized=False, landscape=False, curvature=False, contributions=False, engine=engine, store=store)
+    return Experiment(
+        model=model,
+        dataset="digits" if model == "cnn" else "mnist1d",
+        n_clients=n_clients,
+        rounds=rounds,
+        seed=0,
+        valuation="none",
+        centralized=False,
+        landscape=False,
+        curvature=False,
+        contributions=False,
+        engine=engine,
+        store=store,
+    )
 
 
 def _flower_run(exp, cpus: int = 1, threads: int = 1):
-    "The experiment's rounds on Flower's Simulation Engine (fedland's ClientApp on every virtual SuperNode); returns its Result."
+    ("The experiment's rounds on Flower's Simulation Engine (fedland's ClientApp on every virtual SuperNode); returns "
+     "its Result.")
     import logging
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
@@ -215,7 +235,8 @@ def _flwr_run(exp):
 
 
 def bench_fedavg(model, n_clients, rounds, reps, matmul):
-    "Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions of whole runs."
+    ("Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions "
+     "of whole runs.")
     from fedland.experiment import run_experiment
     configs = [*FLOWER_CONFIGS, FLWR_RUN]
     per = {"fedland": [], **{c: [] for c in configs}}
@@ -227,46 +248,73 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
         for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
             exp = _fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower")
             theirs[c] = _flower_run(exp, *FLOWER_CONFIGS[c])
-        if i == 0: continue   # (`flwr run` starts fresh processes every time: no warm-up to discard)
-        theirs[FLWR_RUN] = _flwr_run(_fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower"))
+        if i == 0: continue  # (`flwr run` starts fresh processes every time: no warm-up to discard)
+        theirs[FLWR_RUN] = _flwr_run(
+            _fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower")
+        )
         per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
         for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
         accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
                     acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
     best = min(configs, key=lambda c: np.median(per[c]))
     floor = _round_flops(_fedavg_exp(model, n_clients, rounds, "unused.db")) / (matmul * 1e9)
-    return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_fedland=spread(per["fedland"]),
-                seconds_per_round_flower=spread(per[best]), flower_config=best,
-                speedup=ratio(per[best], per["fedland"]), **accs, flower_configs={c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"]))
-                                        for c in configs},
-                floor_seconds_per_round=floor, vs_floor=spread([s / floor for s in per["fedland"]]))
+    return dict(
+        model=model,
+        clients=n_clients,
+        rounds=rounds,
+        seconds_per_round_fedland=spread(per["fedland"]),
+        seconds_per_round_flower=spread(per[best]),
+        flower_config=best,
+        speedup=ratio(per[best], per["fedland"]),
+        **accs,
+        flower_configs={
+            c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"])) for c in configs
+        },
+        floor_seconds_per_round=floor,
+        vs_floor=spread([s / floor for s in per["fedland"]]),
+    )
 
 
 def bench_compiled(model, n_clients, rounds, reps, matmul):
-    "The same rounds in-process, eager vs `compile=True` (torch.compile of each batched step; compiled once before timing), seconds per round 2..R."
+    ("The same rounds in-process, eager vs `compile=True` (torch.compile of each batched step; compiled once before "
+     "timing), seconds per round 2..R.")
     from fedland.experiment import prepare
     from fedland.federated import run_federated
     exp = _fedavg_exp(model, n_clients, rounds, "unused.db")
     ds, part, net = prepare(exp)
     res = {}
     def go(c):
-        h = run_federated(net, ds, part, exp.fed_config(), compile=c, progress=False); res[c] = h
+        h = run_federated(net, ds, part, exp.fed_config(), compile=c, progress=False)
+        res[c] = h
     T = alternate({False: lambda: go(False), True: lambda: go(True)}, reps)        # the warm-up compiles
     per_rep = {c: [t / rounds for t in T[c]] for c in (False, True)}
     floor = _round_flops(exp) / (matmul * 1e9)
     diff = float((torch.stack(res[True].global_params) - torch.stack(res[False].global_params)).abs().max())
-    return dict(model=model, clients=n_clients, rounds=rounds, seconds_per_round_eager=spread(per_rep[False]), seconds_per_round_compiled=spread(per_rep[True]),
-                speedup=ratio(per_rep[False], per_rep[True]), vs_floor_eager=spread([s / floor for s in per_rep[False]]),
-                vs_floor_compiled=spread([s / floor for s in per_rep[True]]), floor_seconds_per_round=floor, max_abs_diff=diff)
+    return dict(
+        model=model,
+        clients=n_clients,
+        rounds=rounds,
+        seconds_per_round_eager=spread(per_rep[False]),
+        seconds_per_round_compiled=spread(per_rep[True]),
+        speedup=ratio(per_rep[False], per_rep[True]),
+        vs_floor_eager=spread([s / floor for s in per_rep[False]]),
+        vs_floor_compiled=spread([s / floor for s in per_rep[True]]),
+        floor_seconds_per_round=floor,
+        max_abs_diff=diff,
+    )
 
 
 def bench_sequential(model, reps):
-    "One client's local update (3,200 samples, one epoch, momentum and weight decay): the flat-vector path vs the dict path it replaced (kept as the fallback), with their results compared bit for bit."
+    ("One client's local update (3,200 samples, one epoch, momentum and weight decay): the flat-vector path vs the "
+     "dict path it replaced (kept as the fallback), with their results compared bit for bit.")
     from fedland.data import load_dataset
     from fedland.models import build_model, param_dict
     from fedland.train import LocalConfig, _local_update_dicts, local_update
-    ds = load_dataset("mnist1d"); X, Y = ds.x_train, ds.y_train
-    net = build_model(model, ds.input_shape, 10, seed=0); th = param_dict(net); idx = np.arange(3200)
+    ds = load_dataset("mnist1d")
+    X, Y = ds.x_train, ds.y_train
+    net = build_model(model, ds.input_shape, 10, seed=0)
+    th = param_dict(net)
+    idx = np.arange(3200)
     cfg = LocalConfig(lr=0.03, momentum=0.9, weight_decay=5e-4, epochs=1)
     res = {}
     def flat(): res["flat"] = local_update(net, th, X, Y, idx, cfg, seed=0)
@@ -274,21 +322,38 @@ def bench_sequential(model, reps):
     T = alternate(dict(flat=flat, dicts=dicts), reps)
     steps = res["flat"].steps
     same = all(torch.equal(res["flat"].params[k], res["dicts"].params[k]) for k in th)
-    return dict(model=model, steps=steps, ms_per_step_flat=spread([1e3 * t / steps for t in T["flat"]]),
-                ms_per_step_dicts=spread([1e3 * t / steps for t in T["dicts"]]), speedup=ratio(T["dicts"], T["flat"]), bitwise_equal=same)
+    return dict(
+        model=model,
+        steps=steps,
+        ms_per_step_flat=spread([1e3 * t / steps for t in T["flat"]]),
+        ms_per_step_dicts=spread([1e3 * t / steps for t in T["dicts"]]),
+        speedup=ratio(T["dicts"], T["flat"]),
+        bitwise_equal=same,
+    )
 
 
 # ---------------------------------------------------------------- landscape
 def _landscape_data(name):
     from fedland.data import load_dataset
-    if name in ("mlp", "cnn1d"): ds = load_dataset("mnist1d"); return ds.x_train, ds.y_train, ds.input_shape, "MNIST-1D"
-    if name == "cnn": ds = load_dataset("digits"); return ds.x_train, ds.y_train, ds.input_shape, "digits"
-    g = torch.Generator().manual_seed(0)   # NIID-Bench's CNN needs 28×28 images: random ones (offline), the same for every tool
-    return torch.rand(4000, 1, 28, 28, generator=g), torch.randint(0, 10, (4000,), generator=g), (1, 28, 28), "random 1×28×28"
+    if name in ("mlp", "cnn1d"):
+        ds = load_dataset("mnist1d")
+        return ds.x_train, ds.y_train, ds.input_shape, "MNIST-1D"
+    if name == "cnn":
+        ds = load_dataset("digits")
+        return ds.x_train, ds.y_train, ds.input_shape, "digits"
+    # NIID-Bench's CNN needs 28×28 images: random ones (offline), the same for every tool
+    g = torch.Generator().manual_seed(0)
+    return (
+        torch.rand(4000, 1, 28, 28, generator=g),
+        torch.randint(0, 10, (4000,), generator=g),
+        (1, 28, 28),
+        ("random 1×28×28"),
+    )
 
 
 def bench_landscape(name, steps, reps, matmul):
-    "One plane, the global and 10 client landscapes: evaluate_grid vs loss-landscapes (11 runs) vs a plain per-point loop."
+    ("One plane, the global and 10 client landscapes: evaluate_grid vs loss-landscapes (11 runs) vs a plain per-point "
+     "loop.")
     import loss_landscapes
     import loss_landscapes.metrics
     from torch.func import functional_call
@@ -299,7 +364,8 @@ def bench_landscape(name, steps, reps, matmul):
     X, Y, shape, data = _landscape_data(name)
     K = 10
     net = build_model(name, shape, 10, seed=0).eval()
-    pl = random_plane(net, seed=0); like = param_dict(net)
+    pl = random_plane(net, seed=0)
+    like = param_dict(net)
     owner = client_ids(partition(Y, K, "dirichlet", alpha=0.5, seed=0, holdout=0.2), len(Y))
     xs = np.linspace(-1, 1, steps)
     ours = lambda: evaluate_grid(net, pl, X, Y, owner, steps=steps, progress=False)
@@ -317,32 +383,55 @@ def bench_landscape(name, steps, reps, matmul):
     sets = [keep] + [owner == k for k in range(K)]
 
     def theirs():
-        s0 = copy.deepcopy(net); set_flat(s0, pl.origin - pl.d1 - pl.d2)
-        e1 = copy.deepcopy(net); set_flat(e1, pl.origin + pl.d1 - pl.d2)
-        e2 = copy.deepcopy(net); set_flat(e2, pl.origin - pl.d1 + pl.d2)
+        s0 = copy.deepcopy(net)
+        set_flat(s0, pl.origin - pl.d1 - pl.d2)
+        e1 = copy.deepcopy(net)
+        set_flat(e1, pl.origin + pl.d1 - pl.d2)
+        e2 = copy.deepcopy(net)
+        set_flat(e2, pl.origin - pl.d1 + pl.d2)
         with torch.no_grad():   # its best configuration: without autograd graphs (its own default builds one per point)
-            return [loss_landscapes.planar_interpolation(copy.deepcopy(s0), e1, e2,
-                                                         loss_landscapes.metrics.Loss(F.cross_entropy, X[m], Y[m]), steps=steps)
-                    for m in sets]
+            return [
+                loss_landscapes.planar_interpolation(
+                    copy.deepcopy(s0), e1, e2, loss_landscapes.metrics.Loss(F.cross_entropy, X[m], Y[m]), steps=steps
+                )
+                for m in sets
+            ]
 
     from fedland.landscape import ENGINE_CHOICES
     ENGINE_CHOICES.clear()
-    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps)   # the warm-up call makes auto's choice
+    # the warm-up call makes auto's choice
+    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps)
     (engine, probe), = ENGINE_CHOICES.values()
     got, ref, ll = ours(), plain(), theirs()
     nk = np.bincount(owner[keep].numpy(), minlength=K)
     diff_plain = float(np.abs(got.client_loss.reshape(K, -1).T - ref / nk).max())
-    # loss-landscapes' point (i, j) is start + i·d1/steps + (j + 1 if i is even else j)·d2/steps (its in-place walk), start = θ − d1 − d2:
-    # on our (steps + 1)-point grid over [−1, 1] that is loss[j + 1 if i % 2 == 0 else j, i]
-    on_ll = evaluate_grid(net, pl, X, Y, owner, steps=steps + 1, progress=False).loss; g = np.asarray(ll[0])
-    diff_ll = float(max(abs(g[i, j] - on_ll[j + 1 if i % 2 == 0 else j, i]) for i in range(steps) for j in range(steps)))
+    # loss-landscapes' point (i, j) is start + i·d1/steps + (j + 1 if i is even else j)·d2/steps (its in-place walk),
+    # start = θ − d1 − d2: on our (steps + 1)-point grid over [−1, 1] that is loss[j + 1 if i % 2 == 0 else j, i]
+    on_ll = evaluate_grid(net, pl, X, Y, owner, steps=steps + 1, progress=False).loss
+    g = np.asarray(ll[0])
+    diff_ll = float(
+        max(abs(g[i, j] - on_ll[j + 1 if i % 2 == 0 else j, i]) for i in range(steps) for j in range(steps))
+    )
     from torch.utils.flop_counter import FlopCounterMode
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         net(X[:1])
     flops = fc.get_total_flops() * steps * steps * int(keep.sum())
-    return dict(model=name, data=data, points=steps * steps, clients=K, seconds_fedland=spread(T["fedland"]), seconds_loss_landscapes=spread(T["loss_landscapes"]),
-                seconds_plain=spread(T["plain"]), speedup=ratio(T["loss_landscapes"], T["fedland"]), speedup_vs_plain=ratio(T["plain"], T["fedland"]),
-                max_abs_diff=diff_plain, max_abs_diff_loss_landscapes=diff_ll, engine=engine, engine_probe_seconds=probe, gflops_fraction=flops / float(np.median(T["fedland"])) / 1e9 / matmul)
+    return dict(
+        model=name,
+        data=data,
+        points=steps * steps,
+        clients=K,
+        seconds_fedland=spread(T["fedland"]),
+        seconds_loss_landscapes=spread(T["loss_landscapes"]),
+        seconds_plain=spread(T["plain"]),
+        speedup=ratio(T["loss_landscapes"], T["fedland"]),
+        speedup_vs_plain=ratio(T["plain"], T["fedland"]),
+        max_abs_diff=diff_plain,
+        max_abs_diff_loss_landscapes=diff_ll,
+        engine=engine,
+        engine_probe_seconds=probe,
+        gflops_fraction=flops / float(np.median(T["fedland"])) / 1e9 / matmul,
+    )
 
 
 # ---------------------------------------------------------------- curvature
@@ -365,21 +454,44 @@ def bench_curvature(name, n_probes, reps):
         torch.manual_seed(0)
         hc = pyhessian.hessian(net, torch.nn.CrossEntropyLoss(), data=(X, Y), cuda=False)
         samples = hc.trace(maxIter=n_probes, tol=0.0)
-        return hc.eigenvalues(top_n=1)[0][0], float(np.mean(samples)), float(np.std(samples, ddof=1) / np.sqrt(len(samples)))
+        return (
+            hc.eigenvalues(top_n=1)[0][0],
+            float(np.mean(samples)),
+            float(np.std(samples, ddof=1) / np.sqrt(len(samples))),
+        )
 
     def ours():
         op = HessianOperator(net, param_dict(net), X, Y)
-        e = top_eigenvalues(op, k=1, m=20, tol=1e-3)      # PyHessian's power iteration also stops at tol 1e-3 (ours: the residual bound, stricter)
-        return float(e.values[0]), trace(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace, e.n_hvp   # exact for piecewise-linear networks
+        # PyHessian's power iteration also stops at tol 1e-3 (ours: the residual bound, stricter)
+        e = top_eigenvalues(op, k=1, m=20, tol=1e-3)
+        # exact for piecewise-linear networks
+        return float(e.values[0]), trace(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace, e.n_hvp
 
     res = {}
-    T = alternate(dict(fedland=lambda: res.__setitem__("ours", ours()), pyhessian=lambda: res.__setitem__("theirs", theirs())), reps)
-    lam, tr, n_hvp = res["ours"]; lam_p, tr_p, se_p = res["theirs"]
-    tr_h = hutchinson(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace   # fedland's Hutchinson with as many probes
-    return dict(model=name, seconds_fedland=spread(T["fedland"]), seconds_pyhessian=spread(T["pyhessian"]), speedup=ratio(T["pyhessian"], T["fedland"]),
-                lambda_rel_diff=abs(lam - lam_p) / abs(lam_p), trace_rel_diff=abs(tr - tr_p) / abs(tr_p), trace_rel_se_pyhessian=se_p / abs(tr_p),
-                trace_diff_in_pyhessian_se=abs(tr - tr_p) / se_p, hutchinson_rel_diff=abs(tr_h - tr_p) / abs(tr_p), hvp_lambda_fedland=n_hvp,
-                lambda_fedland=lam, lambda_pyhessian=lam_p, trace_fedland=tr, trace_pyhessian=tr_p)
+    T = alternate(
+        dict(fedland=lambda: res.__setitem__("ours", ours()), pyhessian=lambda: res.__setitem__("theirs", theirs())),
+        reps,
+    )
+    lam, tr, n_hvp = res["ours"]
+    lam_p, tr_p, se_p = res["theirs"]
+    # fedland's Hutchinson with as many probes
+    tr_h = hutchinson(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace
+    return dict(
+        model=name,
+        seconds_fedland=spread(T["fedland"]),
+        seconds_pyhessian=spread(T["pyhessian"]),
+        speedup=ratio(T["pyhessian"], T["fedland"]),
+        lambda_rel_diff=abs(lam - lam_p) / abs(lam_p),
+        trace_rel_diff=abs(tr - tr_p) / abs(tr_p),
+        trace_rel_se_pyhessian=se_p / abs(tr_p),
+        trace_diff_in_pyhessian_se=abs(tr - tr_p) / se_p,
+        hutchinson_rel_diff=abs(tr_h - tr_p) / abs(tr_p),
+        hvp_lambda_fedland=n_hvp,
+        lambda_fedland=lam,
+        lambda_pyhessian=lam_p,
+        trace_fedland=tr,
+        trace_pyhessian=tr_p,
+    )
 
 
 # ---------------------------------------------------------------- valuation
@@ -398,7 +510,8 @@ def _train_flops(model, shape) -> tuple:
 
 def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
     "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
-    "time against the compute floor (training FLOPs of every member's local epochs + one test evaluation per coalition)."
+    ("time against the compute floor (training FLOPs of every member's local epochs + one test evaluation per "
+     "coalition).")
     from fedland.data import load_dataset
     from fedland.federated import FedConfig
     from fedland.models import build_model
@@ -427,7 +540,8 @@ def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
 
 
 def bench_overhead(reps, **fields):
-    "The default experiment with K = 8 (or these Experiment fields): training with the default reconstruction valuation vs without (alternated)."
+    ("The default experiment with K = 8 (or these Experiment fields): training with the default reconstruction "
+     "valuation vs without (alternated).")
     from fedland.experiment import Experiment, prepare
     from fedland.federated import run_federated
     from fedland.valuation import Reconstruction, validation_sample
@@ -435,17 +549,40 @@ def bench_overhead(reps, **fields):
     ds, part, net = prepare(exp)
     vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
     plain = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False)
-    valued = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False,
-                                   valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=exp.valuation_every, last_round=exp.rounds,
-                                                         horizon=exp.valuation_horizon))
+    valued = lambda: run_federated(
+        net,
+        ds,
+        part,
+        exp.fed_config(),
+        progress=False,
+        valuer=Reconstruction(
+            net,
+            ds.x_train[vi],
+            ds.y_train[vi],
+            every=exp.valuation_every,
+            last_round=exp.rounds,
+            horizon=exp.valuation_horizon,
+        ),
+    )
     T = alternate(dict(plain=plain, valued=valued), reps, warm=False)
-    return dict(model=exp.model, clients=8, rounds=exp.rounds, local_epochs=exp.local_epochs, every=exp.valuation_every, horizon=exp.valuation_horizon,
-                samples=exp.valuation_samples, plain_seconds=spread(T["plain"]), valued_seconds=spread(T["valued"]), overhead=spread([(v - p) / p for p, v in zip(T["plain"], T["valued"])]))
+    return dict(
+        model=exp.model,
+        clients=8,
+        rounds=exp.rounds,
+        local_epochs=exp.local_epochs,
+        every=exp.valuation_every,
+        horizon=exp.valuation_horizon,
+        samples=exp.valuation_samples,
+        plain_seconds=spread(T["plain"]),
+        valued_seconds=spread(T["valued"]),
+        overhead=spread([(v - p) / p for p, v in zip(T["plain"], T["valued"])]),
+    )
 
 
 # ---------------------------------------------------------------- main job, scale
-# A child's ru_maxrss starts at its parent's resident set at the fork (Linux carries it across exec), and this process is large
-# by now: the command runs under a small launcher, whose children (the command and its descendants) start from the launcher's size.
+# A child's ru_maxrss starts at its parent's resident set at the fork (Linux carries it across exec), and this process
+# is large by now: the command runs under a small launcher, whose children (the command and its descendants) start from
+# the launcher's size.
 _LAUNCH = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
            "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
 
@@ -465,7 +602,8 @@ def bench_main():
 
 
 SCALE = ("import sys; from fedland.experiment import Experiment, run_experiment; "
-         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, local_epochs=1, curvature=False, valuation='none', "
+         "run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, "
+         "local_epochs=1, curvature=False, valuation='none', "
          "contributions=False, landscape_steps=11, store=sys.argv[1]), progress=False)")
 
 
@@ -478,101 +616,220 @@ def bench_scale():
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 (about 30 minutes on 2 cores)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 "
+                                                         "(about 30 minutes on 2 cores)")
     ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
     ap.add_argument("--json", default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled sequential landscape curvature valuation main scale")
-    ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file and keep the others (and their table rows)")
+    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled sequential landscape "
+                                                          "curvature valuation main scale")
+    ap.add_argument("--long-game", action="store_true",
+                    help="with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (one repetition, ~4 minutes)")
+    ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file and keep "
+                                                         "the others (and their table rows)")
     a = ap.parse_args()
     threads = thread_policy()
     old = json.loads(Path(a.json).read_text()) if a.merge and a.json and Path(a.json).exists() else None
-    out = {"machine": {"matmul_gflops": matmul_gflops(), "cpus": os.cpu_count(), "torch": torch.__version__, "reps": a.reps,
-                       "threads": torch.get_num_threads(), "cpu": _cpu_model(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                       "python": sys.version.split()[0], "quick": a.quick, "host": os.uname().nodename,
-                       "command": "python bench/run.py " + " ".join(sys.argv[1:]), "thread_settings": threads,
-                       "min_rep_seconds": MIN_REP_SECONDS}}
+    out = {
+        "machine": {
+            "matmul_gflops": matmul_gflops(),
+            "cpus": os.cpu_count(),
+            "torch": torch.__version__,
+            "reps": a.reps,
+            "threads": torch.get_num_threads(),
+            "cpu": _cpu_model(),
+            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+            "python": sys.version.split()[0],
+            "quick": a.quick,
+            "host": os.uname().nodename,
+            "command": "python bench/run.py " + " ".join(sys.argv[1:]),
+            "thread_settings": threads,
+            "min_rep_seconds": MIN_REP_SECONDS,
+        }
+    }
     mm = out["machine"]["matmul_gflops"]
     rows = [("machine", "matmul GFLOP/s (2048² float32, median of 5)", f"{mm:.1f}")]
     done = lambda key: print(f"  {key} done", file=sys.stderr, flush=True)
     if "fedavg" not in a.skip:
         R = 6 if a.quick else 30
         runs = [("cnn1d", 10), ("cnn", 10), ("mlp", 10), ("mlp", 100)]
-        F_ = {f"{m}_{k}": bench_fedavg(m, k, R, a.reps, mm) for m, k in runs}; done("fedavg")
-        out["fedavg"] = {"speedup_vs_flower_10": F_["mlp_10"]["speedup"]["median"], "speedup_vs_flower_100": F_["mlp_100"]["speedup"]["median"],
-                         "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"], "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
-                         "vs_floor": F_["mlp_10"]["vs_floor"]["median"], "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"], **F_}
+        F_ = {f"{m}_{k}": bench_fedavg(m, k, R, a.reps, mm) for m, k in runs}
+        done("fedavg")
+        out["fedavg"] = {
+            "speedup_vs_flower_10": F_["mlp_10"]["speedup"]["median"],
+            "speedup_vs_flower_100": F_["mlp_100"]["speedup"]["median"],
+            "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"],
+            "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
+            "vs_floor": F_["mlp_10"]["vs_floor"]["median"],
+            "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"],
+            **F_,
+        }
         for key, f in F_.items():
             rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs "
                       f"Flower simulation at its fastest ({f['flower_config']})",
-                      f"{f['seconds_per_round_fedland']['median']:.3f} vs {f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
+                      f"{f['seconds_per_round_fedland']['median']:.3f} vs "
+                      f"{f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
                      *[("fedavg", f"{f['model']}, {f['clients']} clients, sensitivity: Flower with {c}",
                         f"{g['seconds_per_round']['median']:.3f} s/round: {_fmt(g['speedup'])}")
                        for c, g in f["flower_configs"].items()],
-                     ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round ÷ compute floor",
+                     ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round "
+                                f"÷ compute floor",
                       f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
     if "compiled" not in a.skip:
         R = 6 if a.quick else 30
-        Cp = {f"{m}_{k}": bench_compiled(m, k, R, a.reps, mm) for m, k in (("cnn1d", 10), ("mlp", 10))}; done("compiled")
+        Cp = {f"{m}_{k}": bench_compiled(m, k, R, a.reps, mm) for m, k in (("cnn1d", 10), ("mlp", 10))}
+        done("compiled")
         out.setdefault("fedavg", {}).update(compiled=Cp, vs_floor_compiled=Cp["mlp_10"]["vs_floor_compiled"]["median"])
         for key, c in Cp.items():
-            rows += [("compiled", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs incl. evaluation); ÷ compute floor",
-                      f"{c['seconds_per_round_eager']['median']:.3f} vs {c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
+            rows += [("compiled", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs "
+                                  f"incl. evaluation); ÷ compute floor",
+                      f"{c['seconds_per_round_eager']['median']:.3f} vs "
+                      f"{c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
                       f"floor ×{c['vs_floor_eager']['median']:.1f} → ×{c['vs_floor_compiled']['median']:.1f}")]
     if "sequential" not in a.skip:
-        Sq = {m: bench_sequential(m, max(a.reps, 5)) for m in ("cnn1d", "mlp")}; done("sequential")
-        out["sequential"] = {"speedup_cnn1d": Sq["cnn1d"]["speedup"]["median"], "speedup_mlp": Sq["mlp"]["speedup"]["median"], **Sq}
+        Sq = {m: bench_sequential(m, max(a.reps, 5)) for m in ("cnn1d", "mlp")}
+        done("sequential")
+        out["sequential"] = {
+            "speedup_cnn1d": Sq["cnn1d"]["speedup"]["median"],
+            "speedup_mlp": Sq["mlp"]["speedup"]["median"],
+            **Sq,
+        }
         for m, q in Sq.items():
-            rows += [("sequential", f"{m}: local_update ms/step, flat parameter vector vs per-tensor dicts (bitwise equal: {q['bitwise_equal']})",
-                      f"{q['ms_per_step_flat']['median']:.2f} vs {q['ms_per_step_dicts']['median']:.2f} ms: {_fmt(q['speedup'])}")]
+            rows += [("sequential", f"{m}: local_update ms/step, flat parameter vector vs per-tensor dicts (bitwise "
+                                    f"equal: {q['bitwise_equal']})",
+                      f"{q['ms_per_step_flat']['median']:.2f} vs {q['ms_per_step_dicts']['median']:.2f} ms: "
+                      f"{_fmt(q['speedup'])}")]
     if "landscape" not in a.skip:
-        L = {m: bench_landscape(m, (26 if a.quick else 51) if m == "mlp" else 11, a.reps, mm) for m in ("cnn1d", "cnn", "niid_cnn", "mlp")}; done("landscape")
-        out["landscape"] = {"speedup_vs_loss_landscapes": L["mlp"]["speedup"]["median"], "speedup_vs_loss_landscapes_cnn1d": L["cnn1d"]["speedup"]["median"],
-                            "speedup_vs_loss_landscapes_cnn": L["cnn"]["speedup"]["median"], "speedup_vs_loss_landscapes_niid_cnn": L["niid_cnn"]["speedup"]["median"],
-                            "speedup_vs_plain_min": min(l["speedup_vs_plain"]["median"] for l in L.values()),
-                            "max_abs_diff": max(l["max_abs_diff"] for l in L.values()), "gflops_fraction": L["mlp"]["gflops_fraction"], **L}
+        L = {
+            m: bench_landscape(m, (26 if a.quick else 51) if m == "mlp" else 11, a.reps, mm)
+            for m in ("cnn1d", "cnn", "niid_cnn", "mlp")
+        }
+        done("landscape")
+        out["landscape"] = {
+            "speedup_vs_loss_landscapes": L["mlp"]["speedup"]["median"],
+            "speedup_vs_loss_landscapes_cnn1d": L["cnn1d"]["speedup"]["median"],
+            "speedup_vs_loss_landscapes_cnn": L["cnn"]["speedup"]["median"],
+            "speedup_vs_loss_landscapes_niid_cnn": L["niid_cnn"]["speedup"]["median"],
+            "speedup_vs_plain_min": min(l["speedup_vs_plain"]["median"] for l in L.values()),
+            "max_abs_diff": max(l["max_abs_diff"] for l in L.values()),
+            "gflops_fraction": L["mlp"]["gflops_fraction"],
+            **L,
+        }
         for m, l in L.items():
-            rows += [("landscape", f"{m} ({l['data']}), {l['points']} points, global + 10 clients (engine {l['engine']}): "
+            rows += [("landscape", f"{m} ({l['data']}), {l['points']} points, global + 10 clients (engine "
+                                   f"{l['engine']}): "
                       "vs loss-landscapes ×11; vs a plain per-point loop",
                       f"{_fmt(l['speedup'])}; {_fmt(l['speedup_vs_plain'])}"),
-                     ("landscape", f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ matmul", f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}")]
+                     ("landscape", f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ "
+                                   f"matmul", f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}")]
     if "curvature" not in a.skip:
-        C = {m: bench_curvature(m, 50 if a.quick else 200, max(a.reps, 5)) for m in ("cnn1d", "cnn", "mlp")}; done("curvature")
-        out["curvature"] = {"speedup_vs_pyhessian": C["mlp"]["speedup"]["median"], "speedup_vs_pyhessian_cnn1d": C["cnn1d"]["speedup"]["median"],
-                            "speedup_vs_pyhessian_cnn": C["cnn"]["speedup"]["median"], "lambda_rel_diff": max(c["lambda_rel_diff"] for c in C.values()),
-                            "trace_rel_diff": max(c["trace_rel_diff"] for c in C.values()), **C}
+        C = {m: bench_curvature(m, 50 if a.quick else 200, max(a.reps, 5)) for m in ("cnn1d", "cnn", "mlp")}
+        done("curvature")
+        out["curvature"] = {
+            "speedup_vs_pyhessian": C["mlp"]["speedup"]["median"],
+            "speedup_vs_pyhessian_cnn1d": C["cnn1d"]["speedup"]["median"],
+            "speedup_vs_pyhessian_cnn": C["cnn"]["speedup"]["median"],
+            "lambda_rel_diff": max(c["lambda_rel_diff"] for c in C.values()),
+            "trace_rel_diff": max(c["trace_rel_diff"] for c in C.values()),
+            **C,
+        }
         for m, c in C.items():
-            rows += [("curvature", f"{m}: λmax (tol 1e-3 both) + trace: fedland (exact trace) vs PyHessian", _fmt(c["speedup"])),
-                     ("curvature", f"{m}: relative difference λmax / trace vs PyHessian", f"{c['lambda_rel_diff']:.1e} / {c['trace_rel_diff']:.1e} "
-                      f"({c['trace_diff_in_pyhessian_se']:.1f} of PyHessian's standard errors; fedland Hutchinson, same probes: {c['hutchinson_rel_diff']:.1e})")]
+            rows += [
+                (
+                    "curvature",
+                    f"{m}: λmax (tol 1e-3 both) + trace: fedland (exact trace) vs PyHessian",
+                    _fmt(c["speedup"]),
+                ),
+                (
+                    "curvature",
+                    f"{m}: relative difference λmax / trace vs PyHessian",
+                    f"{c['lambda_rel_diff']:.1e} "
+                    f"/ "
+                    f"{c['trace_rel_diff']:.1e} "
+                    f""
+                    f"({c['trace_diff_in_pyhessian_se']:.1f} of PyHessian's standard errors; fedland Hutchinson, "
+                    f"same probes: {c['hutchinson_rel_diff']:.1e})",
+                ),
+            ]
     if "valuation" not in a.skip:
         E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps, mm)
-        E30 = None if a.quick else bench_exact([8], a.reps, mm, rounds=30, local_epochs=5)["8"]
+        long_game = a.long_game or not a.quick
+        E30 = bench_exact([8], 1 if a.quick else a.reps, mm, rounds=30, local_epochs=5)["8"] if long_game else None
         O = bench_overhead(a.reps)
         done("valuation")
-        out["valuation"] = {"exact_seconds_k8": E["8"]["seconds"]["median"], "reconstruction_overhead": O["overhead"]["median"],
-                            "exact_vs_floor_k8": E["8"]["vs_floor"]["median"], "exact": E, "exact_30x5": E30, "overhead": O}
-        rows += [("valuation", "exact game, K = 8 (255 coalitions, MLP, 20 rounds × 1 epoch, one seed)", f"{_fmt(E['8']['seconds'], ' s')}"),
-                 ("valuation", "exact game, K = 8, 20 × 1: client-epochs per second; time ÷ compute floor",
-                  f"{E['8']['client_epochs_per_second']:.0f}; {_fmt(E['8']['vs_floor'])}"),
-                 *([("valuation", "exact game, K = 8, 30 rounds × 5 epochs: seconds; client-epochs per second; ÷ floor",
-                     f"{_fmt(E30['seconds'], ' s')}; {E30['client_epochs_per_second']:.0f}; {_fmt(E30['vs_floor'])}")] if E30 else []),
-                 ("valuation", "exact game, K = " + "/".join(E), " / ".join(f"{e['seconds']['median']:.0f}" for e in E.values()) + " s"),
-                 ("valuation", f"reconstruction (every {O['every']} rounds, {O['samples']} samples) on {O['model']} training, K = 8, {O['rounds']} × {O['local_epochs']}",
-                  f"+{100 * O['overhead']['median']:.0f} % [{100 * O['overhead']['min']:.0f}–{100 * O['overhead']['max']:.0f} %]")]
+        out["valuation"] = {
+            "exact_seconds_k8": E["8"]["seconds"]["median"],
+            "reconstruction_overhead": O["overhead"]["median"],
+            "exact_vs_floor_k8": E["8"]["vs_floor"]["median"],
+            "exact": E,
+            "exact_30x5": E30,
+            "overhead": O,
+        }
+        rows += [
+            (
+                "valuation",
+                "exact game, K = 8 (255 coalitions, MLP, 20 rounds × 1 epoch, one seed)",
+                f"{_fmt(E['8']['seconds'], ' s')}",
+            ),
+            (
+                "valuation",
+                "exact game, K = 8, 20 × 1: client-epochs per second; time ÷ compute floor",
+                f"{E['8']['client_epochs_per_second']:.0f}; {_fmt(E['8']['vs_floor'])}",
+            ),
+            *(
+                [
+                    (
+                        "valuation",
+                        "exact game, K = 8, 30 rounds × 5 epochs: seconds; client-epochs per second; ÷ floor",
+                        f"{_fmt(E30['seconds'], ' s')}; {E30['client_epochs_per_second']:.0f}; {_fmt(E30['vs_floor'])}",
+                    )
+                ]
+                if E30
+                else []
+            ),
+            (
+                "valuation",
+                "exact game, K = " + "/".join(E),
+                " / ".join(f"{e['seconds']['median']:.0f}" for e in E.values()) + " s",
+            ),
+            (
+                "valuation",
+                f"reconstruction (every {O['every']} rounds, {O['samples']} samples) on {O['model']} training, "
+                f"K = 8, {O['rounds']} × {O['local_epochs']}",
+                f"+{100 * O['overhead']['median']:.0f} % "
+                f"[{100 * O['overhead']['min']:.0f}–{100 * O['overhead']['max']:.0f} %]",
+            ),
+        ]
     if "main" not in a.skip:
-        M = bench_main(); done("main")
+        M = bench_main()
+        done("main")
         out["main"] = M
-        rows += [("main", "papermill nbs/run.ipynb -p alpha 0.5", f"{M['seconds']:.0f} s, peak RSS {M['peak_rss_mb']:.0f} MB")]
+        rows += [
+            (
+                "main",
+                "papermill nbs/run.ipynb -p alpha 0.5",
+                f"{M['seconds']:.0f} s, peak RSS {M['peak_rss_mb']:.0f} MB",
+            )
+        ]
     if "scale" not in a.skip:
-        S = bench_scale(); done("scale")
+        S = bench_scale()
+        done("scale")
         out["scale"] = S
-        rows += [("scale", "1000 clients × 100 rounds (default history policy)", f"{S['seconds']:.0f} s, peak RSS {S['peak_rss_mb']:.0f} MB, disk {S['disk_mb']:.0f} MB")]
+        rows += [
+            (
+                "scale",
+                "1000 clients × 100 rounds (default history policy)",
+                f"{S['seconds']:.0f} s, peak RSS {S['peak_rss_mb']:.0f} MB, disk {S['disk_mb']:.0f} MB",
+            )
+        ]
     if old is not None:   # the machine line of this run, every other section as it was unless run again
         ran = {r[0] for r in rows} - {"machine"}
         fed = {**old.get("fedavg", {}), **out.get("fedavg", {})}
         out = {**old, **out, **({"fedavg": fed} if fed else {})}
         order = ["machine", "fedavg", "compiled", "sequential", "landscape", "curvature", "valuation", "main", "scale"]
-        rows = sorted([r for r in rows] + [tuple(r) for r in old["table"] if r[0] not in ran and r[0] != "machine"], key=lambda r: order.index(r[0]))
+        rows = sorted(
+            [r for r in rows] + [tuple(r) for r in old["table"] if r[0] not in ran and r[0] != "machine"],
+            key=lambda r: order.index(r[0]),
+        )
         out["machine"]["merged_from"] = old["machine"]["date"]
     out["table"] = [list(r) for r in rows]
     w = max(len(r[1]) for r in rows)

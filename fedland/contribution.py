@@ -20,12 +20,14 @@ from .landscape import evaluate_grid, line, Landscape
 from .federated import client_ids
 
 # %% ../nbs/07_contribution.ipynb #c006
-CONTRIBUTION_METRICS = {   # metric -> (one-line definition, direction if read as a contribution: +1 higher = more, −1 lower = more, 0 neither)
+# metric -> (one-line definition, direction if read as a contribution: +1 higher = more, −1 lower = more, 0 neither)
+CONTRIBUTION_METRICS = {
     'weight': ('p_k = n_k / Σ n_j', +1),
     'loss_share': ('p_k L_k(θ_g) / L(θ_g)', -1),
     'loss_share_min': ('minimum of p_k L_k / L over the landscape plane', -1),
     'loss_share_max': ('maximum of p_k L_k / L over the landscape plane', -1),
-    'reweight_delta': ('L(θ_g) − L_{−k}(θ_g): the objective re-weighted without client k at the fixed model (nothing retrained)', -1),
+    'reweight_delta': ('L(θ_g) − L_{−k}(θ_g): the objective re-weighted without client k at the fixed model (nothing '
+                       'retrained)', -1),
     'reweight_argmin_shift': ('distance between the plane minima of L_{−k} and L', +1),
     'curvature_share': ('p_k tr H_k(θ_g) / tr H(θ_g)', +1),
     'lambda_max_own': ('λmax of θ_k on the client\'s data', 0),
@@ -48,15 +50,22 @@ def update_cosines(hist) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=['round', 'client_i', 'client_j', 'cos'])
 
 def chord_height(losses) -> float:
-    "Barrier of a loss profile on t ∈ [0, 1] (evenly spaced): max_t L(t) − [(1−t)·L(0) + t·L(1)], the height above the chord between the endpoints."
-    l = np.asarray(losses, dtype=np.float64); t = np.linspace(0, 1, len(l))
+    ("Barrier of a loss profile on t ∈ [0, 1] (evenly spaced): max_t L(t) − [(1−t)·L(0) + t·L(1)], the height above "
+     "the chord between the endpoints.")
+    l = np.asarray(losses, dtype=np.float64)
+    t = np.linspace(0, 1, len(l))
     return float((l - ((1 - t) * l[0] + t * l[-1])).max())
 
-def barriers(model: nn.Module, theta_g: dict, clients: dict, X, Y, owner, steps: int = 21, batch_size: int = 1024) -> pd.DataFrame:
-    "Loss barrier (height above the chord) on the straight line θ_g → θ_k for each client k, on the global loss and on the client's own loss."
+def barriers(
+    model: nn.Module, theta_g: dict, clients: dict, X, Y, owner, steps: int = 21, batch_size: int = 1024
+) -> pd.DataFrame:
+    ("Loss barrier (height above the chord) on the straight line θ_g → θ_k for each client k, on the global loss and "
+     "on the client's own loss.")
     rows = []
     for k, th in clients.items():
-        ln = evaluate_grid(model, line(theta_g, th), X, Y, owner, steps=steps, xrange=(0.0, 1.0), batch_size=batch_size, progress=False)
+        ln = evaluate_grid(
+            model, line(theta_g, th), X, Y, owner, steps=steps, xrange=(0.0, 1.0), batch_size=batch_size, progress=False
+        )
         rows.append(dict(client=k, barrier=chord_height(ln.loss), barrier_own=chord_height(ln.client_loss[k])))
     return pd.DataFrame(rows)
 
@@ -65,38 +74,57 @@ def contribution_table(model: nn.Module,       # architecture (and buffers)
                        hist,                   # `History` of the federated run
                        ds, part,               # its `Dataset` and `Partition`
                        rnd: int | None = None, # analysed round (default: the last with kept client models)
-                       landscape: Landscape | None = None,  # a landscape around θ_g (adds share range, LOO shift, min distance)
-                       curvature: pd.DataFrame | None = None,  # a `curvature_table` (adds curvature share and own curvature)
+                       # a landscape around θ_g (adds share range, LOO shift, min distance)
+                       landscape: Landscape | None = None,
+                       # a `curvature_table` (adds curvature share and own curvature)
+                       curvature: pd.DataFrame | None = None,
                        line_steps: int = 21,   # points on each θ_g → θ_k line for the barrier
                       ) -> pd.DataFrame:
     "One tidy DataFrame (client, metric, value) of every client's contribution."
     kept = hist.client_models.rounds()
-    if not kept: raise ValueError("the history kept no client models: run with keep_clients='last' (default) or a list of rounds")
+    if not kept: raise ValueError("the history kept no client models: run with keep_clients='last' (default) or a "
+                                  "list of rounds")
     rnd = kept[-1] if rnd is None else rnd
     if rnd not in kept: raise ValueError(f"rnd={rnd} has no kept client models; kept rounds: {kept}")
-    K = len(part); dev = next(model.parameters()).device
-    X, Y = ds.x_train.to(dev), ds.y_train.to(dev); owner = client_ids(part, len(Y), dev); own = owner >= 0
+    K = len(part)
+    dev = next(model.parameters()).device
+    X, Y = ds.x_train.to(dev), ds.y_train.to(dev)
+    owner = client_ids(part, len(Y), dev)
+    own = owner >= 0
     th_g = hist.global_model(rnd)                          # the model after round rnd
     th_b = hist.global_model(rnd - 1)                      # the model the clients started from
     clients = {k: hist.client_model(rnd, k) for k in hist.client_models.clients(rnd)}
     w = part.weights
-    l, _ = per_sample_losses(model, X, Y, th_g); Lk = reduce_by_client(l[own], owner[own], K).double().numpy()
+    l, _ = per_sample_losses(model, X, Y, th_g)
+    Lk = reduce_by_client(l[own], owner[own], K).double().numpy()
     L = float(np.dot(w, Lk))
-    rows = {k: dict(weight=w[k], loss_share=w[k] * Lk[k] / L, reweight_delta=L - (L - w[k] * Lk[k]) / (1 - w[k]) if w[k] < 1 else math.nan)
-            for k in range(K)}
+    rows = {
+        k: dict(
+            weight=w[k],
+            loss_share=w[k] * Lk[k] / L,
+            reweight_delta=L - (L - w[k] * Lk[k]) / (1 - w[k]) if w[k] < 1 else math.nan,
+        )
+        for k in range(K)
+    }
     for k, th in clients.items():                          # each client model on its own samples only
-        own_k = owner == k; lk, _ = per_sample_losses(model, X[own_k], Y[own_k], th)
+        own_k = owner == k
+        lk, _ = per_sample_losses(model, X[own_k], Y[own_k], th)
         rows[k]['personalization_gap'] = Lk[k] - float(lk.double().mean())
-    c = hist.clients; cr = c[c['round'] == rnd].set_index('client')
+    c = hist.clients
+    cr = c[c['round'] == rnd].set_index('client')
     for k in range(K):
         ck = c[c.client == k]
-        if k in cr.index: rows[k].update(update_norm=cr.loc[k, 'update_norm'], drift=cr.loc[k, 'drift'], cos_aggregate=cr.loc[k, 'cos_aggregate'])
+        if k in cr.index:
+            rows[k].update(
+                update_norm=cr.loc[k, 'update_norm'], drift=cr.loc[k, 'drift'], cos_aggregate=cr.loc[k, 'cos_aggregate']
+            )
         if len(ck): rows[k].update(update_norm_mean=ck.update_norm.mean(), cos_aggregate_mean=ck.cos_aggregate.mean())
     for _, b in barriers(model, th_g, clients, X, Y, owner, line_steps).iterrows():
         rows[int(b.client)].update(barrier=b.barrier, barrier_own=b.barrier_own)
     if landscape is not None:
         if landscape.n_clients != K: raise ValueError(f"landscape has {landscape.n_clients} clients, the partition {K}")
-        sh = landscape.share(); g = flatten(th_g)
+        sh = landscape.share()
+        g = flatten(th_g)
         a0, b0 = landscape.argmin()
         for k in range(K):
             rows[k].update(loss_share_min=float(sh[k].min()), loss_share_max=float(sh[k].max()))
@@ -104,14 +132,17 @@ def contribution_table(model: nn.Module,       # architecture (and buffers)
                 P = lambda ab: landscape.plane.point(*ab).cpu()
                 rows[k]['min_distance'] = float((P(landscape.argmin('client_loss', k)) - g).norm())
                 if w[k] < 1:
-                    loo = landscape.leave_one_out(k); i = np.unravel_index(np.nanargmin(loo), loo.shape)
+                    loo = landscape.leave_one_out(k)
+                    i = np.unravel_index(np.nanargmin(loo), loo.shape)
                     ab = (landscape.x[i[-1]], landscape.y[i[0]] if landscape.y is not None else 0.0)
                     rows[k]['reweight_argmin_shift'] = float((P(ab) - P((a0, b0))).norm())
     if curvature is not None:
         gc = curvature[curvature.model == 'global'].set_index('data')
         for k in range(K):
-            if f'client:{k}' in gc.index: rows[k]['curvature_share'] = w[k] * gc.loc[f'client:{k}', 'trace'] / gc.loc['global', 'trace']
+            if f'client:{k}' in gc.index:
+                rows[k]['curvature_share'] = w[k] * gc.loc[f'client:{k}', 'trace'] / gc.loc['global', 'trace']
             own_row = curvature[(curvature.model == f'client:{k}') & (curvature.data == f'client:{k}')]
-            if len(own_row): rows[k].update(lambda_max_own=float(own_row.lambda_max.iloc[0]), trace_own=float(own_row.trace.iloc[0]))
+            if len(own_row):
+                rows[k].update(lambda_max_own=float(own_row.lambda_max.iloc[0]), trace_own=float(own_row.trace.iloc[0]))
     out = [dict(client=k, metric=m, value=float(v)) for k, r in rows.items() for m, v in r.items()]
     return pd.DataFrame(out, columns=['client', 'metric', 'value'])

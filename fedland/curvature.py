@@ -22,7 +22,8 @@ from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_lay
 
 # %% ../nbs/06_curvature.ipynb #c007
 def _jvp(*a, **kw):
-    "`torch.func.jvp` without the FutureWarning torch raises at its first use (its own jvp decompositions still load through `torch.jit.script`: nothing a caller can change)."
+    ("`torch.func.jvp` without the FutureWarning torch raises at its first use (its own jvp decompositions still load "
+     "through `torch.jit.script`: nothing a caller can change).")
     with warnings.catch_warnings():
         warnings.filterwarnings('ignore', message='`torch.jit.script` is deprecated', category=FutureWarning)
         return jvp(*a, **kw)
@@ -31,29 +32,36 @@ class HessianOperator:
     "The Hessian of the mean cross-entropy of `model` at `params` over (X, Y), as a linear operator on flat vectors."
     def __init__(self, model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
                  buffers: dict | None = None, batch_size: int = 4096,
-                 reuse_graph: bool = True):   # data in one batch: build the gradient graph once, every product reuses it
+                 # data in one batch: build the gradient graph once, every product reuses it
+                 reuse_graph: bool = True):
         if len(Y) == 0: raise ValueError("the Hessian needs data: X is empty")
         self.model, self.X, self.Y, self.batch_size = model, X, Y, batch_size
         dev = X.device
         self.params = {k: v.detach().to(dev) for k, v in params.items()}
         self.buffers = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
-        self.P = sum(v.numel() for v in self.params.values()); self.n_hvp = 0
-        self.reuse = reuse_graph and len(Y) <= batch_size; self._g = None
+        self.P = sum(v.numel() for v in self.params.values())
+        self.n_hvp = 0
+        self.reuse = reuse_graph and len(Y) <= batch_size
+        self._g = None
     def _loss(self, x, y):
         return lambda p: F.cross_entropy(functional_call(self.model, (p, self.buffers), (x,)), y, reduction='sum')
     def _graph(self):
         "Leaves and ∇L with its graph (built once, in eval mode)."
         if self._g is None:
             leaves = {k: v.clone().requires_grad_(True) for k, v in self.params.items()}
-            was = self.model.training; self.model.eval()
+            was = self.model.training
+            self.model.eval()
             try:
                 with torch.enable_grad():
-                    g = torch.autograd.grad(self._loss(self.X, self.Y)(leaves), list(leaves.values()), create_graph=True)
+                    g = torch.autograd.grad(
+                        self._loss(self.X, self.Y)(leaves), list(leaves.values()), create_graph=True
+                    )
             finally: self.model.train(was)
             self._g = (list(leaves.values()), g)
         return self._g
     def matmat(self, V: torch.Tensor) -> torch.Tensor:
-        "H V for the rows of V (k, P): one batched product on the kept graph (memory-bound: not faster than k `matvec`s on a CPU), else one `matvec` per row."
+        ("H V for the rows of V (k, P): one batched product on the kept graph (memory-bound: not faster than k "
+         "`matvec`s on a CPU), else one `matvec` per row.")
         V = V.to(self.X.device, torch.float32)
         if not self.reuse: return torch.stack([self.matvec(v) for v in V])
         leaves, g = self._graph()
@@ -66,11 +74,17 @@ class HessianOperator:
     def matvec(self, v: torch.Tensor) -> torch.Tensor:
         "H v for a flat vector v."
         if self.reuse: return self.matmat(v.reshape(1, -1))[0]
-        vd = dict(unflatten(v.to(self.X.device, torch.float32), self.params)); out = torch.zeros(self.P, dtype=torch.float64, device=self.X.device)
-        was = self.model.training; self.model.eval()
+        vd = dict(unflatten(v.to(self.X.device, torch.float32), self.params))
+        out = torch.zeros(self.P, dtype=torch.float64, device=self.X.device)
+        was = self.model.training
+        self.model.eval()
         try:
             for s in range(0, len(self.Y), self.batch_size):
-                hv = _jvp(grad(self._loss(self.X[s:s + self.batch_size], self.Y[s:s + self.batch_size])), (self.params,), (vd,))[1]
+                hv = _jvp(
+                    grad(self._loss(self.X[s : s + self.batch_size], self.Y[s : s + self.batch_size])),
+                    (self.params,),
+                    (vd,),
+                )[1]
                 out += flatten(hv).double()
         finally: self.model.train(was)
         self.n_hvp += 1
@@ -79,16 +93,23 @@ class HessianOperator:
 
 def per_sample_quadratic(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, v: torch.Tensor,
                          buffers: dict | None = None, batch_size: int = 4096) -> torch.Tensor:
-    "vᵀ∇²ℓ_i v for every sample i (forward-over-forward), in eval mode; for a stack of vectors V (k, P) all k at once (k, N)."
+    ("vᵀ∇²ℓ_i v for every sample i (forward-over-forward), in eval mode; for a stack of vectors V (k, P) all k at "
+     "once (k, N).")
     b = buffer_dict(model) if buffers is None else buffers
     p = {k: t.detach() for k, t in params.items()}
-    V = v.to(X.device, torch.float32); one = V.dim() == 1; V = V.reshape(-1, V.shape[-1])
+    V = v.to(X.device, torch.float32)
+    one = V.dim() == 1
+    V = V.reshape(-1, V.shape[-1])
     sizes = [t.numel() for t in p.values()]
     vd = {k: c.reshape(len(V), *t.shape) for (k, t), c in zip(p.items(), torch.split(V, sizes, dim=1))}
-    out = []; was = model.training; model.eval()
+    out = []
+    was = model.training
+    model.eval()
     try:
         for s in range(0, len(Y), batch_size):
-            f = lambda q: F.cross_entropy(functional_call(model, (q, b), (X[s:s + batch_size],)), Y[s:s + batch_size], reduction='none')
+            f = lambda q: F.cross_entropy(
+                functional_call(model, (q, b), (X[s : s + batch_size],)), Y[s : s + batch_size], reduction='none'
+            )
             quad = lambda u: _jvp(lambda q: jvp(f, (q,), (u,))[1], (p,), (u,))[1]
             out.append(torch.func.vmap(quad)(vd).detach())   # the k probes as one batched computation
     finally: model.train(was)
@@ -97,26 +118,32 @@ def per_sample_quadratic(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
 
 # %% ../nbs/06_curvature.ipynb #c014
 def lanczos(matvec, P: int, m: int, seed: int = 0, device='cpu', v0: torch.Tensor | None = None,
-            tol: float | None = None, k: int = 1) -> tuple:   # stop early once the top k Ritz pairs have residual bound ≤ tol·|θ|
+            # stop early once the top k Ritz pairs have residual bound ≤ tol·|θ|
+            tol: float | None = None, k: int = 1) -> tuple:
     "Up to m steps of Lanczos with full reorthogonalisation: (α, β, Q) of the tridiagonal T = QᵀHQ."
     g = torch.Generator().manual_seed(int(seed))
     q = (torch.randn(P, generator=g) if v0 is None else v0.detach().cpu().float()).to(device, torch.float64)
-    q = q / q.norm(); Q = [q]; alpha, beta = [], []
+    q = q / q.norm()
+    Q = [q]
+    alpha, beta = [], []
     for j in range(min(m, P)):
         w = matvec(Q[-1].float()).double()
-        a = float(w @ Q[-1]); alpha.append(a)
+        a = float(w @ Q[-1])
+        alpha.append(a)
         w = w - a * Q[-1] - (beta[-1] * Q[-2] if beta else 0)
         Qm = torch.stack(Q)
         for _ in range(2): w = w - Qm.T @ (Qm @ w)   # full reorthogonalisation, twice
         b = float(w.norm())
         if j == min(m, P) - 1 or b < 1e-10 * max(1.0, abs(a)) or (tol and _converged(alpha, beta, b, tol, k)): break
-        beta.append(b); Q.append(w / b)
+        beta.append(b)
+        Q.append(w / b)
     return np.array(alpha), np.array(beta[:len(alpha) - 1]), torch.stack(Q[:len(alpha)])
 
 def _converged(alpha, beta, b, tol, k) -> bool:
     "Lanczos residual bound ‖Hy − θy‖ = β_{j+1}|s_j| of the top k Ritz pairs, relative to |θ| (Parlett)."
     if len(alpha) < k + 1: return False
-    T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1); th, S = np.linalg.eigh(T)
+    T = np.diag(alpha) + np.diag(beta, 1) + np.diag(beta, -1)
+    th, S = np.linalg.eigh(T)
     top = np.argsort(th)[::-1][:k]
     return bool(np.all(b * np.abs(S[-1, top]) <= tol * np.maximum(np.abs(th[top]), 1e-12)))
 
@@ -129,8 +156,10 @@ class Eigen:
     n_hvp: int              # Hessian-vector products used
 
 def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed: int = 0,
-                    tol: float | None = 1e-5) -> Eigen:   # stop when every Ritz residual bound ≤ tol·|λ| (None: all m steps)
-    "Largest-algebraic k eigenvalues by Lanczos (at most m steps, default max(30, 3k)), with explicitly computed residuals."
+                    # stop when every Ritz residual bound ≤ tol·|λ| (None: all m steps)
+                    tol: float | None = 1e-5) -> Eigen:
+    ("Largest-algebraic k eigenvalues by Lanczos (at most m steps, default max(30, 3k)), with explicitly computed "
+     "residuals.")
     if not isinstance(k, int) or k < 1 or k > op.P: raise ValueError(f"k={k!r} must be an int in 1..{op.P}")
     m = m or max(30, 3 * k)
     n0 = op.n_hvp
@@ -161,16 +190,21 @@ def rademacher(P: int, generator: torch.Generator) -> torch.Tensor:
 
 def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
                n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096,
-               probe_batch: int = 16) -> Trace:   # probes evaluated together (samples per chunk shrink to keep memory flat)
-    "Hutchinson estimate of tr H with Rademacher probes; with `owner` (client id per sample) also every tr H_k from the same probes."
-    if not isinstance(n_probes, int) or n_probes < 2: raise ValueError(f"n_probes={n_probes!r} must be an int ≥ 2 (the standard error needs two)")
+               # probes evaluated together (samples per chunk shrink to keep memory flat)
+               probe_batch: int = 16) -> Trace:
+    ("Hutchinson estimate of tr H with Rademacher probes; with `owner` (client id per sample) also every tr H_k from "
+     "the same probes.")
+    if not isinstance(n_probes, int) or n_probes < 2: raise ValueError(f"n_probes={n_probes!r} must be an int ≥ 2 "
+                                                                       f"(the standard error needs two)")
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
-    owner = torch.as_tensor(owner).to(X.device); keep = owner >= 0
+    owner = torch.as_tensor(owner).to(X.device)
+    keep = owner >= 0
     X, Y, own = X[keep], Y[keep], owner[keep]
     K = int(own.max()) + 1 if len(own) else 0
     nk = torch.bincount(own, minlength=K).double()
     if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
-    P = sum(v.numel() for v in params.values()); g = torch.Generator().manual_seed(int(seed))
+    P = sum(v.numel() for v in params.values())
+    g = torch.Generator().manual_seed(int(seed))
     V = torch.stack([rademacher(P, g) for _ in range(n_probes)])
     G = np.zeros((n_probes, K))
     if K == 1 and len(Y) <= batch_size:   # one data set: Hessian-vector products on one kept gradient graph
@@ -180,27 +214,39 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
         rows = max(64, batch_size // probe_batch)
         for i in range(0, n_probes, probe_batch):
             q = per_sample_quadratic(model, params, X, Y, V[i:i + probe_batch], buffers, rows).double()
-            G[i:i + len(q)] = (torch.zeros(len(q), K, dtype=torch.float64, device=q.device).index_add_(1, own, q) / nk).cpu().numpy()
-    w = (nk / nk.sum()).cpu().numpy(); tot = G @ w
+            G[i : i + len(q)] = (
+                (torch.zeros(len(q), K, dtype=torch.float64, device=q.device).index_add_(1, own, q) / nk).cpu().numpy()
+            )
+    w = (nk / nk.sum()).cpu().numpy()
+    tot = G @ w
     se = lambda a: a.std(0, ddof=1) / math.sqrt(len(a))
     return Trace(float(tot.mean()), float(se(tot)), tot, G.mean(0), se(G), G, w)
 
 # %% ../nbs/06_curvature.ipynb #c023
-def relu_sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, batch_size: int = 4096) -> torch.Tensor:
+def relu_sample_traces(
+    model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, batch_size: int = 4096
+) -> torch.Tensor:
     "tr ∇²ℓ_i for every sample i of a Linear/ReLU stack (exact up to float32 rounding), from the Gauss–Newton diagonal."
     layers = linear_relu_layers(model)
-    if layers is None: raise ValueError(f"the exact trace needs a Linear/ReLU stack without buffers; {type(model).__name__} is not one (use hutchinson)")
+    if layers is None: raise ValueError(f"the exact trace needs a Linear/ReLU stack without buffers; "
+                                        f"{type(model).__name__} is not one (use hutchinson)")
     p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
     out = []
     for s in range(0, len(Y), batch_size):
-        h = X[s:s + batch_size].flatten(1).float(); acts, zs = [], []
+        h = X[s:s + batch_size].flatten(1).float()
+        acts, zs = [], []
         for wn, bn, relu in layers:
-            acts.append(h); z = torch.addmm(p[bn], h, p[wn].T); zs.append(z); h = z.relu() if relu else z
-        prob = torch.softmax(h, 1); N, C = prob.shape
+            acts.append(h)
+            z = torch.addmm(p[bn], h, p[wn].T)
+            zs.append(z)
+            h = z.relu() if relu else z
+        prob = torch.softmax(h, 1)
+        N, C = prob.shape
         delta = torch.eye(C, device=X.device).expand(N, C, C)   # ∂logit_c/∂z_L
         gram = torch.zeros(N, C, C, device=X.device)
         for l in range(len(layers) - 1, -1, -1):
-            gram += (delta @ delta.transpose(1, 2)) * ((acts[l] ** 2).sum(1) + 1)[:, None, None]   # J_c·J_c' over layer l's weight and bias
+            # J_c·J_c' over layer l's weight and bias
+            gram += (delta @ delta.transpose(1, 2)) * ((acts[l] ** 2).sum(1) + 1)[:, None, None]
             if l: delta = (delta @ p[layers[l][0]]) * ((zs[l - 1] > 0).float()[:, None, :] if layers[l - 1][2] else 1.0)
         A = torch.diag_embed(prob) - prob[:, :, None] * prob[:, None, :]
         out.append((A * gram).sum((1, 2)).double())
@@ -208,16 +254,22 @@ def relu_sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch
 
 def sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, buffers: dict | None = None,
                   batch_size: int = 4096,
-                  max_elems: int = 2**25) -> torch.Tensor:   # bound on the Jacobian entries held at once (samples × classes × parameters)
-    "tr ∇²ℓ_i for every sample i (exact up to float32 rounding) of a network piecewise linear in every parameter: the trace of its Gauss–Newton diagonal, in eval mode."
+                  # bound on the Jacobian entries held at once (samples × classes × parameters)
+                  max_elems: int = 2**25) -> torch.Tensor:
+    ("tr ∇²ℓ_i for every sample i (exact up to float32 rounding) of a network piecewise linear in every parameter: "
+     "the trace of its Gauss–Newton diagonal, in eval mode.")
     if linear_relu_layers(model) is not None and not buffers: return relu_sample_traces(model, params, X, Y, batch_size)
     if piecewise_linear_graph(model) is None:
-        raise ValueError(f"the exact trace needs a network that is piecewise linear in every parameter (Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use hutchinson)")
+        raise ValueError(f"the exact trace needs a network that is piecewise linear in every parameter "
+                         f"(Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use "
+                         f"hutchinson)")
     b = {k: v.to(X.device) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
     f = lambda q, x: functional_call(model, (q, b), (x[None],))[0]
     jac = vmap(jacrev(f), in_dims=(None, 0))
-    was = model.training; model.eval(); out = []
+    was = model.training
+    model.eval()
+    out = []
     try:
         with torch.no_grad(): C = functional_call(model, (p, b), (X[:1],)).shape[-1]
         n = max(1, min(batch_size, max_elems // (C * sum(v.numel() for v in p.values()))))
@@ -234,20 +286,26 @@ def exact_trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor
                 batch_size: int = 4096, buffers: dict | None = None) -> Trace:
     "Exact tr H, and every tr H_k with `owner`, of a network piecewise linear in every parameter (standard errors 0)."
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
-    owner = torch.as_tensor(owner).to(X.device); keep = owner >= 0
-    own = owner[keep]; K = int(own.max()) + 1 if len(own) else 0
+    owner = torch.as_tensor(owner).to(X.device)
+    keep = owner >= 0
+    own = owner[keep]
+    K = int(own.max()) + 1 if len(own) else 0
     nk = torch.bincount(own, minlength=K).double()
     if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
     t = sample_traces(model, params, X[keep], Y[keep], buffers, batch_size)
     gk = (torch.zeros(K, dtype=torch.float64, device=t.device).index_add_(0, own, t) / nk).cpu().numpy()
-    w = (nk / nk.sum()).cpu().numpy(); tot = float(gk @ w)
+    w = (nk / nk.sum()).cpu().numpy()
+    tot = float(gk @ w)
     return Trace(tot, 0.0, np.array([tot]), gk, np.zeros(K), gk[None], w)
 
 def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owner: torch.Tensor | None = None,
-          method: str = 'auto',   # 'exact' (piecewise-linear networks), 'hutchinson', or 'auto' (exact where it applies)
+          # 'exact' (piecewise-linear networks), 'hutchinson', or 'auto' (exact where it applies)
+          method: str = 'auto',
           n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096) -> Trace:
-    "tr H and the per-client tr H_k: exact for networks piecewise linear in every parameter (every fedland model), else Hutchinson with standard errors."
-    if method not in ('auto', 'exact', 'hutchinson'): raise ValueError(f"method={method!r} must be 'auto', 'exact' or 'hutchinson'")
+    ("tr H and the per-client tr H_k: exact for networks piecewise linear in every parameter (every fedland model), "
+     "else Hutchinson with standard errors.")
+    if method not in ('auto', 'exact', 'hutchinson'): raise ValueError(f"method={method!r} must be 'auto', 'exact' or "
+                                                                       f"'hutchinson'")
     if method == 'exact' or (method == 'auto' and piecewise_linear_graph(model) is not None):
         return exact_trace(model, params, X, Y, owner, batch_size, buffers)
     return hutchinson(model, params, X, Y, owner, n_probes, seed, buffers, batch_size)
@@ -255,17 +313,23 @@ def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owne
 # %% ../nbs/06_curvature.ipynb #c029
 def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int = 0, n_grid: int = 400,
                      sigma: float | None = None) -> pd.DataFrame:
-    "Eigenvalue density of H by SLQ (Ghorbani et al. 2019): Gaussian-smoothed Ritz values weighted by squared first components."
+    ("Eigenvalue density of H by SLQ (Ghorbani et al. 2019): Gaussian-smoothed Ritz values weighted by squared first "
+     "components.")
     nodes, wts = [], []
     for i in range(n_v):
         a, b, _ = lanczos(op.matvec, op.P, m, seed + i, op.X.device)
-        T = np.diag(a) + np.diag(b, 1) + np.diag(b, -1); th, S = np.linalg.eigh(T)
-        nodes.append(th); wts.append(S[0] ** 2)
+        T = np.diag(a) + np.diag(b, 1) + np.diag(b, -1)
+        th, S = np.linalg.eigh(T)
+        nodes.append(th)
+        wts.append(S[0] ** 2)
     nodes, wts = np.concatenate(nodes), np.concatenate(wts) / n_v
-    lo, hi = nodes.min(), nodes.max(); pad = 0.05 * (hi - lo + 1e-12)
+    lo, hi = nodes.min(), nodes.max()
+    pad = 0.05 * (hi - lo + 1e-12)
     sigma = sigma or max((hi - lo) / 200, 1e-8)
     t = np.linspace(lo - pad, hi + pad, n_grid)
-    dens = (wts[None] * np.exp(-(t[:, None] - nodes[None]) ** 2 / (2 * sigma ** 2))).sum(1) / (sigma * math.sqrt(2 * math.pi))
+    dens = (wts[None] * np.exp(-((t[:, None] - nodes[None]) ** 2) / (2 * sigma**2))).sum(1) / (
+        sigma * math.sqrt(2 * math.pi)
+    )
     return pd.DataFrame({'eigenvalue': t, 'density': dens})
 
 # %% ../nbs/06_curvature.ipynb #c033
@@ -273,22 +337,30 @@ def curvature_table(model: nn.Module,      # architecture (and buffers)
                     models: dict,          # name -> parameter dict (e.g. 'global', 'client:3', 'centralized')
                     X: torch.Tensor, Y: torch.Tensor,
                     owner: torch.Tensor,   # client id per sample (−1: unused)
-                    lambda_on: str = 'all',  # λmax on 'all' data sets; 'own': 'client:k' models on client k's data, other models on the global data; or 'global'
+                    # λmax on 'all' data sets; 'own': 'client:k' models on client k's data, other models on the global
+                    # data; or 'global'
+                    lambda_on: str = 'all',
                     m: int = 20,           # Lanczos steps per λmax
                     n_probes: int = 30,    # Hutchinson probes (shared by all data sets of one model)
-                    trace_method: str = 'auto',  # 'auto' (exact for Linear/ReLU stacks, else Hutchinson), 'exact' or 'hutchinson'
+                    # 'auto' (exact for Linear/ReLU stacks, else Hutchinson), 'exact' or 'hutchinson'
+                    trace_method: str = 'auto',
                     seed: int = 0, buffers: dict | None = None, batch_size: int = 4096,
                     progress: bool = True) -> pd.DataFrame:
-    "One row per (model, data): λmax with its Lanczos residual, Hutchinson trace with standard error; data is 'global' or 'client:k'."
-    if lambda_on not in ('all', 'own', 'global'): raise ValueError(f"lambda_on={lambda_on!r} must be 'all', 'own' or 'global'")
-    owner = torch.as_tensor(owner).to(X.device); K = int(owner.max()) + 1
+    ("One row per (model, data): λmax with its Lanczos residual, Hutchinson trace with standard error; data is "
+     "'global' or 'client:k'.")
+    if lambda_on not in ('all', 'own', 'global'): raise ValueError(f"lambda_on={lambda_on!r} must be 'all', 'own' or "
+                                                                   f"'global'")
+    owner = torch.as_tensor(owner).to(X.device)
+    K = int(owner.max()) + 1
     sets = {'global': owner >= 0, **{f'client:{k}': owner == k for k in range(K)}}
     from tqdm.auto import tqdm
     rows = []
     for name, p in tqdm(models.items(), desc='curvature', disable=not progress, leave=False):
         tr = trace(model, p, X, Y, owner, trace_method, n_probes, seed, buffers, batch_size)
         for data, mask in sets.items():
-            t, se = (tr.trace, tr.se) if data == 'global' else (tr.group_trace[int(data[7:])], tr.group_se[int(data[7:])])
+            t, se = (
+                (tr.trace, tr.se) if data == 'global' else (tr.group_trace[int(data[7:])], tr.group_se[int(data[7:])])
+            )
             lam = res = math.nan
             own = name if name.startswith('client:') else 'global'
             if lambda_on == 'all' or data == (own if lambda_on == 'own' else 'global'):

@@ -46,7 +46,10 @@ class Dataset:
 # %% ../nbs/00_data.ipynb #c008
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
     "The dataset cache directory: `root`, else `$FEDLAND_DATA`, else `~/.cache/fedland`."
-    if root is None: root = os.environ.get('FEDLAND_DATA') or Path(os.environ.get('XDG_CACHE_HOME', Path.home()/'.cache'))/'fedland'
+    if root is None:
+        root = (
+            os.environ.get('FEDLAND_DATA') or Path(os.environ.get('XDG_CACHE_HOME', Path.home() / '.cache')) / 'fedland'
+        )
     return Path(root).expanduser()
 
 # %% ../nbs/00_data.ipynb #c013
@@ -61,7 +64,9 @@ def load_digits_dataset(test_size: float = 0.2, seed: int = 0) -> Dataset:
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
     d = load_digits()
-    xtr, xte, ytr, yte = train_test_split(d.data / 16.0, d.target, test_size=test_size, random_state=seed, stratify=d.target)
+    xtr, xte, ytr, yte = train_test_split(
+        d.data / 16.0, d.target, test_size=test_size, random_state=seed, stratify=d.target
+    )
     return _as_dataset('digits', xtr, ytr, xte, yte, 10, (1, 8, 8))
 
 # %% ../nbs/00_data.ipynb #c017
@@ -89,10 +94,13 @@ def _read_mnist1d_cache(path: Path, n_samples: int = MNIST1D_SAMPLES) -> dict:
     try:
         with np.load(path, allow_pickle=False) as z: arrs = {k: z[k] for k in _MNIST1D_KEYS}
     except Exception as e:
-        raise DatasetFileError(f"MNIST-1D cache {path} is corrupt ({type(e).__name__}: {e}); delete it to regenerate") from e
+        raise DatasetFileError(
+            f"MNIST-1D cache {path} is corrupt ({type(e).__name__}: {e}); delete it to regenerate"
+        ) from e
     for k, shape in _mnist1d_shapes(n_samples).items():
         if arrs[k].shape != shape:
-            raise DatasetFileError(f"MNIST-1D cache {path}: array {k!r} has shape {arrs[k].shape}, expected {shape}; delete it to regenerate")
+            raise DatasetFileError(f"MNIST-1D cache {path}: array {k!r} has shape {arrs[k].shape}, expected {shape}; "
+                                   f"delete it to regenerate")
     return arrs
 
 def load_mnist1d(root=None,
@@ -114,7 +122,14 @@ def load_mnist1d(root=None,
     return _as_dataset(name, a['x'], a['y'], a['x_test'], a['y_test'], 10, (40,))
 
 # %% ../nbs/00_data.ipynb #c026
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype('>i2'), 0x0C: np.dtype('>i4'), 0x0D: np.dtype('>f4'), 0x0E: np.dtype('>f8')}
+_IDX_DTYPES = {
+    0x08: np.uint8,
+    0x09: np.int8,
+    0x0B: np.dtype('>i2'),
+    0x0C: np.dtype('>i4'),
+    0x0D: np.dtype('>f4'),
+    0x0E: np.dtype('>f8'),
+}
 
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     "Read an IDX file (optionally `.gz`), checking magic number, dimensions and size."
@@ -141,7 +156,10 @@ def write_idx(path: str | os.PathLike, a: np.ndarray):
     Path(path).write_bytes(hdr + a.tobytes())
 
 # %% ../nbs/00_data.ipynb #c028
-_IDX_FILES = {'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'), 'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte')}
+_IDX_FILES = {
+    'train': ('train-images-idx3-ubyte', 'train-labels-idx1-ubyte'),
+    'test': ('t10k-images-idx3-ubyte', 't10k-labels-idx1-ubyte'),
+}
 _NORM = {'mnist': ((0.1307,), (0.3081,)), 'fashion_mnist': ((0.2860,), (0.3530,)),
          'cifar10': ((0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616))}
 
@@ -168,7 +186,8 @@ def _read_idx_split(name: str, raw: Path, split: str):
 def load_idx_dataset(name: str, root=None, download: bool = True) -> Dataset:
     "MNIST or Fashion-MNIST from torchvision's on-disk layout, downloading through torchvision if absent."
     folder = {'mnist': 'MNIST', 'fashion_mnist': 'FashionMNIST'}[name]
-    base = cache_dir(root); raw = base/folder/'raw'
+    base = cache_dir(root)
+    raw = base/folder/'raw'
     missing = [s for pair in _IDX_FILES.values() for s in pair if not _find(raw, s).exists()]
     if missing:
         if not download: raise DatasetFileError(f"missing dataset file {raw/missing[0]} (download=False)")
@@ -192,7 +211,8 @@ def read_cifar_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.exists(): raise DatasetFileError(f"missing dataset file {path}")
     raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size == 0 or raw.size % 3073: raise DatasetFileError(f"{path} has {raw.size} bytes, not a multiple of 3073: truncated or corrupt")
+    if raw.size == 0 or raw.size % 3073: raise DatasetFileError(f"{path} has {raw.size} bytes, not a multiple of "
+                                                                f"3073: truncated or corrupt")
     rec = raw.reshape(-1, 3073)
     if rec[:, 0].max() > 9: raise DatasetFileError(f"{path} has label {rec[:, 0].max()}, expected 0..9")
     return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
@@ -200,17 +220,20 @@ def read_cifar_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
 def write_cifar_bin(path: str | os.PathLike, x: np.ndarray, y: np.ndarray):
     "Write images (N, 3, 32, 32) and labels as a CIFAR-10 binary batch."
     rec = np.concatenate([np.asarray(y, np.uint8)[:, None], np.asarray(x, np.uint8).reshape(len(y), -1)], 1)
-    Path(path).parent.mkdir(parents=True, exist_ok=True); rec.tofile(path)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    rec.tofile(path)
 
 def load_cifar10(root=None, download: bool = True) -> Dataset:
     "CIFAR-10 from its binary version, downloaded and md5-checked through torchvision's utilities if absent."
-    base = cache_dir(root); folder = base/'cifar-10-batches-bin'
+    base = cache_dir(root)
+    folder = base/'cifar-10-batches-bin'
     missing = [f for f in _CIFAR_TRAIN + _CIFAR_TEST if not (folder/f).exists()]
     if missing:
         if not download: raise DatasetFileError(f"missing dataset file {folder/missing[0]} (download=False)")
         from torchvision.datasets.utils import download_and_extract_archive
         try: download_and_extract_archive(CIFAR10_URL, str(base), md5=CIFAR10_MD5)
-        except Exception as e: raise DatasetFileError(f"missing dataset file {folder/missing[0]} and the download failed: {e}") from e
+        except Exception as e: raise DatasetFileError(f"missing dataset file {folder/missing[0]} and the download "
+                                                      f"failed: {e}") from e
     tr = [read_cifar_bin(folder/f) for f in _CIFAR_TRAIN]
     xte, yte = read_cifar_bin(folder/_CIFAR_TEST[0])
     xtr, ytr = np.concatenate([a for a, _ in tr]), np.concatenate([b for _, b in tr])
@@ -223,9 +246,11 @@ def load_dataset(name: str,  # one of `DATASETS`
                  n_samples: int | None = None,  # mnist1d only: samples to generate (default 5000: 4000 train)
                 ) -> Dataset:
     "Load dataset `name` as tensors with its own train/test split."
-    if not isinstance(name, str): raise TypeError(f"name must be a str, one of {', '.join(DATASETS)}; got {type(name).__name__}")
+    if not isinstance(name, str): raise TypeError(f"name must be a str, one of {', '.join(DATASETS)}; got "
+                                                  f"{type(name).__name__}")
     key = name.lower().replace('-', '_')
-    if key not in DATASETS: raise ValueError(f"name={name!r} is not a known dataset; valid names: {', '.join(DATASETS)}")
+    if key not in DATASETS: raise ValueError(f"name={name!r} is not a known dataset; valid names: "
+                                             f"{', '.join(DATASETS)}")
     if n_samples is not None and key != 'mnist1d':
         raise ValueError(f"n_samples applies to mnist1d, which is generated; {name} has a fixed size")
     if key == 'digits': return load_digits_dataset()

@@ -27,20 +27,34 @@ from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
 from .curvature import curvature_table
 from .contribution import contribution_table
-from .valuation import (VALUATIONS, METRICS, GAMES, Valuation, Reconstruction, CoalitionGame, coalition_values, reconstruction_values,
-                               sampled_values,
-                               plant_label_noise, validation_sample)
+from fedland.valuation import (
+    VALUATIONS,
+    METRICS,
+    GAMES,
+    Valuation,
+    Reconstruction,
+    CoalitionGame,
+    coalition_values,
+    reconstruction_values,
+    sampled_values,
+    plant_label_noise,
+    validation_sample,
+)
 from .store import Store, StoreError, now
 
 # %% ../nbs/09_experiment.ipynb #c006
 def _need(name, v, types, ok, rng):
     "Type and range check of one field, raising before any work."
-    if isinstance(v, bool) and bool not in types: raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got bool")
-    if not isinstance(v, types): raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got {type(v).__name__} {v!r}")
+    if isinstance(v, bool) and bool not in types: raise TypeError(f"{name} must be "
+                                                                  f"{' or '.join(t.__name__ for t in types)}, got "
+                                                                  f"bool")
+    if not isinstance(v, types): raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got "
+                                                 f"{type(v).__name__} {v!r}")
     if not ok(v): raise ValueError(f"{name}={v!r} is out of range: must be {rng}")
 
 ENGINES = ('local', 'flower')
-CLIENT_HISTORY_MB = 64.0   # client models of every round are kept when K × R × P floats fit in this (else the last round's only)
+# client models of every round are kept when K × R × P floats fit in this (else the last round's only)
+CLIENT_HISTORY_MB = 64.0
 
 def _client_list(name: str, s: str) -> list:
     "Client ids given as text (a papermill or command-line value): '[2, 5]', '2,5' or ''."
@@ -50,7 +64,8 @@ def _client_list(name: str, s: str) -> list:
 
 @dataclass
 class Experiment:
-    "One federated-learning study: data, partition, model, algorithm, training and analysis settings, and where results go."
+    ("One federated-learning study: data, partition, model, algorithm, training and analysis settings, and where "
+     "results go.")
     name: str = ''                 # label (default: built from the settings)
     dataset: str = 'mnist1d'       # one of fedland.data.DATASETS
     model: str = 'cnn1d'           # one of fedland.models.MODELS
@@ -59,7 +74,8 @@ class Experiment:
     k: int = 2                     # classes per client (partition='pathological')
     ratios: list | None = None     # K×C class proportions (partition='ratios', the original fedland scheme)
     fractions: list | None = None  # K subset fractions in (0, 1] (partition='ratios')
-    unbalance: float = 0.0         # quantity skew: lognormal σ of client sizes (0 = balanced; iid/dirichlet/pathological)
+    # quantity skew: lognormal σ of client sizes (0 = balanced; iid/dirichlet/pathological)
+    unbalance: float = 0.0
     n_clients: int = 10            # number of clients K
     holdout: float = 0.2           # share of each client's samples kept as its local test split
     algorithm: str = 'fedavg'      # fedavg, fedprox, fedavgm, fedadam, scaffold
@@ -73,27 +89,39 @@ class Experiment:
     mu: float = 0.0                # FedProx μ
     seed: int = 0                  # seed of every random choice
     centralized: bool = True       # also train the centralized baseline
-    centralized_epochs: int | None = None  # its epochs; None: as many passes over the data as the federated run (rounds × local epochs)
+    # its epochs; None: as many passes over the data as the federated run (rounds × local epochs)
+    centralized_epochs: int | None = None
     landscape: bool = True         # compute the landscape of the final global model
     landscape_plane: str = 'pca'   # 'pca' (plane of the global trajectory) or 'random' (filter-normalised, around θ_g)
     landscape_steps: int = 21      # grid points per axis
-    landscape_span: float = 1.0    # half-width of the grid (random plane), or margin factor around the projected models (pca)
+    # half-width of the grid (random plane), or margin factor around the projected models (pca)
+    landscape_span: float = 1.0
     curvature: bool = True         # λmax and trace of every model on its own and the global data
     curvature_probes: int = 10     # Hutchinson probes
     contributions: bool = True     # compute the per-client contribution table
     valuation: str = 'reconstruction'  # 'reconstruction' (free, read off the landscape), 'sampled', 'exact', 'none'
-    valuation_metric: str = 'accuracy' # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
+    # utility of the values: 'accuracy' (test-accuracy units) or 'loss' (minus the test loss)
+    valuation_metric: str = 'accuracy'
     valuation_samples: int = 512   # validation sample of the reconstruction, drawn from the clients' held-out splits
-    valuation_game: str = 'run'   # reconstruction game: 'run' (the cube of the clients' contributions from θ₀, up to valuation_horizon), 'window' (windows of valuation_every rounds) or 'round' (each round's game); see fedland.valuation
-    valuation_every: int = 5       # the 'run' game: evaluate every this many rounds (and at the horizon or the last round): the columns of the client × round matrix; the 'window' game: its length in rounds
-    valuation_horizon: int | None = 10  # the 'run' game values rounds 1..this only (the early game, the default: it agrees best with exact values); None: the whole run
+    # reconstruction game: 'run' (the cube of the clients' contributions from θ₀, up to valuation_horizon), 'window'
+    # (windows of valuation_every rounds) or 'round' (each round's game); see fedland.valuation
+    valuation_game: str = 'run'
+    # the 'run' game: evaluate every this many rounds (and at the horizon or the last round): the columns of the client
+    # × round matrix; the 'window' game: its length in rounds
+    valuation_every: int = 5
+    # the 'run' game values rounds 1..this only (the early game, the default: it agrees best with exact values); None:
+    # the whole run
+    valuation_horizon: int | None = 10
     valuation_seeds: int = 2       # training seeds of the exact values (their spread is the ground truth's noise)
     valuation_max_clients: int = 8 # valuation='exact' refuses more clients unless raised (2^K FedAvg runs)
     valuation_budget: int = 3      # valuation='sampled': random join orders retrained beyond the 2K + 1 ends
-    noisy_clients: list = field(default_factory=list)  # planted clients whose training labels are replaced by random labels
+    # planted clients whose training labels are replaced by random labels
+    noisy_clients: list = field(default_factory=list)
     label_noise: float = 1.0       # probability that a noisy client's training label is replaced, in [0, 1]
     free_riders: list = field(default_factory=list)    # planted clients that send back the model they received
-    engine: str = 'local'          # who trains the federated rounds: 'local' (this process) or 'flower' (fedland.flower's ServerApp on a Flower federation)
+    # who trains the federated rounds: 'local' (this process) or 'flower' (fedland.flower's ServerApp on a Flower
+    # federation)
+    engine: str = 'local'
     store: str = 'runs/fedland.db' # SQLite path or postgresql:// URL
     device: str = 'cpu'            # 'cpu', 'cuda' or 'auto'
     root: str | None = None        # dataset cache directory
@@ -101,10 +129,20 @@ class Experiment:
 
     def __post_init__(self):
         _need('name', self.name, (str,), lambda v: True, 'a string')
-        for n, allowed in (('dataset', DATASETS), ('model', tuple(MODELS)), ('partition', SCHEMES), ('algorithm', ALGORITHMS), ('landscape_plane', ('pca', 'random')),
-                           ('engine', ENGINES), ('valuation', VALUATIONS), ('valuation_metric', METRICS), ('valuation_game', GAMES)):
+        for n, allowed in (
+            ('dataset', DATASETS),
+            ('model', tuple(MODELS)),
+            ('partition', SCHEMES),
+            ('algorithm', ALGORITHMS),
+            ('landscape_plane', ('pca', 'random')),
+            ('engine', ENGINES),
+            ('valuation', VALUATIONS),
+            ('valuation_metric', METRICS),
+            ('valuation_game', GAMES),
+        ):
             v = getattr(self, n)
-            if not isinstance(v, str) or v not in allowed: raise ValueError(f"{n}={v!r} is not valid; choose one of {', '.join(allowed)}")
+            if not isinstance(v, str) or v not in allowed: raise ValueError(f"{n}={v!r} is not valid; choose one of "
+                                                                            f"{', '.join(allowed)}")
         _need('alpha', self.alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
         _need('k', self.k, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('unbalance', self.unbalance, (int, float), lambda v: math.isfinite(v) and v >= 0, '≥ 0')
@@ -113,12 +151,27 @@ class Experiment:
         _need('landscape_steps', self.landscape_steps, (int,), lambda v: v >= 2, 'an int ≥ 2')
         _need('landscape_span', self.landscape_span, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
         _need('curvature_probes', self.curvature_probes, (int,), lambda v: v >= 2, 'an int ≥ 2')
-        if self.centralized_epochs is not None: _need('centralized_epochs', self.centralized_epochs, (int,), lambda v: v >= 1, 'an int ≥ 1 (or None: rounds × local_epochs)')
-        for n in ('centralized', 'landscape', 'curvature', 'contributions'): _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
+        if self.centralized_epochs is not None:
+            _need(
+                'centralized_epochs',
+                self.centralized_epochs,
+                (int,),
+                lambda v: v >= 1,
+                'an int ≥ 1 (or None: rounds × local_epochs)',
+            )
+        for n in ('centralized', 'landscape', 'curvature', 'contributions'):
+            _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
         _need('store', self.store, (str, os.PathLike), lambda v: len(str(v)) > 0, 'a path or URL')
         _need('valuation_samples', self.valuation_samples, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('valuation_every', self.valuation_every, (int,), lambda v: v >= 1, 'an int ≥ 1')
-        if self.valuation_horizon is not None: _need('valuation_horizon', self.valuation_horizon, (int,), lambda v: v >= 1, 'an int ≥ 1 (or None: the whole run)')
+        if self.valuation_horizon is not None:
+            _need(
+                'valuation_horizon',
+                self.valuation_horizon,
+                (int,),
+                lambda v: v >= 1,
+                'an int ≥ 1 (or None: the whole run)',
+            )
         _need('valuation_seeds', self.valuation_seeds, (int,), lambda v: v >= 1, 'an int ≥ 1')
         _need('valuation_max_clients', self.valuation_max_clients, (int,), lambda v: 1 <= v <= 16, 'an int in 1..16')
         _need('valuation_budget', self.valuation_budget, (int,), lambda v: v >= 1, 'an int ≥ 1 (random join orders)')
@@ -134,33 +187,52 @@ class Experiment:
             if bad: raise ValueError(f"{n} has {bad}: client ids are ints in 0..{K - 1}")
             setattr(self, n, sorted({int(k) for k in v}))
         if self.valuation == 'exact' and K > self.valuation_max_clients:
-            raise ValueError(f"valuation='exact' with {K} clients trains {2 ** K - 1} coalitions × {self.valuation_seeds} seeds; "
-                             f"set valuation_max_clients ≥ {K} to run it anyway, or use valuation='sampled'")
+            raise ValueError(
+                f"valuation='exact' with {K} clients trains {2**K - 1} coalitions × {self.valuation_seeds} seeds; "
+                f"set valuation_max_clients ≥ {K} to run it anyway, or use valuation='sampled'"
+            )
         if self.valuation == 'sampled' and K < 2:
             raise ValueError(f"valuation='sampled' needs at least 2 clients; got n_clients={K}")
         if self.valuation == 'sampled' and self.valuation_game != 'run':
             raise ValueError("valuation='sampled' learns from the run game's reconstruction: "
                              f"set valuation_game='run' (now {self.valuation_game!r})")
-        if self.partition == 'ratios' and self.ratios is None: raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
-        if self.unbalance and self.partition in ('shards', 'ratios'): raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
+        if self.partition == 'ratios' and self.ratios is None:
+            raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
+        if self.unbalance and self.partition in ('shards', 'ratios'):
+            raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
         self.fed_config()          # validates lr, rounds, fraction, momentum, batch size, epochs, ...
         if not self.name: self.name = self.default_name()
 
     def default_name(self) -> str:
         "A readable label from the main settings."
         p = {'dirichlet': f'dir{self.alpha:g}', 'pathological': f'C{self.k}'}.get(self.partition, self.partition)
-        return f"{self.dataset}-{self.model}-{p}{f'-unb{self.unbalance:g}' if self.unbalance else ''}-K{self.n_clients}-{self.algorithm}-s{self.seed}{'' if self.engine == 'local' else '-' + self.engine}"
+        unb = f'-unb{self.unbalance:g}' if self.unbalance else ''
+        engine = '' if self.engine == 'local' else '-' + self.engine
+        return f"{self.dataset}-{self.model}-{p}{unb}-K{self.n_clients}-{self.algorithm}-s{self.seed}{engine}"
 
     def fed_config(self, n_params: int | None = None) -> FedConfig:
-        "The federated engine's settings; given the model's size, client models of every round are kept when they fit in `CLIENT_HISTORY_MB` (so the rounds can be scrolled), else the last round's only."
+        ("The federated engine's settings; given the model's size, client models of every round are kept when they "
+         "fit in `CLIENT_HISTORY_MB` (so the rounds can be scrolled), else the last round's only.")
         every = n_params is not None and self.n_clients * self.rounds * n_params * 4 / 2**20 <= CLIENT_HISTORY_MB
-        return FedConfig(algorithm=self.algorithm, rounds=self.rounds, fraction=self.fraction, lr=self.lr, momentum=self.momentum,
-                         weight_decay=self.weight_decay, batch_size=self.batch_size, local_epochs=self.local_epochs, mu=self.mu,
-                         seed=self.seed, keep_clients='all' if every else 'last', free_riders=list(self.free_riders))
+        return FedConfig(
+            algorithm=self.algorithm,
+            rounds=self.rounds,
+            fraction=self.fraction,
+            lr=self.lr,
+            momentum=self.momentum,
+            weight_decay=self.weight_decay,
+            batch_size=self.batch_size,
+            local_epochs=self.local_epochs,
+            mu=self.mu,
+            seed=self.seed,
+            keep_clients='all' if every else 'last',
+            free_riders=list(self.free_riders),
+        )
 
     @property
     def centralized_passes(self) -> int:
-        "Epochs of the centralized baseline: `centralized_epochs`, or as many passes over the data as the federated run."
+        ("Epochs of the centralized baseline: `centralized_epochs`, or as many passes over the data as the federated "
+         "run.")
         return self.centralized_epochs if self.centralized_epochs is not None else self.rounds * self.local_epochs
 
     def partition_params(self) -> dict:
@@ -171,8 +243,13 @@ class Experiment:
         return p
 
     def config(self) -> dict:
-        "Every field that defines the study (not where it runs); fields added later are left out at their defaults, so earlier runs keep their ids."
-        return {k: v for k, v in asdict(self).items() if k not in ('store', 'device', 'root', 'ray_address') and not (k in _LATER and v == _LATER[k])}
+        ("Every field that defines the study (not where it runs); fields added later are left out at their defaults, "
+         "so earlier runs keep their ids.")
+        return {
+            k: v
+            for k, v in asdict(self).items()
+            if k not in ('store', 'device', 'root', 'ray_address') and not (k in _LATER and v == _LATER[k])
+        }
 
     @property
     def id(self) -> str:
@@ -181,11 +258,25 @@ class Experiment:
 
     @classmethod
     def from_params(cls, params: dict) -> 'Experiment':
-        "Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields found there."
+        ("Build from a namespace (e.g. a papermill notebook's `globals()`), taking exactly the Experiment fields "
+         "found there.")
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {'centralized_epochs': None, 'valuation': 'reconstruction', 'valuation_metric': 'accuracy', 'valuation_samples': 512, 'valuation_every': 10, 'valuation_horizon': None, 'valuation_game': 'run', 'valuation_seeds': 2, 'valuation_max_clients': 8, 'valuation_budget': 3,
-          'noisy_clients': [], 'label_noise': 1.0, 'free_riders': []}
+_LATER = {
+    'centralized_epochs': None,
+    'valuation': 'reconstruction',
+    'valuation_metric': 'accuracy',
+    'valuation_samples': 512,
+    'valuation_every': 10,
+    'valuation_horizon': None,
+    'valuation_game': 'run',
+    'valuation_seeds': 2,
+    'valuation_max_clients': 8,
+    'valuation_budget': 3,
+    'noisy_clients': [],
+    'label_noise': 1.0,
+    'free_riders': [],
+}
 
 # %% ../nbs/09_experiment.ipynb #c011
 @dataclass
@@ -200,30 +291,84 @@ class Result:
     curvature: pd.DataFrame | None
     contributions: pd.DataFrame | None
     status: str = 'finished'
-    valuations: dict | None = None        # method -> `fedland.valuation.Valuation` (e.g. 'reconstruction_shapley', 'exact_shapley')
+    # method -> `fedland.valuation.Valuation` (e.g. 'reconstruction_shapley', 'exact_shapley')
+    valuations: dict | None = None
     game: CoalitionGame | None = None     # the exact coalition game (valuation='exact')
     def __repr__(self):
         acc = self.history.rounds.test_acc.iloc[-1]
         cen = f", centralized {self.centralized.history.test_acc.iloc[-1]:.3f}" if self.centralized is not None else ''
-        return f"Result({self.experiment.name!r} [{self.experiment.id}]: federated test acc {acc:.3f}{cen}, {self.status})"
+        return (f"Result({self.experiment.name!r} [{self.experiment.id}]: federated test acc {acc:.3f}{cen}, "
+                f"{self.status})")
 
 def _git_rev() -> str:
     "The source checkout's commit, if fedland runs from one."
-    try: return subprocess.run(['git', 'rev-parse', '--short', 'HEAD'], cwd=Path(fedland.__file__).parent, capture_output=True, text=True, timeout=5).stdout.strip()
-    except Exception: return ''
+    try:
+        return subprocess.run(
+            ['git', 'rev-parse', '--short', 'HEAD'],
+            cwd=Path(fedland.__file__).parent,
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+    except Exception:
+        return ''
 
 def _mark(st: Store, exp: Experiment, status: str, error: str | None = None, created: str | None = None):
     "Write the experiment's row."
-    st.put('experiments', [dict(id=exp.id, name=exp.name, config=json.dumps(exp.config(), default=str), config_hash=exp.id,
-                                status=status, error=error, created_at=created or now(), finished_at=now() if status != 'running' else None,
-                                fedland_version=fedland.__version__, git_rev=_git_rev())])
+    st.put(
+        'experiments',
+        [
+            dict(
+                id=exp.id,
+                name=exp.name,
+                config=json.dumps(exp.config(), default=str),
+                config_hash=exp.id,
+                status=status,
+                error=error,
+                created_at=created or now(),
+                finished_at=now() if status != 'running' else None,
+                fedland_version=fedland.__version__,
+                git_rev=_git_rev(),
+            )
+        ],
+    )
 
 def _history_rows(exp: Experiment, h, rounds) -> tuple:
     "Store rows (rounds, client_rounds) of the given rounds of a federated history."
-    rr = [dict(experiment_id=exp.id, setting='federated', round=x['round'], train_loss=x['train_loss'], test_loss=x['test_loss'], test_acc=x['test_acc'])
-          for x in h.round_rows if x['round'] in rounds]
-    cr = [dict(experiment_id=exp.id, **{k: x[k] for k in ('round', 'client', 'n_samples', 'train_loss', 'train_acc', 'local_test_acc', 'global_loss',
-                                                        'global_acc', 'update_norm', 'drift')}) for x in h.client_rows if x['round'] in rounds]
+    rr = [
+        dict(
+            experiment_id=exp.id,
+            setting='federated',
+            round=x['round'],
+            train_loss=x['train_loss'],
+            test_loss=x['test_loss'],
+            test_acc=x['test_acc'],
+        )
+        for x in h.round_rows
+        if x['round'] in rounds
+    ]
+    cr = [
+        dict(
+            experiment_id=exp.id,
+            **{
+                k: x[k]
+                for k in (
+                    'round',
+                    'client',
+                    'n_samples',
+                    'train_loss',
+                    'train_acc',
+                    'local_test_acc',
+                    'global_loss',
+                    'global_acc',
+                    'update_norm',
+                    'drift',
+                )
+            },
+        )
+        for x in h.client_rows
+        if x['round'] in rounds
+    ]
     return rr, cr
 
 def _write_rounds(st: Store, exp: Experiment, h, rounds):
@@ -241,32 +386,74 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
     f = d / 'centralized.pt'
     if f.exists():
         try: s = torch.load(f, map_location='cpu', weights_only=True)
-        except Exception as e: raise RuntimeError(f"centralized checkpoint {f} is corrupt or unreadable: {e}; delete it to retrain") from e
+        except Exception as e: raise RuntimeError(f"centralized checkpoint {f} is corrupt or unreadable: {e}; delete "
+                                                  f"it to retrain") from e
         hist = pd.DataFrame({k: v.numpy() for k, v in s['history'].items()}).astype({'epoch': int})
         cen = CentralizedResult(hist, s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
     else:
         cen = train_centralized(
-            net, ds, LocalConfig(lr=exp.lr, momentum=exp.momentum, weight_decay=exp.weight_decay, batch_size=exp.batch_size, epochs=exp.centralized_passes),
-            seed=exp.seed, device=exp.device, progress=progress, train_idx=np.concatenate(list(part)))
+            net,
+            ds,
+            LocalConfig(
+                lr=exp.lr,
+                momentum=exp.momentum,
+                weight_decay=exp.weight_decay,
+                batch_size=exp.batch_size,
+                epochs=exp.centralized_passes,
+            ),
+            seed=exp.seed,
+            device=exp.device,
+            progress=progress,
+            train_idx=np.concatenate(list(part)),
+        )
         tmp = f.with_name(f.name + '.tmp')
-        torch.save({'params': {k: v.cpu() for k, v in cen.params.items()}, 'buffers': {k: v.cpu() for k, v in cen.buffers.items()},
-                    'history': {c: torch.tensor(cen.history[c].to_numpy(np.float64)) for c in cen.history},   # exact floats, no pickles
-                    'trajectory': torch.stack(cen.trajectory)}, tmp); os.replace(tmp, f)
-    st.put('rounds', [dict(experiment_id=exp.id, setting='centralized', round=int(r.epoch), train_loss=r.train_loss, test_loss=r.test_loss,
-                           test_acc=r.test_acc) for r in cen.history.itertuples()])
+        torch.save(
+            {
+                'params': {k: v.cpu() for k, v in cen.params.items()},
+                'buffers': {k: v.cpu() for k, v in cen.buffers.items()},
+                # exact floats, no pickles
+                'history': {c: torch.tensor(cen.history[c].to_numpy(np.float64)) for c in cen.history},
+                'trajectory': torch.stack(cen.trajectory),
+            },
+            tmp,
+        )
+        os.replace(tmp, f)
+    st.put(
+        'rounds',
+        [
+            dict(
+                experiment_id=exp.id,
+                setting='centralized',
+                round=int(r.epoch),
+                train_loss=r.train_loss,
+                test_loss=r.test_loss,
+                test_acc=r.test_acc,
+            )
+            for r in cen.history.itertuples()
+        ],
+    )
     return cen
 
 def _landscape(exp, st, net, ds, part, hist, cen, progress):
-    "The landscape of the final global model with clients, the centralized model and the trajectory projected (reloaded if stored)."
+    ("The landscape of the final global model with clients, the centralized model and the trajectory projected "
+     "(reloaded if stored).")
     rel = f'{exp.id}/landscape_{exp.landscape_plane}_r{exp.rounds}.npz'
-    g = hist.global_model(); row = dict(experiment_id=exp.id, round=exp.rounds, kind=exp.landscape_plane, path=rel)
+    g = hist.global_model()
+    row = dict(experiment_id=exp.id, round=exp.rounds, kind=exp.landscape_plane, path=rel)
     plane = pca_plane(hist.global_params, hist.spec) if exp.landscape_plane == 'pca' else random_plane(g, seed=exp.seed)
     if st.artifact_path(rel).exists():                      # computed before (by this run or an identical one): reuse
-        ls = Landscape.load(st.artifact_path(rel)); ls.plane = plane; st.put('landscapes', [row]); return ls
-    models = {'global': g, **{f'client {k}': hist.client_model(exp.rounds, k) for k in hist.client_models.clients(exp.rounds)}}
+        ls = Landscape.load(st.artifact_path(rel))
+        ls.plane = plane
+        st.put('landscapes', [row])
+        return ls
+    models = {
+        'global': g,
+        **{f'client {k}': hist.client_model(exp.rounds, k) for k in hist.client_models.clients(exp.rounds)},
+    }
     if cen is not None: models['centralized'] = cen.params
     models.update({f'round {r}': v for r, v in enumerate(hist.global_params)})
-    if exp.landscape_plane == 'pca': rng = fit_range(plane, {n: v for n, v in models.items() if n != 'centralized'}, 0.25 * exp.landscape_span)
+    if exp.landscape_plane == 'pca':
+        rng = fit_range(plane, {n: v for n, v in models.items() if n != 'centralized'}, 0.25 * exp.landscape_span)
     else: rng = dict(span=exp.landscape_span)
     ls = evaluate_grid(net, plane, ds.x_train, ds.y_train, client_ids(part, ds.n_train), ds.x_test, ds.y_test,
                        steps=exp.landscape_steps, models=models, progress=progress, **rng)
@@ -282,12 +469,27 @@ def _curvature(exp, st, net, ds, part, hist, cen, progress):
               **{f'client:{k}': hist.client_model(exp.rounds, k) for k in hist.client_models.clients(exp.rounds)}}
     cur = curvature_table(net, models, ds.x_train, ds.y_train, client_ids(part, ds.n_train), lambda_on='own',
                           m=15, n_probes=exp.curvature_probes, seed=exp.seed, progress=progress)
-    st.put('curvature', [dict(experiment_id=exp.id, round=exp.rounds, model=r.model, data=r.data, lambda_max=r.lambda_max, residual=r.residual,
-                              trace=r.trace, trace_se=r.trace_se) for r in cur.itertuples()])
+    st.put(
+        'curvature',
+        [
+            dict(
+                experiment_id=exp.id,
+                round=exp.rounds,
+                model=r.model,
+                data=r.data,
+                lambda_max=r.lambda_max,
+                residual=r.residual,
+                trace=r.trace,
+                trace_se=r.trace_se,
+            )
+            for r in cur.itertuples()
+        ],
+    )
     return cur
 
 def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
-    "Client values of the run (reloaded if stored): reconstruction Shapley and LOO from the per-round games, and with valuation='exact' the retrained coalition game."
+    ("Client values of the run (reloaded if stored): reconstruction Shapley and LOO from the per-round games, and "
+     "with valuation='exact' the retrained coalition game.")
     rows = st.table('valuations', exp.id)
     gpath = d / 'coalition_game.npz'
     if len(rows):
@@ -303,8 +505,17 @@ def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
             metric=exp.valuation_metric, seed=exp.seed, device=exp.device, checkpoint_dir=d / 'sampled',
             progress=progress, ray_address=exp.ray_address)
     if exp.valuation == 'exact':
-        game = coalition_values(net, ds, part, exp.fed_config(), seeds=[exp.seed + i for i in range(exp.valuation_seeds)], device=exp.device,
-                                checkpoint_dir=d / 'coalitions', progress=progress, ray_address=exp.ray_address)
+        game = coalition_values(
+            net,
+            ds,
+            part,
+            exp.fed_config(),
+            seeds=[exp.seed + i for i in range(exp.valuation_seeds)],
+            device=exp.device,
+            checkpoint_dir=d / 'coalitions',
+            progress=progress,
+            ray_address=exp.ray_address,
+        )
         game.save(gpath)
         for m in ('shapley', 'loo', 'banzhaf'): out[f'exact_{m}'] = game.values(m, exp.valuation_metric)
     st.put('valuations', [r for v in out.values() for r in v.rows(exp.id)])
@@ -312,13 +523,25 @@ def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
 
 # %% ../nbs/09_experiment.ipynb #c013
 def prepare(exp: Experiment):
-    "Load the data, build the partition and the model for `exp` — every check that needs the data, before anything is written."
+    ("Load the data, build the partition and the model for `exp` — every check that needs the data, before anything "
+     "is written.")
     ds = load_dataset(exp.dataset, root=exp.root)
-    if exp.partition == 'pathological' and exp.k > ds.n_classes: raise ValueError(f"k={exp.k} is out of range: must be in 1..{ds.n_classes} for {exp.dataset}")
-    part = make_partition(ds.y_train, exp.n_clients, exp.partition, seed=exp.seed, holdout=exp.holdout, n_classes=ds.n_classes, **exp.partition_params())
+    if exp.partition == 'pathological' and exp.k > ds.n_classes: raise ValueError(f"k={exp.k} is out of range: must "
+                                                                                  f"be in 1..{ds.n_classes} for "
+                                                                                  f"{exp.dataset}")
+    part = make_partition(
+        ds.y_train,
+        exp.n_clients,
+        exp.partition,
+        seed=exp.seed,
+        holdout=exp.holdout,
+        n_classes=ds.n_classes,
+        **exp.partition_params(),
+    )
     if exp.noisy_clients: ds = plant_label_noise(ds, part, exp.noisy_clients, exp.label_noise, seed=exp.seed)
     if exp.valuation != 'none' and not sum(len(h) for h in part.holdout):
-        raise ValueError(f"valuation={exp.valuation!r} measures its utility on the clients' held-out samples: set holdout > 0 (now {exp.holdout}) or valuation='none'")
+        raise ValueError(f"valuation={exp.valuation!r} measures its utility on the clients' held-out samples: set "
+                         f"holdout > 0 (now {exp.holdout}) or valuation='none'")
     net = build_model(exp.model, ds.input_shape, ds.n_classes, seed=exp.seed)
     return ds, part, net
 
@@ -326,17 +549,22 @@ def _trained_elsewhere(exp: Experiment, st: Store):
     "An experiment whose rounds another engine trains can only be analysed here once that engine has finished them."
     ck = st.artifacts / exp.id / 'checkpoint' / CHECKPOINT
     done = ck.exists() and load_checkpoint(ck)['round'] >= exp.rounds
-    if not done: raise ValueError(f"engine={exp.engine!r}: the federated rounds of {exp.name!r} [{exp.id}] are trained by the Flower ServerApp "
-                                  f"(`flwr run flower_app <superlink>` with the same settings), and store {exp.store!r} does not hold them all yet; "
+    if not done: raise ValueError(f"engine={exp.engine!r}: the federated rounds of {exp.name!r} [{exp.id}] are "
+                                  f"trained by the Flower ServerApp "
+                                  f"(`flwr run flower_app <superlink>` with the same settings), and store "
+                                  f"{exp.store!r} does not hold them all yet; "
                                   "run the app first, or use engine='local'")
 
 def run_experiment(exp: Experiment,
                    progress: bool = True,  # tqdm bars
-                   clients=None,           # engine for the clients' side of each round (see `run_federated`); `fedland.flower` passes Flower's
+                   # engine for the clients' side of each round (see `run_federated`); `fedland.flower` passes Flower's
+                   clients=None,
                   ) -> Result:
-    "Run (or resume, or reload) one experiment: centralized baseline, federated training (with per-round client valuation), landscape, curvature, contributions — all into the store."
+    ("Run (or resume, or reload) one experiment: centralized baseline, federated training (with per-round client "
+     "valuation), landscape, curvature, contributions — all into the store.")
     if not isinstance(exp, Experiment): raise TypeError(f"run_experiment takes an Experiment, got {type(exp).__name__}")
-    if exp.engine == 'local' and clients is not None: raise ValueError("clients= is for engine='flower' experiments; engine='local' trains in this process")
+    if exp.engine == 'local' and clients is not None: raise ValueError("clients= is for engine='flower' experiments; "
+                                                                       "engine='local' trains in this process")
     ds, part, net = prepare(exp)
     st = Store(exp.store)
     try:
@@ -344,20 +572,46 @@ def run_experiment(exp: Experiment,
         old = st.table('experiments', exp.id)
         created = old.created_at.iloc[0] if len(old) else None
         if not (len(old) and old.status.iloc[0] == 'finished'): _mark(st, exp, 'running', created=created)
-        d = st.artifacts / exp.id; d.mkdir(parents=True, exist_ok=True)
+        d = st.artifacts / exp.id
+        d.mkdir(parents=True, exist_ok=True)
         try:
             cen = _centralized(exp, st, net, ds, part, d, progress) if exp.centralized else None
             val = None
             if exp.valuation != 'none':
                 vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
-                val = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], game=exp.valuation_game, every=exp.valuation_every, last_round=exp.rounds,
-                                     horizon=exp.valuation_horizon if exp.valuation_game == 'run' else None, seed=exp.seed)
-            hist = run_federated(net, ds, part, exp.fed_config(n_params(net)), device=exp.device, checkpoint_dir=d / 'checkpoint', progress=progress,
-                                 callback=_round_writer(st, exp), clients=clients, valuer=val)
-            have = set(st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))['round'])
+                val = Reconstruction(
+                    net,
+                    ds.x_train[vi],
+                    ds.y_train[vi],
+                    game=exp.valuation_game,
+                    every=exp.valuation_every,
+                    last_round=exp.rounds,
+                    horizon=exp.valuation_horizon if exp.valuation_game == 'run' else None,
+                    seed=exp.seed,
+                )
+            hist = run_federated(
+                net,
+                ds,
+                part,
+                exp.fed_config(n_params(net)),
+                device=exp.device,
+                checkpoint_dir=d / 'checkpoint',
+                progress=progress,
+                callback=_round_writer(st, exp),
+                clients=clients,
+                valuer=val,
+            )
+            have = set(
+                st.query("SELECT round FROM rounds WHERE experiment_id = ? AND setting = 'federated'", (exp.id,))[
+                    'round'
+                ]
+            )
             missing = set(range(exp.rounds + 1)) - {int(x) for x in have}
-            if missing: _write_rounds(st, exp, hist, missing)        # rounds the callback did not write (e.g. restored from checkpoints)
-            vals, game = _valuations(exp, st, net, ds, part, hist, d, progress) if exp.valuation != 'none' else (None, None)
+            # rounds the callback did not write (e.g. restored from checkpoints)
+            if missing: _write_rounds(st, exp, hist, missing)
+            vals, game = (
+                _valuations(exp, st, net, ds, part, hist, d, progress) if exp.valuation != 'none' else (None, None)
+            )
             ls = _landscape(exp, st, net, ds, part, hist, cen, progress) if exp.landscape else None
             cur = _curvature(exp, st, net, ds, part, hist, cen, progress) if exp.curvature else None
             con = st.table('contributions', exp.id) if exp.contributions else None
@@ -367,16 +621,19 @@ def run_experiment(exp: Experiment,
                 con = contribution_table(net, hist, ds, part, landscape=ls, curvature=cur)
                 st.put('contributions', [dict(experiment_id=exp.id, **r) for r in con.to_dict('records')])
         except TrainingDiverged as e:
-            _mark(st, exp, 'failed', str(e), created); raise
+            _mark(st, exp, 'failed', str(e), created)
+            raise
         except (KeyboardInterrupt, SystemExit): raise                  # interrupted: stays 'running', resumes next time
         except Exception as e:
-            _mark(st, exp, 'failed', f"{type(e).__name__}: {e}", created); raise
+            _mark(st, exp, 'failed', f"{type(e).__name__}: {e}", created)
+            raise
         if not (len(old) and old.status.iloc[0] == 'finished'): _mark(st, exp, 'finished', created=created)
         return Result(exp, ds, part, hist, cen, ls, cur, con, valuations=vals, game=game)
     finally: st.close()
 
 def run_experiments(exps: list, progress: bool = True) -> list:
-    "Run a list of experiments one after another (the original project's EXPERIMENTS list); a failure is recorded and the rest still run."
+    ("Run a list of experiments one after another (the original project's EXPERIMENTS list); a failure is recorded "
+     "and the rest still run.")
     out = []
     for e in exps:
         try: out.append(run_experiment(e, progress))
@@ -390,10 +647,16 @@ def study_experiments(alpha: float = 0.1,      # Dirichlet concentration of the 
                       unbalance: float = 1.0,  # lognormal σ of the client sizes in the unbalanced settings
                       **fields) -> dict:       # every other Experiment field, shared by the four
     "The four experiments of the study by setting name; the IID balanced one also trains the centralized baseline."
-    if 'partition' in fields or 'centralized' in fields: raise ValueError("the study sets partition and centralized itself; give alpha and unbalance")
-    _need('alpha', alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0'); _need('unbalance', unbalance, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
-    split = {'IID, balanced': dict(partition='iid'), 'IID, unbalanced': dict(partition='iid', unbalance=float(unbalance)),
-             'non-IID, balanced': dict(partition='dirichlet', alpha=float(alpha)), 'non-IID, unbalanced': dict(partition='dirichlet', alpha=float(alpha), unbalance=float(unbalance))}
+    if 'partition' in fields or 'centralized' in fields: raise ValueError("the study sets partition and centralized "
+                                                                          "itself; give alpha and unbalance")
+    _need('alpha', alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
+    _need('unbalance', unbalance, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
+    split = {
+        'IID, balanced': dict(partition='iid'),
+        'IID, unbalanced': dict(partition='iid', unbalance=float(unbalance)),
+        'non-IID, balanced': dict(partition='dirichlet', alpha=float(alpha)),
+        'non-IID, unbalanced': dict(partition='dirichlet', alpha=float(alpha), unbalance=float(unbalance)),
+    }
     return {n: Experiment(**{**fields, **s, 'centralized': n == 'IID, balanced'}) for n, s in split.items()}
 
 def study(alpha: float = 0.1, unbalance: float = 1.0, progress: bool = True, **fields) -> dict:
@@ -402,11 +665,16 @@ def study(alpha: float = 0.1, unbalance: float = 1.0, progress: bool = True, **f
     return {n: run_experiment(e, progress) for n, e in exps.items()}
 
 def curvature_shares(res) -> tuple:
-    "Data shares p_k, curvature shares p_k tr H_k / tr H of the global model (None without curvature) and their standard errors where the traces were sampled (delta method, errors taken as independent: an upper bound; None for exact traces)."
-    w = res.partition.weights; cur = res.curvature
+    ("Data shares p_k, curvature shares p_k tr H_k / tr H of the global model (None without curvature) and their "
+     "standard errors where the traces were sampled (delta method, errors taken as independent: an upper bound; None "
+     "for exact traces).")
+    w = res.partition.weights
+    cur = res.curvature
     if cur is None or not len(cur): return w, None, None
-    g = cur[cur.model == 'global'].set_index('data'); t, s = g.loc['global', 'trace'], g.loc['global', 'trace_se']
-    tk = np.array([g.loc[f'client:{k}', 'trace'] for k in range(len(w))]); sk = np.array([g.loc[f'client:{k}', 'trace_se'] for k in range(len(w))])
+    g = cur[cur.model == 'global'].set_index('data')
+    t, s = g.loc['global', 'trace'], g.loc['global', 'trace_se']
+    tk = np.array([g.loc[f'client:{k}', 'trace'] for k in range(len(w))])
+    sk = np.array([g.loc[f'client:{k}', 'trace_se'] for k in range(len(w))])
     cs = w * tk / t
     return w, cs, (cs * np.hypot(sk / tk, s / t) if (sk > 0).any() or s > 0 else None)
 
@@ -421,24 +689,39 @@ def who_group(ks: list, weights) -> str:
     return f"clients {', '.join(str(k) for k in sorted(ks))} (indistinguishable)"
 
 def study_table(results: dict) -> pd.DataFrame:
-    "One row per setting of what differs: accuracy and its gap to centralized, how unequal the clients' loss shares, curvature shares and values are, the most and least valuable clients, drift and alignment."
+    ("One row per setting of what differs: accuracy and its gap to centralized, how unequal the clients' loss shares, "
+     "curvature shares and values are, the most and least valuable clients, drift and alignment.")
     cen = next((r.centralized for r in results.values() if r.centralized is not None), None)
     c_acc = float(cen.history.test_acc.iloc[-1]) if cen is not None else math.nan
     rows = []
     for n, r in results.items():
-        w, cs, _ = curvature_shares(r); h = r.history; last = h.clients[h.clients['round'] == h.last_round]
-        ls_share = w[last.client.to_numpy()] * last.global_loss.to_numpy(); ls_share = ls_share / ls_share.sum()
+        w, cs, _ = curvature_shares(r)
+        h = r.history
+        last = h.clients[h.clients['round'] == h.last_round]
+        ls_share = w[last.client.to_numpy()] * last.global_loss.to_numpy()
+        ls_share = ls_share / ls_share.sum()
         v = study_values(r)
         acc = float(h.rounds.test_acc.iloc[-1])
-        row = {'setting': n, 'test acc': acc, 'gap to centralized (points)': 100 * (c_acc - acc),
-               'data share max/min': float(w.max() / w.min()), 'loss share max/min': float(ls_share.max() / ls_share.min()),
-               'curvature share ÷ data share, max/min': float((cs / w).max() / (cs / w).min()) if cs is not None else math.nan,
-               'value spread (sd, points)': 100 * float(np.std(v.values)) if v is not None else math.nan,
-               'values from': '' if v is None else v.method + ('' if v.lo is not None else ' (uncalibrated)'),
-               'most valuable': who_group(v.groups()[0], w) if v is not None else '',
-               'least valuable': who_group(v.groups()[-1], w) if v is not None else '',
-               'value vs data share (Spearman)': float(pd.Series(v.values).corr(pd.Series(w), method='spearman')) if v is not None and np.ptp(w) > 0 else math.nan,   # equal data shares: no ranking to follow
-               'mean drift': float(last.drift.mean()), 'mean cos with aggregate': float(last.cos_aggregate.mean())}
+        row = {
+            'setting': n,
+            'test acc': acc,
+            'gap to centralized (points)': 100 * (c_acc - acc),
+            'data share max/min': float(w.max() / w.min()),
+            'loss share max/min': float(ls_share.max() / ls_share.min()),
+            'curvature share ÷ data share, max/min': float((cs / w).max() / (cs / w).min())
+            if cs is not None
+            else math.nan,
+            'value spread (sd, points)': 100 * float(np.std(v.values)) if v is not None else math.nan,
+            'values from': '' if v is None else v.method + ('' if v.lo is not None else ' (uncalibrated)'),
+            'most valuable': who_group(v.groups()[0], w) if v is not None else '',
+            'least valuable': who_group(v.groups()[-1], w) if v is not None else '',
+            # equal data shares: no ranking to follow
+            'value vs data share (Spearman)': float(pd.Series(v.values).corr(pd.Series(w), method='spearman'))
+            if v is not None and np.ptp(w) > 0
+            else math.nan,
+            'mean drift': float(last.drift.mean()),
+            'mean cos with aggregate': float(last.cos_aggregate.mean()),
+        }
         if r.curvature is not None and len(r.curvature):
             g = r.curvature[(r.curvature.model == 'global') & (r.curvature.data == 'global')]
             row.update({'λmax (global)': float(g.lambda_max.iloc[0]), 'tr H (global)': float(g.trace.iloc[0])})
@@ -463,16 +746,1018 @@ def value_words(row, base) -> str:
 
 def study_summary(table: pd.DataFrame, baseline: str = 'IID, balanced') -> list:
     "Sentences comparing every setting of `study_table` with the baseline setting."
-    if baseline not in table.index: raise ValueError(f"baseline={baseline!r} is not a setting of the table ({', '.join(table.index)})")
-    b = table.loc[baseline]; out = []
+    if baseline not in table.index: raise ValueError(f"baseline={baseline!r} is not a setting of the table "
+                                                     f"({', '.join(table.index)})")
+    b = table.loc[baseline]
+    out = []
     if np.isfinite(b['gap to centralized (points)']):
         g = b['gap to centralized (points)']
-        out.append(f"{baseline}: test accuracy {b['test acc']:.3f}, {abs(g):.1f} points {'below' if g > 0 else 'above'} the centralized baseline.")
+        out.append(f"{baseline}: test accuracy {b['test acc']:.3f}, {abs(g):.1f} points "
+                   f"{'below' if g > 0 else 'above'} the centralized baseline.")
     for n, r in table.drop(index=baseline).iterrows():
         d = 100 * (r['test acc'] - b['test acc'])
         s = f"{n}: test accuracy {r['test acc']:.3f} ({'+' if d >= 0 else '−'}{abs(d):.1f} points vs {baseline})"
         s += value_words(r, b)
-        if np.isfinite(r['curvature share ÷ data share, max/min']): s += f"; curvature share per unit of data varies {r['curvature share ÷ data share, max/min']:.1f}× across clients"
+        if np.isfinite(r['curvature share ÷ data share, max/min']):
+            s += (
+                f"; curvature share per unit of data varies "
+                f"{r['curvature share ÷ data share, max/min']:.1f}× "
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f""
+                f"across clients"
+            )
         out.append(s + '.')
     return out
 
@@ -491,9 +1776,11 @@ def expand_grid(grid: dict, fixed: dict | None = None) -> list:
     "Every combination of the grid's values, each merged over `fixed`; names must be Experiment fields."
     fixed = dict(fixed or {})
     bad = sorted((set(grid) | set(fixed)) - _FIELDS)
-    if bad: raise ValueError(f"unknown parameter {bad[0]!r}; parameters are the Experiment fields: {', '.join(sorted(_FIELDS))}")
+    if bad: raise ValueError(f"unknown parameter {bad[0]!r}; parameters are the Experiment fields: "
+                             f"{', '.join(sorted(_FIELDS))}")
     for k, v in grid.items():
-        if not isinstance(v, (list, tuple)) or not v: raise ValueError(f"grid values of {k!r} must be a non-empty list, got {v!r}")
+        if not isinstance(v, (list, tuple)) or not v: raise ValueError(f"grid values of {k!r} must be a non-empty "
+                                                                       f"list, got {v!r}")
     keys = list(grid)
     return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -501,9 +1788,21 @@ def expand_grid(grid: dict, fixed: dict | None = None) -> list:
 def _run_one(params: dict, notebook: Path, out: Path, threads: int, timeout: float | None) -> tuple:
     "Run the notebook once through papermill in its own process; return (returncode, log tail)."
     out.parent.mkdir(parents=True, exist_ok=True)
-    pf = out.with_suffix('.params.json'); pf.write_text(json.dumps(params))
+    pf = out.with_suffix('.params.json')
+    pf.write_text(json.dumps(params))
     env = {**os.environ, 'OMP_NUM_THREADS': str(threads), 'MKL_NUM_THREADS': str(threads), 'PYTHONUNBUFFERED': '1'}
-    cmd = [sys.executable, '-m', 'papermill', str(notebook), str(out), '-f', str(pf), '--no-progress-bar', '--log-level', 'WARNING']
+    cmd = [
+        sys.executable,
+        '-m',
+        'papermill',
+        str(notebook),
+        str(out),
+        '-f',
+        str(pf),
+        '--no-progress-bar',
+        '--log-level',
+        'WARNING',
+    ]
     try: p = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=timeout)
     except subprocess.TimeoutExpired: return 124, f'timed out after {timeout} s'
     out.with_suffix('.log').write_text(p.stdout + p.stderr)
@@ -517,39 +1816,63 @@ def sweep(grid: dict,                       # parameter -> list of values; every
           jobs: int = 2,                    # runs at a time
           timeout: float | None = None,     # seconds per run
           progress: bool = True) -> pd.DataFrame:
-    "Run a parameter grid through papermill, `jobs` at a time into one store; skip finished runs, resume interrupted ones."
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs={jobs!r} must be an int ≥ 1")
+    ("Run a parameter grid through papermill, `jobs` at a time into one store; skip finished runs, resume interrupted "
+     "ones.")
+    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1: raise ValueError(f"jobs={jobs!r} must be an "
+                                                                                         f"int ≥ 1")
     notebook, out = Path(notebook), Path(out)
     if not notebook.exists(): raise ValueError(f"notebook={str(notebook)!r} does not exist")
     combos = [{**c, 'store': str(store)} for c in expand_grid(grid, fixed)]
     exps = [Experiment(**c) for c in combos]                        # validates every run before any starts
-    st = Store(store); done = set(st.query("SELECT id FROM experiments WHERE status = 'finished'").id); st.close()
+    st = Store(store)
+    done = set(st.query("SELECT id FROM experiments WHERE status = 'finished'").id)
+    st.close()
     rows, todo = [], []
     for c, e in zip(combos, exps):
-        r = dict(id=e.id, name=e.name, **{k: v for k, v in c.items() if k in grid}, notebook=str(out / f'{e.name}-{e.id}.ipynb'))
+        r = dict(
+            id=e.id,
+            name=e.name,
+            **{k: v for k, v in c.items() if k in grid},
+            notebook=str(out / f'{e.name}-{e.id}.ipynb'),
+        )
         if e.id in done: rows.append({**r, 'status': 'skipped (finished)', 'error': ''})
         else: todo.append((r, c))
     threads = max(1, (os.cpu_count() or 1) // jobs)
     from tqdm.auto import tqdm
     with ThreadPoolExecutor(max_workers=jobs) as pool:
         futs = {pool.submit(_run_one, c, notebook, Path(r['notebook']), threads, timeout): r for r, c in todo}
-        bar = tqdm(as_completed(futs), total=len(futs), desc=f'sweep ({len(rows)} already finished)', disable=not progress)
+        bar = tqdm(
+            as_completed(futs), total=len(futs), desc=f'sweep ({len(rows)} already finished)', disable=not progress
+        )
         for f in bar:
-            r = futs[f]; code, tail = f.result()
-            rows.append({**r, 'status': 'finished' if code == 0 else 'failed', 'error': '' if code == 0 else tail.strip().splitlines()[-1] if tail.strip() else f'exit {code}'})
+            r = futs[f]
+            code, tail = f.result()
+            rows.append(
+                {
+                    **r,
+                    'status': 'finished' if code == 0 else 'failed',
+                    'error': '' if code == 0 else tail.strip().splitlines()[-1] if tail.strip() else f'exit {code}',
+                }
+            )
             bar.set_postfix(failed=sum(x['status'] == 'failed' for x in rows))
     return pd.DataFrame(rows)
 
 # %% ../nbs/09_experiment.ipynb #c026
 def main(argv: list | None = None) -> int:
-    "The `fedland` command: `fedland sweep NAME=V1,V2 … [--set NAME=V …] [--jobs N] [--store S] [--out DIR] [--notebook NB]`."
+    ("The `fedland` command: `fedland sweep NAME=V1,V2 … [--set NAME=V …] [--jobs N] [--store S] [--out DIR] "
+     "[--notebook NB]`.")
     ap = argparse.ArgumentParser(prog='fedland', description='fedland experiments from the command line')
     sub = ap.add_subparsers(dest='cmd', required=True)
     sp = sub.add_parser('sweep', help='run a parameter grid through papermill into one store')
-    sp.add_argument('grid', nargs='+', metavar='NAME=V1,V2', help='a parameter and its comma-separated values (every combination runs)')
-    sp.add_argument('--set', dest='fixed', action='append', default=[], metavar='NAME=VALUE', help='a parameter shared by all runs (JSON values allowed)')
+    sp.add_argument('grid', nargs='+', metavar='NAME=V1,V2', help='a parameter and its comma-separated values (every '
+                                                                  'combination runs)')
+    sp.add_argument('--set', dest='fixed', action='append', default=[], metavar='NAME=VALUE', help='a parameter '
+                                                                                                   'shared by all '
+                                                                                                   'runs (JSON values '
+                                                                                                   'allowed)')
     sp.add_argument('--jobs', type=int, default=2, help='runs at a time (default 2)')
-    sp.add_argument('--store', default='runs/fedland.db', help='SQLite path or postgresql:// URL (default runs/fedland.db)')
+    sp.add_argument('--store', default='runs/fedland.db', help='SQLite path or postgresql:// URL (default '
+                                                               'runs/fedland.db)')
     sp.add_argument('--out', default='runs/sweep', help='directory of the output notebooks (default runs/sweep)')
     sp.add_argument('--notebook', default='nbs/run.ipynb', help='the papermill notebook (default nbs/run.ipynb)')
     sp.add_argument('--timeout', type=float, default=None, help='seconds per run')
@@ -559,11 +1882,15 @@ def main(argv: list | None = None) -> int:
         k, v = s.split('=', 1)
         return k.strip(), ([parse_value(x) for x in v.split(',')] if many else parse_value(v))
     try:
-        grid = dict(kv(s, True) for s in a.grid); fixed = dict(kv(s, False) for s in a.fixed)
+        grid = dict(kv(s, True) for s in a.grid)
+        fixed = dict(kv(s, False) for s in a.fixed)
         res = sweep(grid, fixed, a.notebook, a.out, a.store, a.jobs, a.timeout)
     except (ValueError, TypeError, StoreError) as e:
-        print(f"fedland sweep: error: {e}", file=sys.stderr); return 2
-    with pd.option_context('display.width', 200, 'display.max_colwidth', 60): print(res.drop(columns=['notebook']).to_string(index=False))
+        print(f"fedland sweep: error: {e}", file=sys.stderr)
+        return 2
+    with pd.option_context('display.width', 200, 'display.max_colwidth', 60):
+        print(res.drop(columns=['notebook']).to_string(index=False))
     n_bad = int((res.status == 'failed').sum())
-    print(f"{len(res)} runs: {int((res.status == 'finished').sum())} finished, {int(res.status.str.startswith('skipped').sum())} skipped, {n_bad} failed")
+    print(f"{len(res)} runs: {int((res.status == 'finished').sum())} finished, "
+          f"{int(res.status.str.startswith('skipped').sum())} skipped, {n_bad} failed")
     return 1 if n_bad else 0

@@ -19,8 +19,20 @@ import pandas as pd
 import torch
 from torch import nn
 from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten
-from .train import (LocalConfig, LocalResult, local_update, local_update_batched, per_sample_losses, evaluate,
-                           evaluate_stacked, reduce_by_client, resolve_device, TrainingDiverged, _check_pos, _check_count)
+from fedland.train import (
+    LocalConfig,
+    LocalResult,
+    local_update,
+    local_update_batched,
+    per_sample_losses,
+    evaluate,
+    evaluate_stacked,
+    reduce_by_client,
+    resolve_device,
+    TrainingDiverged,
+    _check_pos,
+    _check_count,
+)
 
 # %% ../nbs/04_federated.ipynb #c007
 ALGORITHMS = ('fedavg', 'fedprox', 'fedavgm', 'fedadam', 'scaffold')
@@ -43,15 +55,20 @@ class FedConfig:
     beta1: float = 0.9             # FedAdam first-moment decay
     beta2: float = 0.99            # FedAdam second-moment decay
     tau: float = 1e-3              # FedAdam adaptivity τ
-    bn: str = 'aggregate'          # BatchNorm statistics: 'aggregate' (weighted mean) or 'local' (each client keeps its own)
+    # BatchNorm statistics: 'aggregate' (weighted mean) or 'local' (each client keeps its own)
+    bn: str = 'aggregate'
     seed: int = 0                  # seed of sampling and batch orders
     batched: str | bool = 'auto'   # train sampled clients stacked with torch.func: True, False or 'auto'
-    compile: bool = False          # torch.compile the batched local step (one graph per run: finished clients ride along masked): the first round compiles (~10–30 s); then ~1.8× faster rounds on the MNIST-1D MLP, slower on conv nets (the eager engine's grouped channels-last convolutions beat it); equals eager to float rounding, not bitwise
+    # torch.compile the batched local step (one graph per run: finished clients ride along masked): the first round
+    # compiles (~10–30 s); then ~1.8× faster rounds on the MNIST-1D MLP, slower on conv nets (the eager engine's grouped
+    # channels-last convolutions beat it); equals eager to float rounding, not bitwise
+    compile: bool = False
     keep_clients: str | list = 'last'  # rounds whose client models are kept: 'last', 'all', 'none' or a list of rounds
     client_every: int | None = None    # also keep client models every this many rounds
     max_memory_mb: float = 256.0       # client models kept in RAM up to this; beyond, they are spilled to disk
     eval_batch_size: int = 4096
-    free_riders: list = field(default_factory=list)  # planted free riders: client ids that send back the model they received (still weighted by n_k)
+    # planted free riders: client ids that send back the model they received (still weighted by n_k)
+    free_riders: list = field(default_factory=list)
 
     def __post_init__(self):
         if not isinstance(self.algorithm, str) or self.algorithm.lower() not in ALGORITHMS:
@@ -63,30 +80,40 @@ class FedConfig:
         if self.algorithm == 'fedprox' and self.mu == 0: self.mu = 0.01
         self.local  # validates the local settings
         if self.server_lr is None: self.server_lr = 0.01 if self.algorithm == 'fedadam' else 1.0
-        _check_pos('server_lr', self.server_lr); _check_pos('tau', self.tau)
+        _check_pos('server_lr', self.server_lr)
+        _check_pos('tau', self.tau)
         for n in ('server_momentum', 'beta1', 'beta2'):
-            v = getattr(self, n); _check_pos(n, v, True)
+            v = getattr(self, n)
+            _check_pos(n, v, True)
             if v >= 1: raise ValueError(f"{n}={v} is out of range: must be in [0, 1)")
         if self.bn not in ('aggregate', 'local'): raise ValueError(f"bn={self.bn!r} must be 'aggregate' or 'local'")
-        if self.batched not in (True, False, 'auto'): raise ValueError(f"batched={self.batched!r} must be True, False or 'auto'")
+        if self.batched not in (True, False, 'auto'): raise ValueError(f"batched={self.batched!r} must be True, False "
+                                                                       f"or 'auto'")
         if not isinstance(self.compile, bool): raise TypeError(f"compile={self.compile!r} must be True or False")
         if isinstance(self.keep_clients, str):
-            if self.keep_clients not in ('last', 'all', 'none'): raise ValueError(f"keep_clients={self.keep_clients!r} must be 'last', 'all', 'none' or a list of rounds")
+            if self.keep_clients not in ('last', 'all', 'none'): raise ValueError(f"keep_clients={self.keep_clients!r} "
+                                                                                  f"must be 'last', 'all', 'none' or "
+                                                                                  f"a list of rounds")
         else:
             self.keep_clients = sorted(int(r) for r in self.keep_clients)
             bad = [r for r in self.keep_clients if not 1 <= r <= self.rounds]
             if bad: raise ValueError(f"keep_clients has rounds {bad} outside 1..rounds={self.rounds}")
         if self.client_every is not None: _check_count('client_every', self.client_every)
-        _check_pos('max_memory_mb', self.max_memory_mb, True); _check_count('seed', self.seed, 0)
-        if isinstance(self.free_riders, (str, bytes)) or not hasattr(self.free_riders, '__iter__'): raise TypeError(f"free_riders must be a list of client ids, got {self.free_riders!r}")
+        _check_pos('max_memory_mb', self.max_memory_mb, True)
+        _check_count('seed', self.seed, 0)
+        if isinstance(self.free_riders, (str, bytes)) or not hasattr(self.free_riders, '__iter__'):
+            raise TypeError(f"free_riders must be a list of client ids, got {self.free_riders!r}")
         for k in self.free_riders:
-            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0: raise ValueError(f"free_riders has {k!r}: client ids are ints ≥ 0")
+            if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
+                raise ValueError(f"free_riders has {k!r}: client ids are ints ≥ 0")
         self.free_riders = sorted({int(k) for k in self.free_riders})
 
     @property
     def local(self) -> LocalConfig:
         "The local optimizer settings."
-        return LocalConfig(self.lr, self.momentum, self.weight_decay, self.batch_size, self.local_epochs, self.local_steps, self.mu)
+        return LocalConfig(
+            self.lr, self.momentum, self.weight_decay, self.batch_size, self.local_epochs, self.local_steps, self.mu
+        )
 
     def keeps(self, r: int) -> bool:
         "Whether client models of round `r` are kept."
@@ -114,7 +141,8 @@ def aggregate_buffers(buffers: list, weights) -> dict:
 
 # %% ../nbs/04_federated.ipynb #c014
 class ServerOptimizer:
-    "Server update from the aggregate: FedAvg (θ ← θ + η_s Δ), FedAvgM (momentum on Δ), FedAdam (Reddi et al. 2021). Trainable parameters only."
+    ("Server update from the aggregate: FedAvg (θ ← θ + η_s Δ), FedAvgM (momentum on Δ), FedAdam (Reddi et al. 2021). "
+     "Trainable parameters only.")
     def __init__(self, cfg: FedConfig, like: dict):
         self.cfg, self.state = cfg, {}
         z = lambda: {k: torch.zeros_like(v) for k, v in like.items()}
@@ -136,7 +164,8 @@ class ServerOptimizer:
 
 # %% ../nbs/04_federated.ipynb #c018
 class ClientModels:
-    "Client parameter vectors of the kept rounds: in RAM up to `max_bytes`, then spilled to `.npy` files (never pickles)."
+    ("Client parameter vectors of the kept rounds: in RAM up to `max_bytes`, then spilled to `.npy` files (never "
+     "pickles).")
     def __init__(self, max_bytes: float, spill_dir: str | os.PathLike | None = None):
         self.max_bytes, self.ram, self.disk, self._dir = max_bytes, {}, set(), Path(spill_dir) if spill_dir else None
     @property
@@ -145,15 +174,21 @@ class ClientModels:
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix='fedland-clients-'))
             weakref.finalize(self, shutil.rmtree, str(self._dir), True)
-        self._dir.mkdir(parents=True, exist_ok=True); return self._dir
+        self._dir.mkdir(parents=True, exist_ok=True)
+        return self._dir
     @property
     def nbytes(self) -> int: return sum(v.numel() * v.element_size() for v in self.ram.values())
     def _file(self, key) -> Path: return self.spill_dir / f'r{key[0]}_c{key[1]}.npy'
     def put(self, r: int, k: int, vec: torch.Tensor):
         "Keep client k's parameters of round r."
-        key = (int(r), int(k)); vec = vec.detach().to('cpu', torch.float32).clone()
-        if self.nbytes + vec.numel() * 4 <= self.max_bytes: self.ram[key] = vec; return
-        tmp = self._file(key).with_suffix('.tmp.npy'); np.save(tmp, vec.numpy(), allow_pickle=False); os.replace(tmp, self._file(key))
+        key = (int(r), int(k))
+        vec = vec.detach().to('cpu', torch.float32).clone()
+        if self.nbytes + vec.numel() * 4 <= self.max_bytes:
+            self.ram[key] = vec
+            return
+        tmp = self._file(key).with_suffix('.tmp.npy')
+        np.save(tmp, vec.numpy(), allow_pickle=False)
+        os.replace(tmp, self._file(key))
         self.disk.add(key)
     def get(self, r: int, k: int) -> torch.Tensor:
         "Client k's parameters of round r as a flat vector."
@@ -171,7 +206,8 @@ class ClientModels:
 
 # %% ../nbs/04_federated.ipynb #c021
 class History:
-    "Everything a federated run recorded: per-round and per-client metrics, the global model every round, client models of the kept rounds, update geometry."
+    ("Everything a federated run recorded: per-round and per-client metrics, the global model every round, client "
+     "models of the kept rounds, update geometry.")
     def __init__(self, config: dict, spec: list, weights, max_bytes: float = 256 * 2**20, spill_dir=None):
         self.config, self.spec = config, [(n, tuple(s)) for n, s in spec]
         self.weights = np.asarray(weights, dtype=np.float64)  # p_k over all clients
@@ -180,7 +216,8 @@ class History:
         self.buffers: dict = {}            # final global buffers
         self.client_models = ClientModels(max_bytes, spill_dir)
         self.update_cos: dict = {}         # round -> (client ids, cosine matrix of their updates)
-        self.valuations: dict = {}         # round -> what a `valuer` recorded (e.g. the round's coalition game, `fedland.valuation`)
+        # round -> what a `valuer` recorded (e.g. the round's coalition game, `fedland.valuation`)
+        self.valuations: dict = {}
         self.status, self.error = 'running', None
     @property
     def n_clients(self) -> int: return len(self.weights)
@@ -211,13 +248,18 @@ CHECKPOINT = 'checkpoint.pt'
 
 def save_checkpoint(path: str | os.PathLike, state: dict):
     "Write a checkpoint atomically (a reader sees the old file or the new one, never half of one)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + '.tmp'); torch.save(state, tmp); os.replace(tmp, path)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + '.tmp')
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    "Read a checkpoint with `weights_only=True` (tensors and plain containers only); a damaged file is an error naming it."
+    ("Read a checkpoint with `weights_only=True` (tensors and plain containers only); a damaged file is an error "
+     "naming it.")
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); delete it to start over") from e
+    except Exception as e: raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); "
+                                              f"delete it to start over") from e
 
 def config_hash(ident: dict) -> str:
     "Stable hash of a run's identity (settings, data, partition, model)."
@@ -227,12 +269,25 @@ def config_hash(ident: dict) -> str:
 def _state(hist, h, r, srv) -> dict:
     "Everything needed to continue after round r: the server's state and the history."
     cm = hist.client_models
-    return {'version': 1, 'hash': h, 'round': r, 'status': hist.status, 'error': hist.error or '', **srv.state(),
-            'global_params': torch.stack(hist.global_params),
-            'round_rows': json.dumps(hist.round_rows), 'client_rows': json.dumps(hist.client_rows),
-            'update_cos': {str(rr): {'clients': torch.tensor(c), 'cos': torch.as_tensor(m)} for rr, (c, m) in hist.update_cos.items()},
-            'client_ram': {f'{a}_{b}': v for (a, b), v in cm.ram.items()}, 'client_disk': [list(k) for k in sorted(cm.disk)],
-            'valuations': {str(rr): {n: torch.as_tensor(np.asarray(v)) for n, v in d.items()} for rr, d in hist.valuations.items()}}
+    return {
+        'version': 1,
+        'hash': h,
+        'round': r,
+        'status': hist.status,
+        'error': hist.error or '',
+        **srv.state(),
+        'global_params': torch.stack(hist.global_params),
+        'round_rows': json.dumps(hist.round_rows),
+        'client_rows': json.dumps(hist.client_rows),
+        'update_cos': {
+            str(rr): {'clients': torch.tensor(c), 'cos': torch.as_tensor(m)} for rr, (c, m) in hist.update_cos.items()
+        },
+        'client_ram': {f'{a}_{b}': v for (a, b), v in cm.ram.items()},
+        'client_disk': [list(k) for k in sorted(cm.disk)],
+        'valuations': {
+            str(rr): {n: torch.as_tensor(np.asarray(v)) for n, v in d.items()} for rr, d in hist.valuations.items()
+        },
+    }
 
 def _restore(ck, hist, srv) -> int:
     "Load a checkpoint into a fresh history and server; return the last finished round."
@@ -257,11 +312,14 @@ def _check_fit(model, ds, part):
     "The model must accept the dataset's inputs and output its class count; the partition must index its training set."
     try:
         with torch.no_grad(): out = model.eval()(ds.x_train[:2].to(next(model.parameters()).device))
-    except RuntimeError as e: raise ValueError(f"model does not fit dataset {ds.name!r} (input shape {ds.input_shape}): {e}") from e
+    except RuntimeError as e: raise ValueError(f"model does not fit dataset {ds.name!r} (input shape "
+                                               f"{ds.input_shape}): {e}") from e
     finally: model.train()
-    if out.shape[-1] != ds.n_classes: raise ValueError(f"model outputs {out.shape[-1]} classes but dataset {ds.name!r} has {ds.n_classes}")
+    if out.shape[-1] != ds.n_classes: raise ValueError(f"model outputs {out.shape[-1]} classes but dataset "
+                                                       f"{ds.name!r} has {ds.n_classes}")
     top = max((int(ix.max()) for ix in list(part) + part.holdout if len(ix)), default=-1)
-    if top >= ds.n_train: raise ValueError(f"partition indexes sample {top} but dataset {ds.name!r} has {ds.n_train} training samples")
+    if top >= ds.n_train: raise ValueError(f"partition indexes sample {top} but dataset {ds.name!r} has {ds.n_train} "
+                                           f"training samples")
     if any(len(ix) == 0 for ix in part): raise ValueError("partition has a client without training samples")
 
 def client_ids(part, n: int, device="cpu") -> torch.Tensor:
@@ -276,7 +334,8 @@ def client_step(model: nn.Module, params: dict, buffers: dict, X: torch.Tensor, 
                 lcfg: LocalConfig, seed,         # local optimizer settings and the batch-order seed
                 corr: dict | None = None,        # SCAFFOLD correction c − c_k
                 eval_batch_size: int = 4096) -> tuple:
-    "One client's part of a round: evaluate the received model on its data, train locally, evaluate the result on its held-out split."
+    ("One client's part of a round: evaluate the received model on its data, train locally, evaluate the result on "
+     "its held-out split.")
     dev = X.device
     it, ih = torch.as_tensor(np.asarray(idx), device=dev), torch.as_tensor(np.asarray(hold), device=dev)
     gl, ga = evaluate(model, X[it], Y[it], params, buffers, eval_batch_size)
@@ -286,30 +345,40 @@ def client_step(model: nn.Module, params: dict, buffers: dict, X: torch.Tensor, 
 
 # %% ../nbs/04_federated.ipynb #c029
 class Server:
-    "The server's side of federated rounds: sampling, corrections, aggregation, server optimizer, geometry and History rows."
+    ("The server's side of federated rounds: sampling, corrections, aggregation, server optimizer, geometry and "
+     "History rows.")
     def __init__(self, cfg: FedConfig, params: dict, buffers: dict, n_clients: int, valuer=None):
         self.cfg, self.K, self.valuer = cfg, n_clients, valuer
         self.params, self.buffers = dict(params), dict(buffers)
         self.opt = ServerOptimizer(cfg, self.params)
-        P = sum(v.numel() for v in self.params.values()); dev = next(iter(self.params.values())).device
-        self.scaf = {'c': torch.zeros(P, device=dev), 'ck': torch.zeros(n_clients, P, device=dev)} if cfg.algorithm == 'scaffold' else {}
+        P = sum(v.numel() for v in self.params.values())
+        dev = next(iter(self.params.values())).device
+        self.scaf = (
+            {'c': torch.zeros(P, device=dev), 'ck': torch.zeros(n_clients, P, device=dev)}
+            if cfg.algorithm == 'scaffold'
+            else {}
+        )
         self.local_bufs = {}
     def sample(self, r: int) -> list:
         "Clients of round r."
         return sample_clients(self.K, self.cfg.fraction, self.cfg.seed, r)
     def corrections(self, sampled: list) -> list | None:
         "SCAFFOLD corrections c − c_k for the sampled clients (None for other algorithms)."
-        return [dict(unflatten(self.scaf['c'] - self.scaf['ck'][k], self.params)) for k in sampled] if self.scaf else None
+        return (
+            [dict(unflatten(self.scaf['c'] - self.scaf['ck'][k], self.params)) for k in sampled] if self.scaf else None
+        )
     def client_buffers(self, k: int) -> dict:
         "The buffers client k starts from (its own with `bn='local'`)."
         return self.local_bufs.get(k, self.buffers) if self.cfg.bn == 'local' else self.buffers
     def finish_round(self, hist: History, r: int, sampled: list, results: list, metrics: list, test_eval, t0: float):
-        "Aggregate round r's client results into the new global model and record the round; diverged clients raise `TrainingDiverged`."
+        ("Aggregate round r's client results into the new global model and record the round; diverged clients raise "
+         "`TrainingDiverged`.")
         cfg, lcfg = self.cfg, self.cfg.local
         flats = torch.stack([flatten(x.params) for x in results])
         for k, x, f in zip(sampled, results, flats):
             if not math.isfinite(x.loss) or not torch.isfinite(f).all():
-                hist.status, hist.error = 'failed', f"training diverged in round {r} at client {k} (local loss {x.loss})"
+                hist.status, hist.error = 'failed', (f"training diverged in round {r} at client {k} (local loss "
+                                                     f"{x.loss})")
                 hist.buffers = self.buffers
                 raise TrainingDiverged(hist.error, hist)
         n = [x.n_samples for x in results]
@@ -322,49 +391,87 @@ class Server:
             dc = torch.zeros_like(self.scaf['c'])
             for k, x, f in zip(sampled, results, flats):
                 ck_new = self.scaf['ck'][k] - self.scaf['c'] + (g0 - f) / (x.steps * lcfg.lr)
-                dc += ck_new - self.scaf['ck'][k]; self.scaf['ck'][k] = ck_new
+                dc += ck_new - self.scaf['ck'][k]
+                self.scaf['ck'][k] = ck_new
             self.scaf['c'] = self.scaf['c'] + dc / self.K
-        if self.valuer is not None:   # e.g. the round's coalition game (fedland.valuation.Reconstruction): no extra training
+        # e.g. the round's coalition game (fedland.valuation.Reconstruction): no extra training
+        if self.valuer is not None:
             hist.valuations[r] = self.valuer(hist, r, list(sampled), g0, flats, np.asarray(n), self.buffers)
-        D = flats - g0; agg = flatten(avg) - g0
+        D = flats - g0
+        agg = flatten(avg) - g0
         un, dr = D.norm(dim=1), (flats - g1).norm(dim=1)
         Dn = D / un.clamp(min=1e-30)[:, None]
         cos_agg = (Dn @ (agg / agg.norm().clamp(min=1e-30))).tolist()
-        if cfg.keeps(r): hist.update_cos[r] = (list(sampled), (Dn @ Dn.T).float().cpu().numpy())   # K×K per kept round only (memory bound)
+        # K×K per kept round only (memory bound)
+        if cfg.keeps(r): hist.update_cos[r] = (list(sampled), (Dn @ Dn.T).float().cpu().numpy())
         self.params, self.buffers = new, new_buf
         tl, ta = test_eval(self.params, self.buffers)
         w = np.asarray(n, dtype=np.float64) / sum(n)
         for i, (k, x, m) in enumerate(zip(sampled, results, metrics)):
-            hist.client_rows.append(dict(round=r, client=k, n_samples=x.n_samples, steps=x.steps, train_loss=x.loss, train_acc=x.acc,
-                                         local_test_loss=float(m['local_test_loss']), local_test_acc=float(m['local_test_acc']),
-                                         global_loss=float(m['global_loss']), global_acc=float(m['global_acc']),
-                                         update_norm=float(un[i]), drift=float(dr[i]), cos_aggregate=cos_agg[i]))
+            hist.client_rows.append(
+                dict(
+                    round=r,
+                    client=k,
+                    n_samples=x.n_samples,
+                    steps=x.steps,
+                    train_loss=x.loss,
+                    train_acc=x.acc,
+                    local_test_loss=float(m['local_test_loss']),
+                    local_test_acc=float(m['local_test_acc']),
+                    global_loss=float(m['global_loss']),
+                    global_acc=float(m['global_acc']),
+                    update_norm=float(un[i]),
+                    drift=float(dr[i]),
+                    cos_aggregate=cos_agg[i],
+                )
+            )
             if cfg.keeps(r): hist.client_models.put(r, k, flats[i])
         hist.global_params.append(g1.cpu())
-        hist.round_rows.append(dict(round=r, train_loss=float(np.dot(w, [x.loss for x in results])), test_loss=tl, test_acc=ta,
-                                    n_sampled=len(sampled), seconds=time.perf_counter() - t0))
+        hist.round_rows.append(
+            dict(
+                round=r,
+                train_loss=float(np.dot(w, [x.loss for x in results])),
+                test_loss=tl,
+                test_acc=ta,
+                n_sampled=len(sampled),
+                seconds=time.perf_counter() - t0,
+            )
+        )
         if r == cfg.rounds: hist.status = 'finished'
     def state(self) -> dict:
         "Checkpointable state (CPU tensors)."
         cpu = lambda d: {k: v.cpu() for k, v in d.items()}
-        return {'params': cpu(self.params), 'buffers': cpu(self.buffers), 'server': {n: cpu(s) for n, s in self.opt.state_dict().items()},
-                'scaffold': cpu(self.scaf), 'local_buffers': {str(k): cpu(b) for k, b in self.local_bufs.items()}}
+        return {
+            'params': cpu(self.params),
+            'buffers': cpu(self.buffers),
+            'server': {n: cpu(s) for n, s in self.opt.state_dict().items()},
+            'scaffold': cpu(self.scaf),
+            'local_buffers': {str(k): cpu(b) for k, b in self.local_bufs.items()},
+        }
     def load_state(self, ck: dict):
         "Restore from `state()` (as saved in a checkpoint)."
-        dev = next(iter(self.params.values())).device; to = lambda d: {k: v.to(dev) for k, v in d.items()}
+        dev = next(iter(self.params.values())).device
+        to = lambda d: {k: v.to(dev) for k, v in d.items()}
         self.params, self.buffers, self.scaf = to(ck['params']), to(ck['buffers']), to(ck['scaffold'])
         self.opt.load_state_dict({n: to(s) for n, s in ck['server'].items()})
         self.local_bufs = {int(k): to(b) for k, b in ck['local_buffers'].items()}
 
 # %% ../nbs/04_federated.ipynb #c030
-RECORDING_FIELDS = ('keep_clients', 'client_every', 'max_memory_mb', 'eval_batch_size')   # what a run records, not what it trains: not part of its identity
+# what a run records, not what it trains: not part of its identity
+RECORDING_FIELDS = ('keep_clients', 'client_every', 'max_memory_mb', 'eval_batch_size')
 
 def _free_ride(model, srv, X, Y, idx, hold, res, bs) -> tuple:
-    "A planted free rider's reply: the model it received, unchanged, with its data size (and the step count SCAFFOLD expects)."
-    p = {n: v.clone() for n, v in srv.params.items()}; b = dict(srv.buffers)
-    dev = X.device; it, ih = (torch.as_tensor(np.asarray(i), device=dev) for i in (idx, hold))
-    gl, ga = evaluate(model, X[it], Y[it], p, b, bs); tl, ta = evaluate(model, X[ih], Y[ih], p, b, bs)
-    return LocalResult(p, b, res.n_samples, res.steps, gl, ga), dict(global_loss=gl, global_acc=ga, local_test_loss=tl, local_test_acc=ta)
+    ("A planted free rider's reply: the model it received, unchanged, with its data size (and the step count SCAFFOLD "
+     "expects).")
+    p = {n: v.clone() for n, v in srv.params.items()}
+    b = dict(srv.buffers)
+    dev = X.device
+    it, ih = (torch.as_tensor(np.asarray(i), device=dev) for i in (idx, hold))
+    gl, ga = evaluate(model, X[it], Y[it], p, b, bs)
+    tl, ta = evaluate(model, X[ih], Y[ih], p, b, bs)
+    return LocalResult(p, b, res.n_samples, res.steps, gl, ga), dict(
+        global_loss=gl, global_acc=ga, local_test_loss=tl, local_test_acc=ta
+    )
 
 def run_federated(model: nn.Module,           # architecture and initial weights θ_0 (not modified)
                   ds,                         # `fedland.data.Dataset`
@@ -374,16 +481,28 @@ def run_federated(model: nn.Module,           # architecture and initial weights
                   checkpoint_dir: str | os.PathLike | None = None,  # checkpoint every round here; resume from it
                   spill_dir: str | os.PathLike | None = None,       # where client models beyond the memory bound go
                   progress: bool = True,      # tqdm bar over rounds showing test accuracy
-                  callback=None,              # called as `callback(history, round)` after each round (and its checkpoint)
-                  clients=None,               # another engine for the clients' side: `clients(r, sampled, server, seeds, corrections) -> (results, metrics)`
-                  coalition: list | None = None,  # train only these client ids (FedAvg on a coalition S: same seeds, weights renormalised over S); needs fraction=1
-                  valuer=None,                # called as `valuer(history, r, clients, θ_before, client_flats, n, buffers)` each round; its dict goes to `history.valuations[r]`
+                  # called as `callback(history, round)` after each round (and its checkpoint)
+                  callback=None,
+                  # another engine for the clients' side: `clients(r, sampled, server, seeds, corrections) -> (results,
+                  # metrics)`
+                  clients=None,
+                  # train only these client ids (FedAvg on a coalition S: same seeds, weights renormalised over S);
+                  # needs fraction=1
+                  coalition: list | None = None,
+                  # called as `valuer(history, r, clients, θ_before, client_flats, n, buffers)` each round; its dict
+                  # goes to `history.valuations[r]`
+                  valuer=None,
                   **kwargs) -> History:
-    "Train `model` federated over the clients of `part` in this process; return the full `History` (resuming from `checkpoint_dir` if it holds one)."
+    ("Train `model` federated over the clients of `part` in this process; return the full `History` (resuming from "
+     "`checkpoint_dir` if it holds one).")
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     dev = resolve_device(device)
     _check_fit(model, ds, part)
-    if cfg.batched is True and (has_batchnorm(model) or buffer_dict(model)): raise ValueError("batched=True needs a model without BatchNorm buffers; use batched='auto' or False")
+    if cfg.batched is True and (has_batchnorm(model) or buffer_dict(model)): raise ValueError("batched=True needs a "
+                                                                                              "model without "
+                                                                                              "BatchNorm buffers; use "
+                                                                                              "batched='auto' or "
+                                                                                              "False")
     model = model.to(dev)
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     K, lcfg = len(part), cfg.local
@@ -391,38 +510,63 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
     if coalition is not None:
         coalition = sorted({int(k) for k in coalition})
-        if not coalition or coalition[0] < 0 or coalition[-1] >= K: raise ValueError(f"coalition={coalition} must be a non-empty list of client ids in 0..{K - 1}")
-        if cfg.fraction != 1: raise ValueError(f"coalition needs fraction=1 (every member trains every round), got fraction={cfg.fraction}")
+        if not coalition or coalition[0] < 0 or coalition[-1] >= K: raise ValueError(f"coalition={coalition} must be "
+                                                                                     f"a non-empty list of client ids "
+                                                                                     f"in 0..{K - 1}")
+        if cfg.fraction != 1: raise ValueError(f"coalition needs fraction=1 (every member trains every round), got "
+                                               f"fraction={cfg.fraction}")
     idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
-    owner = client_ids(part, len(Y), dev); own = owner >= 0
+    owner = client_ids(part, len(Y), dev)
+    own = owner >= 0
     params = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}
     buffers = {k: v.detach().clone().to(dev) for k, v in buffer_dict(model).items()}
     spec = [(k, tuple(v.shape)) for k, v in params.items()]
-    ident = {'fed': asdict(cfg), 'dataset': ds.name, 'n_train': ds.n_train, 'model': type(model).__name__, 'spec': spec,
-             'partition': {'scheme': part.scheme, 'params': part.params, 'seed': part.seed, 'sizes': part.sizes.tolist()},
-             'theta0': float(flatten(params).double().sum())}
+    ident = {
+        'fed': asdict(cfg),
+        'dataset': ds.name,
+        'n_train': ds.n_train,
+        'model': type(model).__name__,
+        'spec': spec,
+        'partition': {'scheme': part.scheme, 'params': part.params, 'seed': part.seed, 'sizes': part.sizes.tolist()},
+        'theta0': float(flatten(params).double().sum()),
+    }
     if not cfg.free_riders: del ident['fed']['free_riders']   # runs without planted clients keep their identity
     if not cfg.compile: del ident['fed']['compile']           # (and runs without compiled steps)
     if coalition is not None: ident['coalition'] = coalition
-    legacy = config_hash(ident)                               # checkpoints written before what is recorded left the identity
+    # checkpoints written before what is recorded left the identity
+    legacy = config_hash(ident)
     for f in RECORDING_FIELDS: ident['fed'].pop(f)
     h = config_hash(ident)
     ckpath = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     spill = spill_dir or (Path(checkpoint_dir) / 'clients' if checkpoint_dir else None)
-    hist = History({**ident['fed'], **{f: getattr(cfg, f) for f in RECORDING_FIELDS}, 'dataset': ds.name, 'model': type(model).__name__, 'hash': h}, spec, part.weights,
-                   cfg.max_memory_mb * 2**20, spill)
+    hist = History(
+        {
+            **ident['fed'],
+            **{f: getattr(cfg, f) for f in RECORDING_FIELDS},
+            'dataset': ds.name,
+            'model': type(model).__name__,
+            'hash': h,
+        },
+        spec,
+        part.weights,
+        cfg.max_memory_mb * 2**20,
+        spill,
+    )
     srv, start = Server(cfg, params, buffers, K, valuer), 1
     test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
     if ckpath is not None and ckpath.exists():
         ck = load_checkpoint(ckpath)
-        if ck.get('hash') not in (h, legacy): raise ValueError(f"checkpoint {ckpath} belongs to a different run (settings, data, partition or model differ); use another checkpoint_dir")
+        if ck.get('hash') not in (h, legacy): raise ValueError(f"checkpoint {ckpath} belongs to a different run "
+                                                               f"(settings, data, partition or model differ); use "
+                                                               f"another checkpoint_dir")
         start = _restore(ck, hist, srv) + 1
     else:
         tl, ta = test_eval(params, buffers)
         hist.global_params.append(flatten(params).cpu())
         hist.round_rows.append(dict(round=0, train_loss=math.nan, test_loss=tl, test_acc=ta, n_sampled=0, seconds=0.0))
     batched = cfg.batched is True or (cfg.batched == 'auto' and not buffers)
-    if cfg.compile and not batched: raise ValueError("compile=True compiles the batched local step: it needs batched=True or 'auto' and a model without BatchNorm buffers")
+    if cfg.compile and not batched: raise ValueError("compile=True compiles the batched local step: it needs "
+                                                     "batched=True or 'auto' and a model without BatchNorm buffers")
     from tqdm.auto import tqdm
     bar = tqdm(range(start, cfg.rounds + 1), desc=f'{cfg.algorithm} ({K} clients)', disable=not progress, leave=False)
     for r in bar:
@@ -433,17 +577,47 @@ def run_federated(model: nn.Module,           # architecture and initial weights
         if clients is not None:   # e.g. Flower SuperNodes running `client_step` (fedland.flower)
             res, mets = clients(r, sampled, srv, seeds, corrs)
         elif batched:   # the batched equivalent of client_step for every sampled client at once
-            l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, cfg.eval_batch_size)   # θ_g on every client's data: one pass
-            gl, ga = reduce_by_client(l[own], owner[own], K).tolist(), reduce_by_client(c[own].float(), owner[own], K).tolist()
-            res = local_update_batched(model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs, compile=cfg.compile)
-            tl_, ta_ = evaluate_stacked(model, {n: torch.stack([x.params[n] for x in res]) for n in srv.params}, X, Y, [hold[k] for k in sampled])
-            mets = [dict(global_loss=gl[k], global_acc=ga[k], local_test_loss=tl_[i], local_test_acc=ta_[i]) for i, k in enumerate(sampled)]
+            # θ_g on every client's data: one pass
+            l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, cfg.eval_batch_size)
+            gl, ga = (
+                reduce_by_client(l[own], owner[own], K).tolist(),
+                reduce_by_client(c[own].float(), owner[own], K).tolist(),
+            )
+            res = local_update_batched(
+                model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs, compile=cfg.compile
+            )
+            tl_, ta_ = evaluate_stacked(
+                model,
+                {n: torch.stack([x.params[n] for x in res]) for n in srv.params},
+                X,
+                Y,
+                [hold[k] for k in sampled],
+            )
+            mets = [
+                dict(global_loss=gl[k], global_acc=ga[k], local_test_loss=tl_[i], local_test_acc=ta_[i])
+                for i, k in enumerate(sampled)
+            ]
         else:
-            out = [client_step(model, srv.params, srv.client_buffers(k), X, Y, idx[k], hold[k], lcfg, s,
-                               None if corrs is None else corrs[i], cfg.eval_batch_size) for i, (k, s) in enumerate(zip(sampled, seeds))]
+            out = [
+                client_step(
+                    model,
+                    srv.params,
+                    srv.client_buffers(k),
+                    X,
+                    Y,
+                    idx[k],
+                    hold[k],
+                    lcfg,
+                    s,
+                    None if corrs is None else corrs[i],
+                    cfg.eval_batch_size,
+                )
+                for i, (k, s) in enumerate(zip(sampled, seeds))
+            ]
             res, mets = [o[0] for o in out], [o[1] for o in out]
         for i, k in enumerate(sampled):
-            if k in cfg.free_riders: res[i], mets[i] = _free_ride(model, srv, X, Y, idx[k], hold[k], res[i], cfg.eval_batch_size)
+            if k in cfg.free_riders:
+                res[i], mets[i] = _free_ride(model, srv, X, Y, idx[k], hold[k], res[i], cfg.eval_batch_size)
         srv.finish_round(hist, r, sampled, res, mets, test_eval, t0)
         if ckpath is not None: save_checkpoint(ckpath, _state(hist, h, r, srv))
         bar.set_postfix(test_acc=f"{hist.round_rows[-1]['test_acc']:.3f}")

@@ -29,10 +29,12 @@ def to_arrays(params: dict, buffers: dict) -> list:
 def from_arrays(arrays: list, net: torch.nn.Module) -> tuple:
     "(params, buffers) of `net`'s architecture from FEDn's list of arrays; shapes are checked."
     like = {**param_dict(net), **buffer_dict(net)}
-    if len(arrays) != len(like): raise ValueError(f"the model file has {len(arrays)} arrays; {type(net).__name__} needs {len(like)}")
+    if len(arrays) != len(like): raise ValueError(f"the model file has {len(arrays)} arrays; {type(net).__name__} "
+                                                  f"needs {len(like)}")
     out = {}
     for (n, v), a in zip(like.items(), arrays):
-        if tuple(a.shape) != tuple(v.shape): raise ValueError(f"array for {n} has shape {tuple(a.shape)}; the model needs {tuple(v.shape)}")
+        if tuple(a.shape) != tuple(v.shape): raise ValueError(f"array for {n} has shape {tuple(a.shape)}; the model "
+                                                              f"needs {tuple(v.shape)}")
         out[n] = torch.as_tensor(np.asarray(a)).to(v.dtype)
     P = param_dict(net)
     return {n: out[n] for n in P}, {n: out[n] for n in like if n not in P}
@@ -49,9 +51,12 @@ def package_experiment(package_dir: str | os.PathLike = '.') -> Experiment:
 def partition_id(exp: Experiment) -> int:
     "This client's id: `FEDLAND_PARTITION_ID`, in 0..n_clients−1."
     v = os.environ.get('FEDLAND_PARTITION_ID', '0')
-    try: k = int(v)
-    except ValueError: raise ValueError(f"FEDLAND_PARTITION_ID={v!r} must be an int in 0..{exp.n_clients - 1}") from None
-    if not 0 <= k < exp.n_clients: raise ValueError(f"FEDLAND_PARTITION_ID={k} is out of range: must be in 0..{exp.n_clients - 1} (n_clients={exp.n_clients})")
+    try:
+        k = int(v)
+    except ValueError:
+        raise ValueError(f"FEDLAND_PARTITION_ID={v!r} must be an int in 0..{exp.n_clients - 1}") from None
+    if not 0 <= k < exp.n_clients: raise ValueError(f"FEDLAND_PARTITION_ID={k} is out of range: must be in "
+                                                    f"0..{exp.n_clients - 1} (n_clients={exp.n_clients})")
     return k
 
 # %% ../nbs/12_fedn.ipynb #c011
@@ -63,26 +68,53 @@ def build(out_path: str | os.PathLike, exp: Experiment) -> list:
     return arrays
 
 def train(in_path: str | os.PathLike, out_path: str | os.PathLike, exp: Experiment, k: int) -> dict:
-    "Client k's local update of the model in `in_path` (`client_step`); write the new model and FEDn's training metadata."
+    ("Client k's local update of the model in `in_path` (`client_step`); write the new model and FEDn's training "
+     "metadata.")
     ds, part, net = prepare(exp)
     raw = Path(in_path).read_bytes()
     params, buffers = from_arrays(get_helper(HELPER).load(str(in_path)), net)
     cfg = exp.fed_config()
-    res, m = client_step(net, params, buffers, ds.x_train, ds.y_train, part[k], part.holdout[k], cfg.local, (exp.seed, zlib.crc32(raw), k))
+    res, m = client_step(
+        net,
+        params,
+        buffers,
+        ds.x_train,
+        ds.y_train,
+        part[k],
+        part.holdout[k],
+        cfg.local,
+        (exp.seed, zlib.crc32(raw), k),
+    )
     get_helper(HELPER).save(to_arrays(res.params, res.buffers), str(out_path))
-    meta = dict(num_examples=int(res.n_samples), batch_size=exp.batch_size, epochs=exp.local_epochs, lr=exp.lr, steps=int(res.steps),
-                train_loss=float(res.loss), train_acc=float(res.acc), **{n: float(v) for n, v in m.items()})
+    meta = dict(
+        num_examples=int(res.n_samples),
+        batch_size=exp.batch_size,
+        epochs=exp.local_epochs,
+        lr=exp.lr,
+        steps=int(res.steps),
+        train_loss=float(res.loss),
+        train_acc=float(res.acc),
+        **{n: float(v) for n, v in m.items()},
+    )
     save_metadata(meta, str(out_path))
     return meta
 
 def validate(in_path: str | os.PathLike, out_path: str | os.PathLike, exp: Experiment, k: int) -> dict:
-    "Loss and accuracy of the model in `in_path` on client k's training data, its held-out split and the test set; written as JSON."
+    ("Loss and accuracy of the model in `in_path` on client k's training data, its held-out split and the test set; "
+     "written as JSON.")
     ds, part, net = prepare(exp)
     params, buffers = from_arrays(get_helper(HELPER).load(str(in_path)), net)
     ev = lambda ix: evaluate(net, ds.x_train[torch.as_tensor(ix)], ds.y_train[torch.as_tensor(ix)], params, buffers)
     (tl, ta), (hl, ha) = ev(part[k]), ev(part.holdout[k])
     sl, sa = evaluate(net, ds.x_test, ds.y_test, params, buffers)
-    metrics = dict(training_loss=tl, training_accuracy=ta, local_test_loss=hl, local_test_accuracy=ha, test_loss=sl, test_accuracy=sa)
+    metrics = dict(
+        training_loss=tl,
+        training_accuracy=ta,
+        local_test_loss=hl,
+        local_test_accuracy=ha,
+        test_loss=sl,
+        test_accuracy=sa,
+    )
     save_metrics(metrics, str(out_path))
     return metrics
 
@@ -90,12 +122,19 @@ def main(argv: list | None = None) -> int:
     "Command line of the package scripts: `build [OUT]`, `startup`, `train IN OUT`, `validate IN OUT`."
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ('build', 'startup', 'train', 'validate'):
-        print("usage: build [OUT] | startup | train IN OUT | validate IN OUT", file=sys.stderr); return 2
+        print("usage: build [OUT] | startup | train IN OUT | validate IN OUT", file=sys.stderr)
+        return 2
     cmd, args = argv[0], argv[1:]
     exp = package_experiment(Path.cwd())
-    if cmd == 'build': build(args[0] if args else 'seed.npz', exp); return 0
+    if cmd == 'build':
+        build(args[0] if args else 'seed.npz', exp)
+        return 0
     k = partition_id(exp)
-    if cmd == 'startup': prepare(exp); return 0                 # load (and cache) the data and check the partition
-    if len(args) != 2: print(f"usage: {cmd} IN OUT", file=sys.stderr); return 2
+    if cmd == 'startup':
+        prepare(exp)
+        return 0  # load (and cache) the data and check the partition
+    if len(args) != 2:
+        print(f"usage: {cmd} IN OUT", file=sys.stderr)
+        return 2
     (train if cmd == 'train' else validate)(args[0], args[1], exp, k)
     return 0

@@ -34,20 +34,23 @@ def experiment_from_config(run_config: dict, **override) -> Experiment:
     for key, v in dict(run_config).items():
         if key in APP_KEYS: continue
         name = key.replace('-', '_')
-        if name not in _FIELDS: raise ValueError(f"run config key {key!r} is not an Experiment field; fields: {', '.join(sorted(_FIELDS))}")
+        if name not in _FIELDS: raise ValueError(f"run config key {key!r} is not an Experiment field; fields: "
+                                                 f"{', '.join(sorted(_FIELDS))}")
         if name in ('ratios', 'fractions', 'root', 'valuation_horizon') and v == '': v = None
         elif name in ('ratios', 'fractions') and isinstance(v, str):
             try: v = json.loads(v)
             except json.JSONDecodeError as e: raise ValueError(f"run config {key}={v!r} must be a JSON list") from e
         kw[name] = v
     kw.update(override)
-    if kw.get('engine', 'flower') != 'flower': raise ValueError(f"engine={kw['engine']!r}: the Flower app trains engine='flower' experiments")
+    if kw.get('engine', 'flower') != 'flower': raise ValueError(f"engine={kw['engine']!r}: the Flower app trains "
+                                                                f"engine='flower' experiments")
     return Experiment(**{**kw, 'engine': 'flower'})
 
 def app_setting(run_config: dict, key: str) -> float:
     "An engine setting of the run config (`APP_KEYS`), checked."
     v = run_config.get(key, APP_KEYS[key])
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0: raise ValueError(f"{key}={v!r} must be a number of seconds > 0")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0: raise ValueError(f"{key}={v!r} must be a "
+                                                                                             f"number of seconds > 0")
     return float(v)
 
 # %% ../nbs/11_flower.ipynb #c011
@@ -63,7 +66,9 @@ def from_record(rec: ArrayRecord, device='cpu') -> dict:
 
 def partition_fingerprint(part, k: int) -> str:
     "A short hash of client k's training and held-out indices (server and SuperNodes must agree on it)."
-    h = hashlib.sha256(np.asarray(part[k], dtype=np.int64).tobytes() + b'|' + np.asarray(part.holdout[k], dtype=np.int64).tobytes())
+    h = hashlib.sha256(
+        np.asarray(part[k], dtype=np.int64).tobytes() + b'|' + np.asarray(part.holdout[k], dtype=np.int64).tobytes()
+    )
     return h.hexdigest()[:16]
 
 # %% ../nbs/11_flower.ipynb #c016
@@ -72,42 +77,80 @@ _PREPARED: dict = {}
 def prepared(exp: Experiment) -> tuple:
     "`prepare(exp)` (dataset, partition, model), built once per process and experiment."
     key = exp.id
-    if key not in _PREPARED: _PREPARED.clear(); _PREPARED[key] = prepare(exp)
+    if key not in _PREPARED:
+        _PREPARED.clear()
+        _PREPARED[key] = prepare(exp)
     return _PREPARED[key]
 
 def partition_id(context: Context, exp: Experiment) -> int:
     "The client this SuperNode serves: its `partition-id` node config, checked against the experiment."
     nc = context.node_config
-    if 'partition-id' not in nc: raise ValueError("this SuperNode has no partition-id: start it with --node-config \"partition-id=K num-partitions=N\"")
+    if 'partition-id' not in nc: raise ValueError("this SuperNode has no partition-id: start it with --node-config "
+                                                  "\"partition-id=K num-partitions=N\"")
     k = nc['partition-id']
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < exp.n_clients:
-        raise ValueError(f"partition-id={k!r} is out of range: must be an int in 0..{exp.n_clients - 1} (n_clients={exp.n_clients})")
+        raise ValueError(f"partition-id={k!r} is out of range: must be an int in 0..{exp.n_clients - 1} "
+                         f"(n_clients={exp.n_clients})")
     n = nc.get('num-partitions', exp.n_clients)
-    if n != exp.n_clients: raise ValueError(f"num-partitions={n!r} of this SuperNode differs from the run's n_clients={exp.n_clients}")
+    if n != exp.n_clients: raise ValueError(f"num-partitions={n!r} of this SuperNode differs from the run's "
+                                            f"n_clients={exp.n_clients}")
     return k
 
 def client_query(msg: Message, context: Context, exp: Experiment | None = None) -> Message:
     "Reply with this node's client id, partition fingerprint and fedland version."
-    exp = exp or experiment_from_config(context.run_config); k = partition_id(context, exp)
+    exp = exp or experiment_from_config(context.run_config)
+    k = partition_id(context, exp)
     _, part, _ = prepared(exp)
-    rec = ConfigRecord({'partition-id': k, 'fingerprint': partition_fingerprint(part, k), 'fedland': fedland.__version__,
-                        'n-train': len(part[k])})
+    rec = ConfigRecord(
+        {
+            'partition-id': k,
+            'fingerprint': partition_fingerprint(part, k),
+            'fedland': fedland.__version__,
+            'n-train': len(part[k]),
+        }
+    )
     return Message(RecordDict({'node': rec}), reply_to=msg)
 
 def client_train(msg: Message, context: Context, exp: Experiment | None = None) -> Message:
     "One client's part of a round (`client_step`) on the model in the message."
-    exp = exp or experiment_from_config(context.run_config); k = partition_id(context, exp)
+    exp = exp or experiment_from_config(context.run_config)
+    k = partition_id(context, exp)
     c = msg.content['config']
     if int(c['client']) != k: raise ValueError(f"message for client {c['client']} reached the node of client {k}")
     ds, part, net = prepared(exp)
     dev = context.node_config.get('device', 'cpu')
-    cfg = exp.fed_config(); X, Y = ds.x_train.to(dev), ds.y_train.to(dev)
+    cfg = exp.fed_config()
+    X, Y = ds.x_train.to(dev), ds.y_train.to(dev)
     params, buffers = from_record(msg.content['params'], dev), from_record(msg.content['buffers'], dev)
     corr = from_record(msg.content['correction'], dev) if 'correction' in msg.content else None
-    res, m = client_step(net.to(dev), params, buffers, X, Y, part[k], part.holdout[k], cfg.local, tuple(int(s) for s in c['seed']), corr, cfg.eval_batch_size)
-    out = RecordDict({'params': to_record(res.params), 'buffers': to_record(res.buffers),
-                      'metrics': MetricRecord({'n_samples': int(res.n_samples), 'steps': int(res.steps), 'loss': float(res.loss), 'acc': float(res.acc),
-                                               **{n: float(v) for n, v in m.items()}})})
+    res, m = client_step(
+        net.to(dev),
+        params,
+        buffers,
+        X,
+        Y,
+        part[k],
+        part.holdout[k],
+        cfg.local,
+        tuple(int(s) for s in c['seed']),
+        corr,
+        cfg.eval_batch_size,
+    )
+    out = RecordDict(
+        {
+            'params': to_record(res.params),
+            'buffers': to_record(res.buffers),
+            'metrics': MetricRecord(
+                {
+                    'n_samples': int(res.n_samples),
+                    'steps': int(res.steps),
+                    'loss': float(res.loss),
+                    'acc': float(res.acc),
+                    **{n: float(v) for n, v in m.items()},
+                }
+            ),
+        }
+    )
     return Message(out, reply_to=msg)
 
 def make_client_app(exp: Experiment | None = None) -> ClientApp:
@@ -123,12 +166,19 @@ client_app = make_client_app()
 
 # %% ../nbs/11_flower.ipynb #c024
 class FlowerClients:
-    "The clients' side of every round on a Flower federation (the `clients=` engine of `run_federated` / `run_experiment`)."
+    ("The clients' side of every round on a Flower federation (the `clients=` engine of `run_federated` / "
+     "`run_experiment`).")
     def __init__(self, grid: Grid, exp: Experiment,
                  node_timeout: float = 300.0,   # seconds to wait until every client's SuperNode is connected
                  round_timeout: float = 3600.0, # seconds to wait for a round's replies
-                 poll: float = 0.5):            # seconds between looks for new SuperNodes
-        self.grid, self.exp, self.node_timeout, self.round_timeout, self.poll = grid, exp, node_timeout, round_timeout, poll
+                 poll: float = 0.5):  # seconds between looks for new SuperNodes
+        self.grid, self.exp, self.node_timeout, self.round_timeout, self.poll = (
+            grid,
+            exp,
+            node_timeout,
+            round_timeout,
+            poll,
+        )
         self.node_of: dict = {}                 # client id -> SuperNode id
         self.seconds: list = []                 # wall time of each round's exchange
 
@@ -140,28 +190,45 @@ class FlowerClients:
         while len(self.node_of) < K:
             new = [n for n in self.grid.get_node_ids() if n not in asked]
             if new:
-                msgs = [Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY, group_id='connect') for n in new]
+                msgs = [
+                    Message(RecordDict(), dst_node_id=n, message_type=MessageType.QUERY, group_id='connect')
+                    for n in new
+                ]
                 for rep in self.grid.send_and_receive(msgs, timeout=max(1.0, t_end - time.monotonic())):
-                    n = rep.metadata.src_node_id; asked.add(n)
+                    n = rep.metadata.src_node_id
+                    asked.add(n)
                     if rep.has_error(): raise RuntimeError(f"SuperNode {n} cannot serve this run: {rep.error.reason}")
-                    info = rep.content['node']; k = int(info['partition-id'])
+                    info = rep.content['node']
+                    k = int(info['partition-id'])
                     if info['fedland'] != fedland.__version__:
-                        raise RuntimeError(f"SuperNode {n} (client {k}) runs fedland {info['fedland']}, the server {fedland.__version__}: install the same version everywhere")
+                        raise RuntimeError(f"SuperNode {n} (client {k}) runs fedland {info['fedland']}, the server "
+                                           f"{fedland.__version__}: install the same version everywhere")
                     if info['fingerprint'] != partition_fingerprint(part, k):
-                        raise RuntimeError(f"SuperNode {n} (client {k}) built a different partition than the server: same dataset files, seed and fedland version needed")
-                    if self.node_of.get(k, n) != n: raise RuntimeError(f"SuperNodes {self.node_of[k]} and {n} both serve partition-id={k}")
+                        raise RuntimeError(f"SuperNode {n} (client {k}) built a different partition than the server: "
+                                           f"same dataset files, seed and fedland version needed")
+                    if self.node_of.get(k, n) != n: raise RuntimeError(f"SuperNodes {self.node_of[k]} and {n} both "
+                                                                       f"serve partition-id={k}")
                     self.node_of[k] = n
-                    log(logging.INFO, "fedland: client %d is SuperNode %d (%d training samples)", k, n, int(info['n-train']))
+                    log(
+                        logging.INFO,
+                        "fedland: client %d is SuperNode %d (%d training samples)",
+                        k,
+                        n,
+                        int(info['n-train']),
+                    )
             if len(self.node_of) < K:
                 if time.monotonic() > t_end:
                     miss = sorted(set(range(K)) - set(self.node_of))
-                    raise TimeoutError(f"after node-timeout={self.node_timeout:g} s no SuperNode serves clients {miss} (of 0..{K - 1}); "
-                                       f"start one per missing client with --node-config \"partition-id=K num-partitions={K}\"")
+                    raise TimeoutError(f"after node-timeout={self.node_timeout:g} s no SuperNode serves clients "
+                                       f"{miss} (of 0..{K - 1}); "
+                                       f"start one per missing client with --node-config \"partition-id=K "
+                                       f"num-partitions={K}\"")
                 time.sleep(self.poll)
         return self.node_of
 
     def __call__(self, r: int, sampled: list, srv, seeds: list, corrs: list | None) -> tuple:
-        "Round r: send the global model to the sampled clients' SuperNodes; their `LocalResult`s and metrics in `sampled` order."
+        ("Round r: send the global model to the sampled clients' SuperNodes; their `LocalResult`s and metrics in "
+         "`sampled` order.")
         t0 = time.perf_counter()
         live = set(self.grid.get_node_ids())
         self.node_of = {k: n for k, n in self.node_of.items() if n in live}
@@ -169,32 +236,60 @@ class FlowerClients:
         dev = next(iter(srv.params.values())).device
         params, msgs = to_record(srv.params), []
         for i, (k, s) in enumerate(zip(sampled, seeds)):
-            content = RecordDict({'config': ConfigRecord({'round': int(r), 'client': int(k), 'seed': [int(x) for x in s]}),
-                                  'params': params, 'buffers': to_record(srv.client_buffers(k))})
+            content = RecordDict(
+                {
+                    'config': ConfigRecord({'round': int(r), 'client': int(k), 'seed': [int(x) for x in s]}),
+                    'params': params,
+                    'buffers': to_record(srv.client_buffers(k)),
+                }
+            )
             if corrs is not None: content['correction'] = to_record(corrs[i])
             msgs.append(Message(content, dst_node_id=self.node_of[k], message_type=MessageType.TRAIN, group_id=str(r)))
-        replies = {rep.metadata.src_node_id: rep for rep in self.grid.send_and_receive(msgs, timeout=self.round_timeout)}
+        replies = {
+            rep.metadata.src_node_id: rep for rep in self.grid.send_and_receive(msgs, timeout=self.round_timeout)
+        }
         missing = [k for k in sampled if self.node_of[k] not in replies]
-        if missing: raise TimeoutError(f"round {r}: no reply from clients {missing} within round-timeout={self.round_timeout:g} s")
+        if missing: raise TimeoutError(f"round {r}: no reply from clients {missing} within "
+                                       f"round-timeout={self.round_timeout:g} s")
         results, metrics = [], []
         for k in sampled:
             rep = replies[self.node_of[k]]
-            if rep.has_error(): raise RuntimeError(f"round {r}: client {k} (SuperNode {self.node_of[k]}) failed: {rep.error.reason}")
+            if rep.has_error(): raise RuntimeError(f"round {r}: client {k} (SuperNode {self.node_of[k]}) failed: "
+                                                   f"{rep.error.reason}")
             m = rep.content['metrics']
-            results.append(LocalResult(from_record(rep.content['params'], dev), from_record(rep.content['buffers'], dev),
-                                       int(m['n_samples']), int(m['steps']), float(m['loss']), float(m['acc'])))
+            results.append(
+                LocalResult(
+                    from_record(rep.content['params'], dev),
+                    from_record(rep.content['buffers'], dev),
+                    int(m['n_samples']),
+                    int(m['steps']),
+                    float(m['loss']),
+                    float(m['acc']),
+                )
+            )
             metrics.append({n: float(m[n]) for n in ('global_loss', 'global_acc', 'local_test_loss', 'local_test_acc')})
         self.seconds.append(time.perf_counter() - t0)
-        log(logging.INFO, "fedland: round %d/%d, %d clients, %.2f s", r, self.exp.rounds, len(sampled), self.seconds[-1])
+        log(
+            logging.INFO, "fedland: round %d/%d, %d clients, %.2f s", r, self.exp.rounds, len(sampled), self.seconds[-1]
+        )
         return results, metrics
 
 # %% ../nbs/11_flower.ipynb #c026
 def server_main(grid: Grid, context: Context, exp: Experiment | None = None):
-    "Run the experiment of the run config (or `exp`) with its rounds on the federation's SuperNodes; everything goes into its store."
+    ("Run the experiment of the run config (or `exp`) with its rounds on the federation's SuperNodes; everything goes "
+     "into its store.")
     rc = context.run_config
     exp = exp or experiment_from_config(rc)
     eng = FlowerClients(grid, exp, app_setting(rc, 'node-timeout'), app_setting(rc, 'round-timeout'))
-    log(logging.INFO, "fedland: experiment %s [%s], %d clients, %d rounds, store %s", exp.name, exp.id, exp.n_clients, exp.rounds, exp.store)
+    log(
+        logging.INFO,
+        "fedland: experiment %s [%s], %d clients, %d rounds, store %s",
+        exp.name,
+        exp.id,
+        exp.n_clients,
+        exp.rounds,
+        exp.store,
+    )
     res = run_experiment(exp, progress=False, clients=eng)
     log(logging.INFO, "fedland: %r", res)
     return res

@@ -19,7 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from .models import param_dict, buffer_dict, flatten, unflatten, piecewise_linear_graph, _NotBatchable, _conv, _graph_logits, _own_params
+from fedland.models import (
+    param_dict,
+    buffer_dict,
+    flatten,
+    unflatten,
+    piecewise_linear_graph,
+    _NotBatchable,
+    _conv,
+    _graph_logits,
+    _own_params,
+)
 
 # %% ../nbs/05_landscape.ipynb #c007
 def _spec(params: dict) -> list:
@@ -35,21 +45,28 @@ def as_params(x) -> dict:
 def random_direction(params,                # model or parameter dict the direction is scaled to
                      seed: int = 0,         # seed of the Gaussian draw
                      norm: str | None = 'filter',  # 'filter' (Li et al.), 'layer' (per tensor), or None (raw Gaussian)
-                     ignore: str | None = 'biasbn',  # 'biasbn': zero 1-dim tensors (biases, norm affine); None: set them to θ (Li et al.)
+                     # 'biasbn': zero 1-dim tensors (biases, norm affine); None: set them to θ (Li et al.)
+                     ignore: str | None = 'biasbn',
                      layers: list | None = None,     # only perturb parameters whose names start with one of these
                     ) -> dict:
-    "A Gaussian direction in parameter space, filter-normalised by default; BatchNorm running statistics are never part of it."
+    ("A Gaussian direction in parameter space, filter-normalised by default; BatchNorm running statistics are never "
+     "part of it.")
     p = as_params(params)
     if norm not in ('filter', 'layer', None): raise ValueError(f"norm={norm!r} must be 'filter', 'layer' or None")
     if ignore not in ('biasbn', None): raise ValueError(f"ignore={ignore!r} must be 'biasbn' or None")
-    if layers is not None and not any(k.startswith(tuple(layers)) for k in p): raise ValueError(f"layers={layers!r} match no parameter; names are {list(p)[:6]}…")
-    g = torch.Generator().manual_seed(int(seed)); d = {}
+    if layers is not None and not any(k.startswith(tuple(layers)) for k in p): raise ValueError(f"layers={layers!r} "
+                                                                                                f"match no parameter; "
+                                                                                                f"names are "
+                                                                                                f"{list(p)[:6]}…")
+    g = torch.Generator().manual_seed(int(seed))
+    d = {}
     for k, w in p.items():
         r = torch.randn(w.shape, generator=g, dtype=torch.float32).to(w.device, w.dtype)
         if layers is not None and not k.startswith(tuple(layers)): r.zero_()
         elif w.ndim <= 1 and norm is not None: r = torch.zeros_like(w) if ignore == 'biasbn' else w.clone()
         elif norm == 'filter':
-            rn = r.reshape(len(r), -1).norm(dim=1).clamp(min=1e-12); wn = w.reshape(len(w), -1).norm(dim=1)
+            rn = r.reshape(len(r), -1).norm(dim=1).clamp(min=1e-12)
+            wn = w.reshape(len(w), -1).norm(dim=1)
             r = r * (wn / rn).view(-1, *[1] * (w.ndim - 1))
         elif norm == 'layer': r = r * (w.norm() / r.norm().clamp(min=1e-12))
         d[k] = r
@@ -100,36 +117,53 @@ def _as_flat(x, spec=None) -> torch.Tensor:
 def _check_direction(d, params: dict, name: str) -> torch.Tensor:
     "A direction (dict or flat) as a flat vector matching `params`."
     if isinstance(d, dict):
-        if _spec({k: v for k, v in d.items()}) != _spec(params): raise ValueError(f"{name} does not match the model (parameter names or shapes differ)")
+        if _spec({k: v for k, v in d.items()}) != _spec(params): raise ValueError(f"{name} does not match the model "
+                                                                                  f"(parameter names or shapes "
+                                                                                  f"differ)")
         d = flatten(d)
     n = sum(v.numel() for v in params.values())
     if d.ndim != 1 or d.numel() != n: raise ValueError(f"{name} has {d.numel()} entries, the model has {n} parameters")
     return d.detach().float()
 
-def random_plane(model, seed: int = 0, norm: str | None = 'filter', ignore: str | None = 'biasbn', layers=None) -> Plane:
+def random_plane(
+    model, seed: int = 0, norm: str | None = 'filter', ignore: str | None = 'biasbn', layers=None
+) -> Plane:
     "Plane through `model` spanned by two independently drawn, filter-normalised Gaussian directions."
     p = as_params(model)
-    d1 = flatten(random_direction(p, seed, norm, ignore, layers)); d2 = flatten(random_direction(p, seed + 10_007, norm, ignore, layers))
+    d1 = flatten(random_direction(p, seed, norm, ignore, layers))
+    d2 = flatten(random_direction(p, seed + 10_007, norm, ignore, layers))
     cos = float(d1 @ d2 / (d1.norm() * d2.norm()))
-    return Plane(flatten(p).float(), d1, d2, _spec(p), 'random', {'cosine': cos, 'seed': seed, 'norm': norm, 'ignore': ignore})
+    return Plane(
+        flatten(p).float(), d1, d2, _spec(p), 'random', {'cosine': cos, 'seed': seed, 'norm': norm, 'ignore': ignore}
+    )
 
 def plane_from_directions(model, d1, d2=None) -> Plane:
     "Plane through `model` along given directions (dicts or flat vectors), checked against the model."
     p = as_params(model)
-    return Plane(flatten(p).float(), _check_direction(d1, p, 'd1'), None if d2 is None else _check_direction(d2, p, 'd2'), _spec(p), 'custom')
+    return Plane(
+        flatten(p).float(),
+        _check_direction(d1, p, 'd1'),
+        None if d2 is None else _check_direction(d2, p, 'd2'),
+        _spec(p),
+        'custom',
+    )
 
 def model_plane(origin, a, b) -> Plane:
     "Plane through three models: origin θ₀ and unit axes from Gram–Schmidt of (θ_a − θ₀, θ_b − θ₀)."
-    p = as_params(origin); spec = _spec(p); o = flatten(p).float()
+    p = as_params(origin)
+    spec = _spec(p)
+    o = flatten(p).float()
     u, v = _as_flat(a, spec) - o, _as_flat(b, spec) - o
     if u.norm() == 0: raise ValueError("model a equals the origin: no plane")
-    e1 = u / u.norm(); w = v - (v @ e1) * e1
+    e1 = u / u.norm()
+    w = v - (v @ e1) * e1
     if w.norm() <= 1e-7 * v.norm().clamp(min=1e-30): raise ValueError("the three models are collinear: no plane")
     e2 = w / w.norm()
     return Plane(o, e1, e2, spec, 'models', {'a': (float(u @ e1), 0.0), 'b': (float(v @ e1), float(v @ e2))})
 
 def pca_plane(trajectory: list, spec=None, final=None) -> Plane:
-    "Plane through the final model along the top two principal directions of (θ_t − θ_final); `info` has explained variance."
+    ("Plane through the final model along the top two principal directions of (θ_t − θ_final); `info` has explained "
+     "variance.")
     T = torch.stack([_as_flat(t, spec) for t in trajectory]).double()
     if len(T) < 3: raise ValueError(f"trajectory has {len(T)} models; a PCA plane needs at least 3")
     f = T[-1] if final is None else _as_flat(final, spec).double()
@@ -137,19 +171,30 @@ def pca_plane(trajectory: list, spec=None, final=None) -> Plane:
     _, S, Vh = torch.linalg.svd(M - M.mean(0), full_matrices=False)
     ev = (S ** 2 / (S ** 2).sum()).tolist()
     if spec is None: spec = [('theta', (T.shape[1],))]
-    return Plane(f.float(), Vh[0].float(), Vh[1].float(), spec, 'pca', {'explained_variance': ev[:2], 'explained_total': sum(ev[:2])})
+    return Plane(
+        f.float(),
+        Vh[0].float(),
+        Vh[1].float(),
+        spec,
+        'pca',
+        {'explained_variance': ev[:2], 'explained_total': sum(ev[:2])},
+    )
 
 def line(a, b) -> Plane:
     "The 1-D slice θ(t) = θ_a + t(θ_b − θ_a): t = 0 is model a, t = 1 is model b."
-    p = as_params(a); spec = _spec(p); o = flatten(p).float()
+    p = as_params(a)
+    spec = _spec(p)
+    o = flatten(p).float()
     return Plane(o, _as_flat(b, spec) - o, None, spec, 'line')
 
 # %% ../nbs/05_landscape.ipynb #c018
 def fit_range(plane: Plane, models, margin: float = 0.25) -> dict:
-    "`xrange`/`yrange` covering the projections of `models` (dict or list), widened by `margin` × their extent on each side."
+    ("`xrange`/`yrange` covering the projections of `models` (dict or list), widened by `margin` × their extent on "
+     "each side.")
     vs = list(models.values()) if isinstance(models, dict) else list(models)
     if not vs: raise ValueError("fit_range needs at least one model")
-    pts = np.array([plane.project(v)[:2] for v in vs]); lo, hi = pts.min(0), pts.max(0)
+    pts = np.array([plane.project(v)[:2] for v in vs])
+    lo, hi = pts.min(0), pts.max(0)
     m = margin * np.maximum(hi - lo, 1e-3)
     r = dict(xrange=(float(lo[0] - m[0]), float(hi[0] + m[0])))
     if plane.ndim == 2: r['yrange'] = (float(lo[1] - m[1]), float(hi[1] + m[1]))
@@ -189,14 +234,24 @@ class Landscape:
         return (self.loss - p * self.client_loss[k]) / (1 - p)
     def save(self, path: str | os.PathLike):
         "Write an `.npz` artifact (atomic; no pickles)."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-        arr = dict(x=self.x, loss=self.loss, acc=self.acc, client_loss=self.client_loss, client_acc=self.client_acc, weights=self.weights,
-                   kind=np.array(self.kind), point_names=np.array(list(self.points), dtype=str),
-                   point_coords=np.array([self.points[n] for n in self.points], dtype=np.float64).reshape(-1, 3))
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arr = dict(
+            x=self.x,
+            loss=self.loss,
+            acc=self.acc,
+            client_loss=self.client_loss,
+            client_acc=self.client_acc,
+            weights=self.weights,
+            kind=np.array(self.kind),
+            point_names=np.array(list(self.points), dtype=str),
+            point_coords=np.array([self.points[n] for n in self.points], dtype=np.float64).reshape(-1, 3),
+        )
         for n in ('y', 'test_loss', 'test_acc'):
             if getattr(self, n) is not None: arr[n] = getattr(self, n)
         tmp = path.with_name(path.name + '.tmp.npz')
-        np.savez_compressed(tmp, **arr); os.replace(tmp, path)
+        np.savez_compressed(tmp, **arr)
+        os.replace(tmp, path)
     @classmethod
     def load(cls, path: str | os.PathLike) -> 'Landscape':
         "Read an artifact written by `save`; a damaged file is an error naming it."
@@ -205,11 +260,13 @@ class Landscape:
             pts = {str(n): tuple(float(v) for v in c) for n, c in zip(a['point_names'], a['point_coords'])}
             return cls(a['x'], a.get('y'), a['loss'], a['acc'], a['client_loss'], a['client_acc'], a['weights'],
                        a.get('test_loss'), a.get('test_acc'), pts, str(a['kind']))
-        except Exception as e: raise RuntimeError(f"landscape artifact {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
+        except Exception as e: raise RuntimeError(f"landscape artifact {path} is corrupt or unreadable "
+                                                  f"({type(e).__name__}: {e})") from e
 
 # %% ../nbs/05_landscape.ipynb #c023
 def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    "Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on a CPU than log_softmax)."
+    ("Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on "
+     "a CPU than log_softmax).")
     return torch.logsumexp(out, -1) - out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
 
 def _combine(cf, D: torch.Tensor) -> torch.Tensor:
@@ -217,64 +274,92 @@ def _combine(cf, D: torch.Tensor) -> torch.Tensor:
     return (cf @ D.reshape(len(D), -1)).view(len(cf), *D.shape[1:])
 
 def _first_layer(mod, name, x, dirs, cf, cache):
-    "A Linear or conv layer on the data itself is linear in θ: evaluated once per direction (kept for the data batch), combined for every point."
+    ("A Linear or conv layer on the data itself is linear in θ: evaluated once per direction (kept for the data "
+     "batch), combined for every point.")
     J, G, B = len(dirs), len(cf), len(x)
     if name not in cache:
-        W = torch.cat([d[name + '.weight'] for d in dirs]); b = torch.cat([d[name + '.bias'] for d in dirs]) if mod.bias is not None else None
+        W = torch.cat([d[name + '.weight'] for d in dirs])
+        b = torch.cat([d[name + '.bias'] for d in dirs]) if mod.bias is not None else None
         if isinstance(mod, nn.Linear):
             if x.ndim != 2: raise _NotBatchable(name)
             cache[name] = ('gb', F.linear(x, W, b).view(B, J, -1).transpose(0, 1).contiguous(), None)   # (J, B, out)
         else:
             if mod.groups != 1: raise _NotBatchable(name)
-            y = _conv(mod, x, W, b, 1)                                                    # (B, J·C, *S), channels innermost
-            cache[name] = ('ch', y.movedim(1, -1).reshape(-1, J, mod.out_channels), y.shape[2:])   # (B·∏S, J, C): a view
+            # (B, J·C, *S), channels innermost
+            y = _conv(mod, x, W, b, 1)
+            # (B·∏S, J, C): a view
+            cache[name] = ('ch', y.movedim(1, -1).reshape(-1, J, mod.out_channels), y.shape[2:])
     kind, y, S = cache[name]
     if kind == 'gb': return (cf @ y.view(J, -1)).view(G * B, *y.shape[2:]), 'gb'
     return torch.matmul(cf, y).view(B, *S, G * y.shape[-1]).movedim(-1, 1), 'ch'
 
 def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None, tick=1.0):
-    "Summed losses and correct counts per (point, client) of a piecewise-linear network at every point Σ_j coef[g, j]·dirs[j] (dirs[0] the origin, coefficient 1)."
-    G, K = len(coef), onehot.shape[1]; dev = X.device
-    L = torch.zeros(G, K, dtype=torch.float64, device=dev); C = torch.zeros_like(L)
+    ("Summed losses and correct counts per (point, client) of a piecewise-linear network at every point Σ_j coef[g, "
+     "j]·dirs[j] (dirs[0] the origin, coefficient 1).")
+    G, K = len(coef), onehot.shape[1]
+    dev = X.device
+    L = torch.zeros(G, K, dtype=torch.float64, device=dev)
+    C = torch.zeros_like(L)
     stacks = {}   # layer name -> its directions stacked (J, ...) per parameter
     def stack(name, mod):
-        if name not in stacks: stacks[name] = {n: torch.stack([d[f'{name}.{n}'] for d in dirs]) for n in _own_params(mod)}
+        if name not in stacks:
+            stacks[name] = {n: torch.stack([d[f'{name}.{n}'] for d in dirs]) for n in _own_params(mod)}
         return stacks[name]
     for s in range(0, len(Y), batch_size):
         x, y, oh, cache = X[s:s + batch_size], Y[s:s + batch_size], onehot[s:s + batch_size], {}
         for g in range(0, G, chunk):
             cf = coef[g:g + chunk]
-            out = _graph_logits(gm, x, lambda name, mod: {n: _combine(cf, D) for n, D in stack(name, mod).items()}, buffers, len(cf), True,
-                                lambda mod, name, h: _first_layer(mod, name, h, dirs, cf, cache)); c = len(out)
+            out = _graph_logits(
+                gm,
+                x,
+                lambda name, mod: {n: _combine(cf, D) for n, D in stack(name, mod).items()},
+                buffers,
+                len(cf),
+                True,
+                lambda mod, name, h: _first_layer(mod, name, h, dirs, cf, cache),
+            )
+            c = len(out)
             l = _nll(out, y)
-            lc = torch.stack([l, (out.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, len(y)) @ oh   # both per-client sums in one GEMM
-            L[g:g + c] += lc[:c].double(); C[g:g + c] += lc[c:].double()
+            # both per-client sums in one GEMM
+            lc = torch.stack([l, (out.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, len(y)) @ oh
+            L[g:g + c] += lc[:c].double()
+            C[g:g + c] += lc[c:].double()
         if bar is not None: bar.update(tick)
     return L, C
 
 def _points_losses(model, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar=None, tick=1.0):
     "The batched-points engine: (summed losses, correct counts) per (point, client); an error where it does not apply."
     gm = piecewise_linear_graph(model)
-    if gm is None: raise ValueError(f"engine='points' needs a network piecewise linear in every parameter; {type(model).__name__} is not one (use engine='auto')")
+    if gm is None: raise ValueError(f"engine='points' needs a network piecewise linear in every parameter; "
+                                    f"{type(model).__name__} is not one (use engine='auto')")
     return _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk, bar, tick)
 
 def _vmap_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
-    "The vmap engine: summed losses and correct counts per (grid point, client) for stacked parameter vectors `flats` (G, P)."
-    G = len(flats); stacked, i = {}, 0
+    ("The vmap engine: summed losses and correct counts per (grid point, client) for stacked parameter vectors "
+     "`flats` (G, P).")
+    G = len(flats)
+    stacked, i = {}, 0
     for n, s in spec:
-        k = math.prod(s); stacked[n] = flats[:, i:i + k].reshape(G, *s); i += k
+        k = math.prod(s)
+        stacked[n] = flats[:, i:i + k].reshape(G, *s)
+        i += k
     f = vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
-    L = torch.zeros(G, onehot.shape[1], dtype=torch.float64, device=flats.device); C = torch.zeros_like(L)
+    L = torch.zeros(G, onehot.shape[1], dtype=torch.float64, device=flats.device)
+    C = torch.zeros_like(L)
     for s in range(0, len(X), batch_size):
-        out = f(stacked, X[s:s + batch_size]); y = Y[s:s + batch_size]; B = len(y)
+        out = f(stacked, X[s:s + batch_size])
+        y = Y[s:s + batch_size]
+        B = len(y)
         l = _nll(out, y)
         c = (out.argmax(-1) == y[None]).to(l.dtype)
         oh = onehot[s:s + batch_size].to(l.dtype)
-        L += (l @ oh).double(); C += (c @ oh).double()
+        L += (l @ oh).double()
+        C += (c @ oh).double()
     return L, C
 
 def _loop_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
-    "The plain engine: one forward pass per point and data batch (full-size GEMMs, no batching over points); per-client sums as in the others."
+    ("The plain engine: one forward pass per point and data batch (full-size GEMMs, no batching over points); "
+     "per-client sums as in the others.")
     L = torch.zeros(len(flats), onehot.shape[1], dtype=torch.float64, device=flats.device)
     C = torch.zeros_like(L)
     for g, flat in enumerate(flats):
@@ -292,7 +377,8 @@ GRID_ENGINES = ('auto', 'points', 'vmap', 'loop')
 def grid_losses(model: nn.Module,        # architecture, in eval mode
                 directions: torch.Tensor,   # (J, P) flat directions; the first is the origin θ₀
                 coefs: torch.Tensor,        # (G, J) coefficients; points are Σ_j coefs[g, j]·directions[j]
-                X: torch.Tensor, Y: torch.Tensor, onehot: torch.Tensor,   # data and each sample's client as a one-hot row
+                # data and each sample's client as a one-hot row
+                X: torch.Tensor, Y: torch.Tensor, onehot: torch.Tensor,
                 buffers: dict,              # buffers to evaluate with
                 engine: str = 'points',     # 'points', 'vmap' or 'loop' (`choose_engine` picks one for 'auto')
                 batch_size: int | None = None, chunk_points: int | None = None,
@@ -305,7 +391,8 @@ def grid_losses(model: nn.Module,        # architecture, in eval mode
         bs = batch_size or 128
         tick = len(coefs) / max(1, -(-len(Y) // bs))   # the bar counts points; this engine walks data batches
         return _points_losses(model, dirs, coefs, X, Y, onehot, buffers, bs, chunk_points or 32, bar, tick)
-    if engine not in ('vmap', 'loop'): raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES[1:])}")
+    if engine not in ('vmap', 'loop'): raise ValueError(f"engine={engine!r} must be one of "
+                                                        f"{', '.join(GRID_ENGINES[1:])}")
     f, bs = (_vmap_losses, batch_size or 1024) if engine == 'vmap' else (_loop_losses, batch_size or 4096)
     cp = chunk_points or 32
     L = torch.zeros(len(coefs), onehot.shape[1], dtype=torch.float64, device=X.device)
@@ -315,13 +402,15 @@ def grid_losses(model: nn.Module,        # architecture, in eval mode
         if bar is not None: bar.update(len(coefs[s:s + cp]))
     return L, C
 
-ENGINE_CHOICES = {}   # what `choose_engine` measured: (network, data shape, device, threads, settings) -> (engine, seconds)
+# what `choose_engine` measured: (network, data shape, device, threads, settings) -> (engine, seconds)
+ENGINE_CHOICES = {}
 
 def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tensor, X: torch.Tensor, Y: torch.Tensor,
                   buffers: dict, batch_size: int | None = None, chunk_points: int | None = None,
                   probe_samples: int = 512,    # samples the probe evaluates
                  ) -> tuple:
-    "The faster engine for this network, data, grid and machine: (name, seconds per engine), measured once on a probe and remembered."
+    ("The faster engine for this network, data, grid and machine: (name, seconds per engine), measured once on a "
+     "probe and remembered.")
     n_pts = min(len(coefs), chunk_points or 32)
     key = (type(model).__qualname__, tuple(_spec(param_dict(model))), tuple(X.shape[1:]), str(X.device),
            torch.get_num_threads(), len(directions), n_pts, batch_size, chunk_points)
@@ -358,20 +447,27 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
                   xrange: tuple | None = None, yrange: tuple | None = None,  # explicit (lo, hi) per axis
                   models: dict | None = None,  # name -> model/params/flat to project onto the plane
                   buffers: dict | None = None, # buffers to evaluate with (default: the model's)
-                  chunk_points: int | None = None,  # grid points evaluated together (memory ∝ chunk_points × batch_size); default 32
+                  # grid points evaluated together (memory ∝ chunk_points × batch_size); default 32
+                  chunk_points: int | None = None,
                   batch_size: int | None = None,    # samples per forward pass; default 128 (vmap 1024, loop 4096)
                   progress: bool = True,     # tqdm bar for long grids
-                  engine: str = 'auto',      # 'points' (a chunk of points at once: piecewise-linear networks), 'vmap' (any network), 'loop' (one point at a time), 'auto' (the faster, measured)
+                  # 'points' (a chunk of points at once: piecewise-linear networks), 'vmap' (any network), 'loop' (one
+                  # point at a time), 'auto' (the faster, measured)
+                  engine: str = 'auto',
                  ) -> Landscape:
     "Global, per-client and test losses on a 1-D or 2-D grid, from one pass over the data per grid point."
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2: raise ValueError(f"steps={steps!r} must be an int ≥ 2")
-    if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0): raise ValueError(f"span={span!r} must be > 0")
+    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
+        raise ValueError(f"steps={steps!r} must be an int ≥ 2")
+    if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
+        raise ValueError(f"span={span!r} must be > 0")
     if plane.ndim == 1 and yrange is not None: raise ValueError("yrange given for a 1-D line")
     if engine not in GRID_ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES)}")
     for n_, v_ in (('chunk_points', chunk_points), ('batch_size', batch_size)):
-        if v_ is not None and (isinstance(v_, bool) or not isinstance(v_, (int, np.integer)) or v_ < 1): raise ValueError(f"{n_}={v_!r} must be an int ≥ 1 (or None for the default)")
+        if v_ is not None and (isinstance(v_, bool) or not isinstance(v_, (int, np.integer)) or v_ < 1):
+            raise ValueError(f"{n_}={v_!r} must be an int ≥ 1 (or None for the default)")
     spec = [(n, tuple(s)) for n, s in plane.spec]
-    if spec != _spec(param_dict(model)): raise ValueError("plane does not match the model (parameter names or shapes differ)")
+    if spec != _spec(param_dict(model)):
+        raise ValueError("plane does not match the model (parameter names or shapes differ)")
     dev = next(model.parameters()).device
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
     owner = torch.as_tensor(owner).to(dev)
@@ -379,17 +475,26 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     K = int(owner.max()) + 1 if len(owner) else 0
     keep = owner >= 0
     n_k = torch.bincount(owner[keep], minlength=K)
-    if K == 0 or (n_k == 0).any(): raise ValueError(f"client {int((n_k == 0).nonzero()[0]) if K else 0} has no data: every client id in owner needs samples")
+    if K == 0 or (n_k == 0).any():
+        raise ValueError(
+            f"client {int((n_k == 0).nonzero()[0]) if K else 0} has no data: every client id in owner needs samples"
+        )
     X, Y, own = X.to(dev)[keep], Y.to(dev)[keep], owner[keep]
     onehot = F.one_hot(own, K).float()
-    xs = _grid(xrange, steps, span); ys = _grid(yrange, steps, span) if plane.ndim == 2 else None
+    xs = _grid(xrange, steps, span)
+    ys = _grid(yrange, steps, span) if plane.ndim == 2 else None
     if ys is None: A, B = torch.as_tensor(xs, dtype=torch.float32), None
     else:
-        gy, gx = np.meshgrid(ys, xs, indexing='ij'); A, B = torch.as_tensor(gx.ravel(), dtype=torch.float32), torch.as_tensor(gy.ravel(), dtype=torch.float32)
+        gy, gx = np.meshgrid(ys, xs, indexing='ij')
+        A, B = torch.as_tensor(gx.ravel(), dtype=torch.float32), torch.as_tensor(gy.ravel(), dtype=torch.float32)
     buffers = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
-    pl = Plane(*(t.to(dev) if isinstance(t, torch.Tensor) else t for t in (plane.origin, plane.d1, plane.d2)), plane.spec)
+    pl = Plane(
+        *(t.to(dev) if isinstance(t, torch.Tensor) else t for t in (plane.origin, plane.d1, plane.d2)), plane.spec
+    )
     G, TL = len(A), None
-    if X_test is not None: Xt, Yt = X_test.to(dev), Y_test.to(dev); oht = torch.ones(len(Yt), 1, device=dev)
+    if X_test is not None:
+        Xt, Yt = X_test.to(dev), Y_test.to(dev)
+        oht = torch.ones(len(Yt), 1, device=dev)
     from tqdm.auto import tqdm
     D = torch.stack([v for v in (pl.origin, pl.d1, pl.d2) if v is not None])
     coef = torch.stack([torch.ones_like(A), A] + ([B] if B is not None else []), 1).to(dev)
@@ -399,17 +504,22 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
         if engine == 'auto': engine = choose_engine(model, D, coef, X, Y, buffers, batch_size, chunk_points)[0]
         with tqdm(total=G * (1 + (X_test is not None)), desc=f'landscape ({engine})', disable=not progress or G <= 16,
                   leave=False, unit='point') as bar:
-            L, C = (t.cpu() for t in grid_losses(model, D, coef, X, Y, onehot, buffers, engine, batch_size, chunk_points, bar))
+            L, C = (
+                t.cpu()
+                for t in grid_losses(model, D, coef, X, Y, onehot, buffers, engine, batch_size, chunk_points, bar)
+            )
             if X_test is not None:
                 TL, TC = (t.cpu() for t in grid_losses(model, D, coef, Xt, Yt, oht, buffers, engine, batch_size,
                                                          chunk_points, bar))
     finally: model.train(was)
-    nk = n_k.double().cpu(); w = (nk / nk.sum()).numpy()
+    nk = n_k.double().cpu()
+    w = (nk / nk.sum()).numpy()
     shape = (len(ys), len(xs)) if ys is not None else (len(xs),)
     cl, ca = (L / nk).T.numpy().reshape(K, *shape), (C / nk).T.numpy().reshape(K, *shape)
     loss, acc = (L.sum(1) / nk.sum()).numpy().reshape(shape), (C.sum(1) / nk.sum()).numpy().reshape(shape)
     tl = ta = None
-    if TL is not None: tl, ta = (TL[:, 0] / len(Y_test)).numpy().reshape(shape), (TC[:, 0] / len(Y_test)).numpy().reshape(shape)
+    if TL is not None:
+        tl, ta = (TL[:, 0] / len(Y_test)).numpy().reshape(shape), (TC[:, 0] / len(Y_test)).numpy().reshape(shape)
     pts = {n: plane.project(v) for n, v in (models or {}).items()}
     return Landscape(xs, ys, loss, acc, cl, ca, w, tl, ta, pts, plane.kind, dict(plane.info), plane)
 
@@ -424,16 +534,24 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
                   buffers: dict | None = None,       # buffers to evaluate with (default: the model's)
                   chunk_points: int | None = None, batch_size: int | None = None,
                   engine: str = 'auto') -> tuple:   # as in `evaluate_grid`
-    "Mean loss and accuracy, shape (G, K), of every point θ₀ + Σ_j c_gj·d_j on every client's samples, in one pass over the data."
+    ("Mean loss and accuracy, shape (G, K), of every point θ₀ + Σ_j c_gj·d_j on every client's samples, in one pass "
+     "over the data.")
     if engine not in GRID_ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES)}")
-    spec = _spec(param_dict(model)); dev = next(model.parameters()).device
-    o = _as_flat(origin, spec).to(dev); D = torch.as_tensor(directions, dtype=torch.float32).to(dev)
+    spec = _spec(param_dict(model))
+    dev = next(model.parameters()).device
+    o = _as_flat(origin, spec).to(dev)
+    D = torch.as_tensor(directions, dtype=torch.float32).to(dev)
     cf = torch.as_tensor(np.asarray(coefs, dtype=np.float32)).to(dev)
-    if D.ndim != 2 or D.shape[1] != len(o): raise ValueError(f"directions must have shape (J, {len(o)}), got {tuple(D.shape)}")
-    if cf.ndim != 2 or cf.shape[1] != len(D): raise ValueError(f"coefs must have shape (G, {len(D)}), got {tuple(cf.shape)}")
+    if D.ndim != 2 or D.shape[1] != len(o): raise ValueError(f"directions must have shape (J, {len(o)}), got "
+                                                             f"{tuple(D.shape)}")
+    if cf.ndim != 2 or cf.shape[1] != len(D): raise ValueError(f"coefs must have shape (G, {len(D)}), got "
+                                                               f"{tuple(cf.shape)}")
     owner = torch.zeros(len(Y), dtype=torch.long) if owner is None else torch.as_tensor(owner)
-    owner = owner.to(dev); keep = owner >= 0; X, Y, own = X.to(dev)[keep], Y.to(dev)[keep], owner[keep]
-    K = int(own.max()) + 1 if len(own) else 0; n_k = torch.bincount(own, minlength=K)
+    owner = owner.to(dev)
+    keep = owner >= 0
+    X, Y, own = X.to(dev)[keep], Y.to(dev)[keep], owner[keep]
+    K = int(own.max()) + 1 if len(own) else 0
+    n_k = torch.bincount(own, minlength=K)
     if K == 0 or (n_k == 0).any(): raise ValueError("every client id in owner needs samples")
     onehot = F.one_hot(own, K).float()
     bufs = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}

@@ -32,29 +32,35 @@ class PartitionWarning(UserWarning):
 # %% ../nbs/01_partition.ipynb #c008
 def split_counts(n: int, weights, min_count: int = 0) -> np.ndarray:
     "Split `n` items into integer counts proportional to `weights` (largest remainder), each ≥ `min_count`."
-    w = np.asarray(weights, dtype=float); w = w / w.sum()
-    raw = n * w; c = np.floor(raw).astype(np.int64)
+    w = np.asarray(weights, dtype=float)
+    w = w / w.sum()
+    raw = n * w
+    c = np.floor(raw).astype(np.int64)
     rem = n - c.sum()
     if rem: c[np.argsort(-(raw - c), kind='stable')[:rem]] += 1
     while min_count and c.min() < min_count:  # move single items from the largest to the smallest
-        c[np.argmin(c)] += 1; c[np.argmax(c)] -= 1
+        c[np.argmin(c)] += 1
+        c[np.argmax(c)] -= 1
     return c
 
 # %% ../nbs/01_partition.ipynb #c012
 def label_entropy(counts) -> np.ndarray:
     "Shannon entropy (bits) of each row's label distribution."
-    c = np.atleast_2d(np.asarray(counts, dtype=float)); p = c / c.sum(1, keepdims=True)
+    c = np.atleast_2d(np.asarray(counts, dtype=float))
+    p = c / c.sum(1, keepdims=True)
     with np.errstate(divide='ignore', invalid='ignore'): t = np.where(p > 0, -p * np.log2(p), 0.0)
     return t.sum(1)
 
 def tv_distance(counts, reference) -> np.ndarray:
     "Total-variation distance of each row's label distribution to `reference`'s."
-    c = np.atleast_2d(np.asarray(counts, dtype=float)); r = np.asarray(reference, dtype=float)
+    c = np.atleast_2d(np.asarray(counts, dtype=float))
+    r = np.asarray(reference, dtype=float)
     return 0.5 * np.abs(c / c.sum(1, keepdims=True) - r / r.sum()).sum(1)
 
 def gini(counts) -> np.ndarray:
     "Gini coefficient of each row's class counts, over *all* classes (absent ones count as 0)."
-    c = np.atleast_2d(np.asarray(counts, dtype=float)); C = c.shape[1]
+    c = np.atleast_2d(np.asarray(counts, dtype=float))
+    C = c.shape[1]
     diff = np.abs(c[:, :, None] - c[:, None, :]).sum((1, 2))
     return diff / (2 * C * c.sum(1))
 
@@ -86,9 +92,14 @@ class Partition(Sequence):
     @property
     def weights(self) -> np.ndarray:
         "Aggregation weights p_k = n_k / Σ n_j over training samples."
-        s = self.sizes; return s / s.sum()
+        s = self.sizes
+        return s / s.sum()
     def _counts(self, parts) -> np.ndarray:
-        return np.stack([np.bincount(self.labels[t], minlength=self.n_classes) for t in parts]) if parts else np.zeros((0, self.n_classes), int)
+        return (
+            np.stack([np.bincount(self.labels[t], minlength=self.n_classes) for t in parts])
+            if parts
+            else np.zeros((0, self.n_classes), int)
+        )
     @property
     def counts(self) -> np.ndarray:
         "Clients × classes matrix of training-sample counts."
@@ -106,7 +117,8 @@ class Partition(Sequence):
 @patch
 def report(self: Partition) -> pd.DataFrame:
     "One row per client: sizes, weight, classes present, entropy, TV to global, Gini, and class counts."
-    c = self.counts; glob = np.bincount(self.labels, minlength=self.n_classes)
+    c = self.counts
+    glob = np.bincount(self.labels, minlength=self.n_classes)
     df = pd.DataFrame({'n_train': self.sizes, 'n_holdout': [len(h) for h in self.holdout], 'weight': self.weights,
                        'classes': (c > 0).sum(1), 'entropy': label_entropy(c), 'tv_to_global': tv_distance(c, glob),
                        'gini': gini(c)}, index=pd.RangeIndex(self.n_clients, name='client'))
@@ -118,36 +130,48 @@ def plot(self: Partition, title: str | None = None):
     "Plotly figure: clients × classes heatmap of counts, and stacked per-class bars per client."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    c = self.counts; ks = list(range(self.n_clients))
+    c = self.counts
+    ks = list(range(self.n_clients))
     fig = make_subplots(rows=1, cols=2, subplot_titles=('samples per client and class', 'client sizes by class'))
     fig.add_trace(go.Heatmap(z=c, x=[str(j) for j in range(self.n_classes)], y=ks, colorscale='Blues',
-                             colorbar=dict(x=0.45, len=0.9), hovertemplate='client %{y}, class %{x}: %{z}<extra></extra>'), 1, 1)
+                             colorbar=dict(x=0.45, len=0.9), hovertemplate='client %{y}, class %{x}: '
+                                                                           '%{z}<extra></extra>'), 1, 1)
     for j in range(self.n_classes): fig.add_trace(go.Bar(x=ks, y=c[:, j], name=f'class {j}'), 1, 2)
     fig.update_layout(barmode='stack', title=title or repr(self), height=380, legend=dict(font=dict(size=9)))
-    fig.update_yaxes(title_text='client', autorange='reversed', row=1, col=1); fig.update_xaxes(title_text='class', row=1, col=1)
-    fig.update_xaxes(title_text='client', row=1, col=2); fig.update_yaxes(title_text='samples', row=1, col=2)
+    fig.update_yaxes(title_text='client', autorange='reversed', row=1, col=1)
+    fig.update_xaxes(title_text='class', row=1, col=1)
+    fig.update_xaxes(title_text='client', row=1, col=2)
+    fig.update_yaxes(title_text='samples', row=1, col=2)
     return fig
 
 # %% ../nbs/01_partition.ipynb #c021
 def _check_int(name, v, lo, hi=None):
     "`v` must be an int in [lo, hi]."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int; got {type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int; got "
+                                                                                    f"{type(v).__name__}")
     if v < lo or (hi is not None and v > hi):
         raise ValueError(f"{name}={v} is out of range: must be in {lo}..{hi if hi is not None else '∞'}")
 
 def _check_real(name, v, lo=None, hi=None, lo_open=True, hi_open=False):
     "`v` must be a finite real in the given (half-)open interval."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)): raise TypeError(f"{name} must be a number; got {type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {type(v).__name__}")
     lb, rb = '(' if lo_open else '[', ')' if hi_open else ']'
-    bad = not math.isfinite(v) or (lo is not None and (v <= lo if lo_open else v < lo)) or (hi is not None and (v >= hi if hi_open else v > hi))
-    if bad: raise ValueError(f"{name}={v} is out of range: must be in {lb}{lo if lo is not None else '-∞'}, {hi if hi is not None else '∞'}{rb}")
+    bad = (
+        not math.isfinite(v)
+        or (lo is not None and (v <= lo if lo_open else v < lo))
+        or (hi is not None and (v >= hi if hi_open else v > hi))
+    )
+    if bad: raise ValueError(f"{name}={v} is out of range: must be in {lb}{lo if lo is not None else '-∞'}, "
+                             f"{hi if hi is not None else '∞'}{rb}")
 
 def _check_ratios(ratios, fractions, n_clients, n_classes):
     "Validate the class-ratio matrix and subset fractions; return them normalised as arrays."
     if ratios is None: raise ValueError("scheme='ratios' needs ratios=<n_clients × n_classes matrix>")
     try: r = np.asarray(ratios, dtype=float)
     except (TypeError, ValueError) as e: raise ValueError(f"ratios must be a numeric matrix: {e}") from e
-    if r.shape != (n_clients, n_classes): raise ValueError(f"ratios has shape {r.shape}, expected (n_clients, n_classes) = ({n_clients}, {n_classes})")
+    if r.shape != (n_clients, n_classes): raise ValueError(f"ratios has shape {r.shape}, expected (n_clients, "
+                                                           f"n_classes) = ({n_clients}, {n_classes})")
     if not np.isfinite(r).all(): raise ValueError("ratios has NaN or infinite entries; entries must be finite and ≥ 0")
     if (r < 0).any(): raise ValueError("ratios has negative entries; entries must be ≥ 0")
     zero = np.flatnonzero(r.sum(1) == 0)
@@ -159,9 +183,11 @@ def _check_ratios(ratios, fractions, n_clients, n_classes):
 
 def _validate(labels, n_clients, scheme, seed, holdout, params, n_classes):
     "Check every argument before any work; return the scheme's full parameter dict."
-    if not isinstance(scheme, str) or scheme not in SCHEMES: raise ValueError(f"scheme={scheme!r} is unknown; valid schemes: {', '.join(SCHEMES)}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES: raise ValueError(f"scheme={scheme!r} is unknown; valid "
+                                                                              f"schemes: {', '.join(SCHEMES)}")
     unknown = set(params) - set(_PARAMS[scheme])
-    if unknown: raise TypeError(f"scheme={scheme!r} does not take {', '.join(sorted(unknown))}; it takes {', '.join(_PARAMS[scheme]) or 'no parameters'}")
+    if unknown: raise TypeError(f"scheme={scheme!r} does not take {', '.join(sorted(unknown))}; it takes "
+                                f"{', '.join(_PARAMS[scheme]) or 'no parameters'}")
     p = {**_PARAMS[scheme], **params}
     N = len(labels)
     if N == 0: raise ValueError("labels is empty; need at least one sample per client")
@@ -177,7 +203,8 @@ def _validate(labels, n_clients, scheme, seed, holdout, params, n_classes):
     if p.get('beta') is not None:
         _check_real('beta', p['beta'], 0)
         if p['sigma']: raise ValueError("give sigma (lognormal sizes) or beta (Dirichlet sizes), not both")
-    if scheme == 'ratios': p['ratios'], p['fractions'] = _check_ratios(p['ratios'], p['fractions'], n_clients, n_classes)
+    if scheme == 'ratios':
+        p['ratios'], p['fractions'] = _check_ratios(p['ratios'], p['fractions'], n_clients, n_classes)
     return p
 
 # %% ../nbs/01_partition.ipynb #c023
@@ -188,12 +215,15 @@ def _size_weights(K, sigma, beta, rng) -> np.ndarray:
 
 def _iid(labels, K, C, rng, sigma, beta):
     "Shuffle and cut into K parts, sized by the quantity weights."
-    perm = rng.permutation(len(labels)); cuts = np.cumsum(split_counts(len(labels), _size_weights(K, sigma, beta, rng), 1))[:-1]
+    perm = rng.permutation(len(labels))
+    cuts = np.cumsum(split_counts(len(labels), _size_weights(K, sigma, beta, rng), 1))[:-1]
     return np.split(perm, cuts)
 
 def _dirichlet(labels, K, C, rng, alpha, min_size, max_tries, sigma, beta):
-    "Hsu et al. 2019: per class, split over clients with proportions ~ Dir(α·1_K), retried until every client has ≥ min_size."
-    q = _size_weights(K, sigma, beta, rng); by_class = [np.flatnonzero(labels == c) for c in range(C)]
+    ("Hsu et al. 2019: per class, split over clients with proportions ~ Dir(α·1_K), retried until every client has ≥ "
+     "min_size.")
+    q = _size_weights(K, sigma, beta, rng)
+    by_class = [np.flatnonzero(labels == c) for c in range(C)]
     smallest = 0
     for _ in range(max_tries):
         parts = [[] for _ in range(K)]
@@ -205,7 +235,8 @@ def _dirichlet(labels, K, C, rng, alpha, min_size, max_tries, sigma, beta):
         parts = [np.concatenate(p) for p in parts]
         smallest = min(len(p) for p in parts)
         if smallest >= min_size: return parts
-    raise ValueError(f"dirichlet: no partition with every client ≥ min_size={min_size} samples after max_tries={max_tries} "
+    raise ValueError(f"dirichlet: no partition with every client ≥ min_size={min_size} samples after "
+                     f"max_tries={max_tries} "
                      f"(smallest client had {smallest}); lower min_size, raise alpha or max_tries")
 
 def _pathological(labels, K, C, rng, k, sigma, beta):
@@ -217,20 +248,24 @@ def _pathological(labels, K, C, rng, k, sigma, beta):
             c = int(rng.integers(C))
             if c not in cur: cur.append(c)
         held.append(cur)
-    q = _size_weights(K, sigma, beta, rng); parts = [[] for _ in range(K)]
+    q = _size_weights(K, sigma, beta, rng)
+    parts = [[] for _ in range(K)]
     for c in range(C):
         holders = [i for i in range(K) if c in held[i]]
         if not holders: continue
         idx = rng.permutation(np.flatnonzero(labels == c))
-        if len(idx) < len(holders): raise ValueError(f"pathological: class {c} has {len(idx)} samples but {len(holders)} clients hold it; lower n_clients or k")
+        if len(idx) < len(holders): raise ValueError(f"pathological: class {c} has {len(idx)} samples but "
+                                                     f"{len(holders)} clients hold it; lower n_clients or k")
         cuts = np.cumsum(split_counts(len(idx), q[holders], 1))[:-1]
         for i, chunk in zip(holders, np.split(idx, cuts)): parts[i].append(chunk)
     return [np.concatenate(p) for p in parts]
 
 def _shards(labels, K, C, rng, shards_per_client):
     "McMahan et al. 2017: sort by label, cut into K·s equal shards, give each client s random shards."
-    order = rng.permutation(len(labels)); order = order[np.argsort(labels[order], kind='stable')]
-    shards = np.array_split(order, K * shards_per_client); pick = rng.permutation(len(shards))
+    order = rng.permutation(len(labels))
+    order = order[np.argsort(labels[order], kind='stable')]
+    shards = np.array_split(order, K * shards_per_client)
+    pick = rng.permutation(len(shards))
     return [np.concatenate([shards[j] for j in pick[i*shards_per_client:(i+1)*shards_per_client]]) for i in range(K)]
 
 def _ratios(labels, K, C, rng, ratios, fractions):
@@ -243,17 +278,30 @@ def _ratios(labels, K, C, rng, ratios, fractions):
         for c in range(C):
             n = min(int(want[c]), len(pools[c]))
             if n < want[c]: short.append(f"client {k} class {c}: {n} of {want[c]} (short {want[c] - n})")
-            got.append(np.asarray(pools[c][:n], dtype=np.int64)); del pools[c][:n]
+            got.append(np.asarray(pools[c][:n], dtype=np.int64))
+            del pools[c][:n]
         parts.append(np.concatenate(got))
-    if short: warnings.warn("ratios: classes ran out, clients got fewer samples than targeted — " + '; '.join(short), PartitionWarning, stacklevel=3)
+    if short:
+        warnings.warn(
+            "ratios: classes ran out, clients got fewer samples than targeted — " + '; '.join(short),
+            PartitionWarning,
+            stacklevel=3,
+        )
     return parts
 
 # %% ../nbs/01_partition.ipynb #c025
-_SCHEME_FNS = {'iid': _iid, 'dirichlet': _dirichlet, 'pathological': _pathological, 'shards': _shards, 'ratios': _ratios}
+_SCHEME_FNS = {
+    'iid': _iid,
+    'dirichlet': _dirichlet,
+    'pathological': _pathological,
+    'shards': _shards,
+    'ratios': _ratios,
+}
 
 def _split_holdout(idx, frac, rng):
     "Split one client's indices into (train, local held-out) at random."
-    idx = rng.permutation(idx); n_h = min(int(round(frac * len(idx))), max(len(idx) - 1, 0))
+    idx = rng.permutation(idx)
+    n_h = min(int(round(frac * len(idx))), max(len(idx) - 1, 0))
     return np.sort(idx[n_h:]), np.sort(idx[:n_h])
 
 def partition(labels,              # training labels (array or tensor), values in 0..C-1
@@ -262,11 +310,17 @@ def partition(labels,              # training labels (array or tensor), values i
               seed: int = 0,       # every random choice derives from this
               holdout: float = 0.2,  # fraction of each client's samples kept as its local held-out split
               n_classes: int | None = None,  # C (default: max label + 1)
-              **params,            # the scheme's parameters (alpha, min_size, k, shards_per_client, ratios, fractions, sigma, beta)
+              # the scheme's parameters (alpha, min_size, k, shards_per_client, ratios, fractions, sigma, beta)
+              **params,
              ) -> Partition:
     "Split a training set over `n_clients` clients with `scheme`; same seed → same partition."
     labels = np.asarray(labels.cpu() if hasattr(labels, 'cpu') else labels)
-    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)): raise ValueError("labels must be a 1-D array of integer class ids")
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)): raise ValueError("labels "
+                                                                                                           "must be a "
+                                                                                                           "1-D array "
+                                                                                                           "of "
+                                                                                                           "integer "
+                                                                                                           "class ids")
     if labels.size and labels.min() < 0: raise ValueError("labels must be ≥ 0")
     C = int(n_classes if n_classes is not None else (labels.max() + 1 if labels.size else 0))
     if labels.size and labels.max() >= C: raise ValueError(f"n_classes={C} but labels go up to {labels.max()}")
@@ -282,12 +336,24 @@ def plot_partitions(parts: dict, cols: int = 3):
     "Small multiples: one clients × classes heatmap per named partition."
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-    names = list(parts); rows = math.ceil(len(names) / cols)
+    names = list(parts)
+    rows = math.ceil(len(names) / cols)
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, horizontal_spacing=0.06, vertical_spacing=0.12)
     zmax = max(int(p.counts.max()) for p in parts.values())
     for i, n in enumerate(names):
-        fig.add_trace(go.Heatmap(z=parts[n].counts, zmin=0, zmax=zmax, colorscale='Blues', showscale=i == 0,
-                                 hovertemplate='client %{y}, class %{x}: %{z}<extra></extra>'), i // cols + 1, i % cols + 1)
-    fig.update_yaxes(autorange='reversed', title_text='client', col=1); fig.update_xaxes(title_text='class', row=rows)
+        fig.add_trace(
+            go.Heatmap(
+                z=parts[n].counts,
+                zmin=0,
+                zmax=zmax,
+                colorscale='Blues',
+                showscale=i == 0,
+                hovertemplate='client %{y}, class %{x}: %{z}<extra></extra>',
+            ),
+            i // cols + 1,
+            i % cols + 1,
+        )
+    fig.update_yaxes(autorange='reversed', title_text='client', col=1)
+    fig.update_xaxes(title_text='class', row=rows)
     fig.update_layout(height=300 * rows, title='samples per client (rows) and class (columns)')
     return fig

@@ -19,39 +19,49 @@ from plotly.subplots import make_subplots
 
 # %% ../nbs/10_plots.ipynb #c006
 def _zfield(ls, z: str, k: int | None = None) -> np.ndarray:
-    "The grid array `z` of a landscape ('loss', 'acc', 'test_loss', 'test_acc', 'client_loss', 'client_acc', 'share', 'loo')."
+    ("The grid array `z` of a landscape ('loss', 'acc', 'test_loss', 'test_acc', 'client_loss', 'client_acc', "
+     "'share', 'loo').")
     if z == 'share': a = ls.share()
     elif z == 'loo': a = np.stack([ls.leave_one_out(j) for j in range(ls.n_clients)])
     else:
         a = getattr(ls, z, None)
-        if a is None: raise ValueError(f"z={z!r} is not in this landscape; choose loss, acc, test_loss, test_acc, client_loss, client_acc, share or loo")
+        if a is None: raise ValueError(f"z={z!r} is not in this landscape; choose loss, acc, test_loss, test_acc, "
+                                       f"client_loss, client_acc, share or loo")
     return a if k is None else a[k]
 
 _OFFSETS = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1)]   # label directions tried, in order
 
 def _label_positions(xy: np.ndarray, box: tuple) -> list:
-    "Greedy label directions for markers at `xy` (N, 2): each label goes where it is farthest from the markers and labels placed so far (in axis-normalised units)."
-    (x0, x1), (y0, y1) = box; span = np.array([max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)])
-    p = (np.asarray(xy, dtype=float) - [x0, y0]) / span; taken, out = list(p), []
+    ("Greedy label directions for markers at `xy` (N, 2): each label goes where it is farthest from the markers and "
+     "labels placed so far (in axis-normalised units).")
+    (x0, x1), (y0, y1) = box
+    span = np.array([max(x1 - x0, 1e-12), max(y1 - y0, 1e-12)])
+    p = (np.asarray(xy, dtype=float) - [x0, y0]) / span
+    taken, out = list(p), []
     for q in p:
         best = max(_OFFSETS, key=lambda o: min(np.hypot(*(q + 0.045 * np.array(o) - t)) for t in taken) if taken else 0)
-        taken.append(q + 0.045 * np.array(best)); out.append(best)
+        taken.append(q + 0.045 * np.array(best))
+        out.append(best)
     return out
 
 def _textpos(o) -> str:
     return {1: 'top', 0: 'middle', -1: 'bottom'}[o[1]] + ' ' + {1: 'right', 0: 'center', -1: 'left'}[o[0]]
 
 def _points(ls, fig, row=None, col=None, show_text=True):
-    "Overlay projected models as labelled markers (clients by number); a model outside the grid sits on its edge, marked with how far off it is."
+    ("Overlay projected models as labelled markers (clients by number); a model outside the grid sits on its edge, "
+     "marked with how far off it is.")
     names = [n for n in ls.points if not n.startswith('round ')]    # trajectory points are drawn as a line
     if not names: return
     box = ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
-    xy = np.array([ls.points[n][:2] for n in names], dtype=float); d = [ls.points[n][2] for n in names]
+    xy = np.array([ls.points[n][:2] for n in names], dtype=float)
+    d = [ls.points[n][2] for n in names]
     lo, hi = np.array([box[0][0], box[1][0]]), np.array([box[0][1], box[1][1]])
-    inside = ((xy >= lo) & (xy <= hi)).all(1); clip = np.clip(xy, lo, hi)
+    inside = ((xy >= lo) & (xy <= hi)).all(1)
+    clip = np.clip(xy, lo, hi)
     label = [n.replace('client ', '') if n.startswith('client ') else n for n in names]
     label = [t if ok else f'{t} (off grid)' for t, ok in zip(label, inside)]
-    span = np.maximum(hi - lo, 1e-12); q = (clip - lo) / span
+    span = np.maximum(hi - lo, 1e-12)
+    q = (clip - lo) / span
     crowded = len(q) > 1 and min(np.hypot(*(q[i] - q[j])) for i in range(len(q)) for j in range(i)) < 0.04
     fan = show_text and crowded and len(q) <= 24
     pos = [_textpos(o) for o in _label_positions(clip, box)]
@@ -59,15 +69,46 @@ def _points(ls, fig, row=None, col=None, show_text=True):
              for n, (a, b), ok, dd in zip(names, xy, inside, d)]
     symbol = ['circle' if ok else 'triangle-right-open' for ok in inside]
     colour = ['white' if n.startswith('client ') else 'gold' if n == 'global' else 'orange' for n in names]
-    fig.add_trace(go.Scatter(x=clip[:, 0], y=clip[:, 1], mode='markers+text' if show_text and not fan else 'markers', text=label if show_text else None,
-                             textposition=pos, textfont=dict(size=10), hovertext=hover, hoverinfo='text',
-                             marker=dict(color=colour, size=8, symbol=symbol, line=dict(color='black', width=1)), showlegend=False), row=row, col=col)
-    if fan:   # markers too close for labels beside them: the labels fan out around the group on short leader lines, in the markers' angular order
-        c0 = q.mean(0); order = np.argsort(np.arctan2(q[:, 1] - c0[1], q[:, 0] - c0[0])); start = math.atan2(*(q[order[0]] - c0)[::-1]) if np.ptp(q, 0).max() > 0 else math.pi / 2
+    fig.add_trace(
+        go.Scatter(
+            x=clip[:, 0],
+            y=clip[:, 1],
+            mode='markers+text' if show_text and not fan else 'markers',
+            text=label if show_text else None,
+            textposition=pos,
+            textfont=dict(size=10),
+            hovertext=hover,
+            hoverinfo='text',
+            marker=dict(color=colour, size=8, symbol=symbol, line=dict(color='black', width=1)),
+            showlegend=False,
+        ),
+        row=row,
+        col=col,
+    )
+    # markers too close for labels beside them: the labels fan out around the group on short leader lines, in the
+    # markers' angular order
+    if fan:
+        c0 = q.mean(0)
+        order = np.argsort(np.arctan2(q[:, 1] - c0[1], q[:, 0] - c0[0]))
+        start = math.atan2(*(q[order[0]] - c0)[::-1]) if np.ptp(q, 0).max() > 0 else math.pi / 2
         for j, i in enumerate(order):
             th = start + 2 * math.pi * j / len(order)
-            fig.add_annotation(x=float(clip[i, 0]), y=float(clip[i, 1]), text=label[i], showarrow=True, arrowhead=0, arrowwidth=0.8, arrowcolor='black',
-                               ax=46 * math.cos(th), ay=-46 * math.sin(th), font=dict(size=10), bgcolor='rgba(255,255,255,0.75)', borderpad=1, row=row, col=col)
+            fig.add_annotation(
+                x=float(clip[i, 0]),
+                y=float(clip[i, 1]),
+                text=label[i],
+                showarrow=True,
+                arrowhead=0,
+                arrowwidth=0.8,
+                arrowcolor='black',
+                ax=46 * math.cos(th),
+                ay=-46 * math.sin(th),
+                font=dict(size=10),
+                bgcolor='rgba(255,255,255,0.75)',
+                borderpad=1,
+                row=row,
+                col=col,
+            )
 
 def trajectory_of(ls) -> np.ndarray | None:
     "The projected global trajectory stored as points 'round 0', 'round 1', … (None if absent)."
@@ -76,7 +117,8 @@ def trajectory_of(ls) -> np.ndarray | None:
 
 def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'contour', log: bool = False,
                      trajectory='auto', title: str | None = None, height: int = 450):
-    "Contour (or surface) of one landscape field with the projected models and a trajectory [(a, b), ...] ('auto': the stored rounds)."
+    ("Contour (or surface) of one landscape field with the projected models and a trajectory [(a, b), ...] ('auto': "
+     "the stored rounds).")
     if kind not in ('contour', 'surface'): raise ValueError(f"kind={kind!r} must be 'contour' or 'surface'")
     Z = _zfield(ls, z, k)
     if ls.y is None or Z.ndim != 2: raise ValueError("a 2-D landscape is needed; use line_figure for lines")
@@ -86,38 +128,89 @@ def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'con
         fig = go.Figure(go.Surface(x=ls.x, y=ls.y, z=Zp, colorscale='Viridis', colorbar=dict(title=label)))
         fig.update_layout(scene=dict(xaxis_title='a', yaxis_title='b', zaxis_title=label))
     else:
-        fig = go.Figure(go.Contour(x=ls.x, y=ls.y, z=Zp, colorscale='Viridis', ncontours=30, colorbar=dict(title=label)))
+        fig = go.Figure(
+            go.Contour(x=ls.x, y=ls.y, z=Zp, colorscale='Viridis', ncontours=30, colorbar=dict(title=label))
+        )
         if isinstance(trajectory, str): trajectory = trajectory_of(ls)
         if trajectory is not None:
             t = np.asarray(trajectory, dtype=float)
-            fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 1], mode='lines+markers', line=dict(color='red'), marker=dict(size=4), name='trajectory'))
+            fig.add_trace(
+                go.Scatter(
+                    x=t[:, 0],
+                    y=t[:, 1],
+                    mode='lines+markers',
+                    line=dict(color='red'),
+                    marker=dict(size=4),
+                    name='trajectory',
+                )
+            )
         _points(ls, fig)
         fig.update_xaxes(title_text='a', range=[float(ls.x.min()), float(ls.x.max())])
-        fig.update_yaxes(title_text='b', range=[float(ls.y.min()), float(ls.y.max())])   # the grid fills the panel; off-grid models sit on its edge
+        # the grid fills the panel; off-grid models sit on its edge
+        fig.update_yaxes(title_text='b', range=[float(ls.y.min()), float(ls.y.max())])
         fig.update_layout(legend=dict(orientation='h', x=0, y=1.02, yanchor='bottom'))
     fig.update_layout(title=title or f'{label} on the {ls.kind} plane', height=height)
     return fig
 
-def clients_figure(ls, z: str = 'client_loss', cols: int = 5, log: bool = False, title: str | None = None, height_per_row: int = 230):
-    "Small multiples, one per client, on ONE colour scale (same zmin/zmax): z is 'client_loss', 'client_acc', 'share' or 'loo'."
+def clients_figure(
+    ls, z: str = 'client_loss', cols: int = 5, log: bool = False, title: str | None = None, height_per_row: int = 230
+):
+    ("Small multiples, one per client, on ONE colour scale (same zmin/zmax): z is 'client_loss', 'client_acc', "
+     "'share' or 'loo'.")
     Z = _zfield(ls, z)
     if Z.ndim != 3: raise ValueError("clients_figure needs a 2-D landscape with per-client fields")
     Zp = np.log10(np.maximum(Z, 1e-12)) if log else Z
-    K = len(Zp); rows = math.ceil(K / cols); lo, hi = float(np.nanmin(Zp)), float(np.nanmax(Zp))
+    K = len(Zp)
+    rows = math.ceil(K / cols)
+    lo, hi = float(np.nanmin(Zp)), float(np.nanmax(Zp))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f'client {k} (p={ls.weights[k]:.2f})' for k in range(K)],
                         horizontal_spacing=0.03, vertical_spacing=0.08)
     for k in range(K):
-        fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Zp[k], zmin=lo, zmax=hi, colorscale='Viridis', ncontours=20,
-                                 showscale=k == 0, colorbar=dict(title=('log10 ' if log else '') + z)), k // cols + 1, k % cols + 1)
+        fig.add_trace(
+            go.Contour(
+                x=ls.x,
+                y=ls.y,
+                z=Zp[k],
+                zmin=lo,
+                zmax=hi,
+                colorscale='Viridis',
+                ncontours=20,
+                showscale=k == 0,
+                colorbar=dict(title=('log10 ' if log else '') + z),
+            ),
+            k // cols + 1,
+            k % cols + 1,
+        )
         if f'client {k}' in ls.points:
             a, b, _ = ls.points[f'client {k}']
-            fig.add_trace(go.Scatter(x=[a], y=[b], mode='markers', marker=dict(color='white', size=7, line=dict(color='black', width=1)),
-                                     showlegend=False, hovertemplate=f'client {k} model<extra></extra>'), k // cols + 1, k % cols + 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=[a],
+                    y=[b],
+                    mode='markers',
+                    marker=dict(color='white', size=7, line=dict(color='black', width=1)),
+                    showlegend=False,
+                    hovertemplate=f'client {k} model<extra></extra>',
+                ),
+                k // cols + 1,
+                k % cols + 1,
+            )
         if 'global' in ls.points:
             a, b, _ = ls.points['global']
-            fig.add_trace(go.Scatter(x=[a], y=[b], mode='markers', marker=dict(color='red', symbol='x', size=7), showlegend=False,
-                                     hovertemplate='global model<extra></extra>'), k // cols + 1, k % cols + 1)
-    fig.update_xaxes(showticklabels=False); fig.update_yaxes(showticklabels=False)
+            fig.add_trace(
+                go.Scatter(
+                    x=[a],
+                    y=[b],
+                    mode='markers',
+                    marker=dict(color='red', symbol='x', size=7),
+                    showlegend=False,
+                    hovertemplate='global model<extra></extra>',
+                ),
+                k // cols + 1,
+                k % cols + 1,
+            )
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
     fig.update_layout(title=title or f'{z} per client, one colour scale', height=height_per_row * rows + 80)
     return fig
 
@@ -125,9 +218,11 @@ def line_figure(ls, clients: bool = True, title: str | None = None, height: int 
     "A 1-D landscape: global loss, optionally every client's loss, and the test loss."
     if ls.y is not None: raise ValueError("line_figure needs a 1-D landscape")
     fig = go.Figure(go.Scatter(x=ls.x, y=ls.loss, name='global L', line=dict(color='black', width=3)))
-    if ls.test_loss is not None: fig.add_trace(go.Scatter(x=ls.x, y=ls.test_loss, name='test', line=dict(color='black', dash='dash')))
+    if ls.test_loss is not None:
+        fig.add_trace(go.Scatter(x=ls.x, y=ls.test_loss, name='test', line=dict(color='black', dash='dash')))
     if clients:
-        for k in range(ls.n_clients): fig.add_trace(go.Scatter(x=ls.x, y=ls.client_loss[k], name=f'client {k}', line=dict(width=1)))
+        for k in range(ls.n_clients):
+            fig.add_trace(go.Scatter(x=ls.x, y=ls.client_loss[k], name=f'client {k}', line=dict(width=1)))
     fig.update_layout(title=title or 'loss along the line', xaxis_title='t', yaxis_title='loss', height=height)
     return fig
 
@@ -138,7 +233,8 @@ def spectrum_figure(density: pd.DataFrame, title: str = 'Hessian eigenvalue dens
     return fig
 
 def accuracy_figure(curves: dict, y: str = 'test_acc', title: str | None = None, height: int = 320):
-    "Lines of `y` against round/epoch for named DataFrames (e.g. {'centralized': cen.history, 'federated': hist.rounds})."
+    ("Lines of `y` against round/epoch for named DataFrames (e.g. {'centralized': cen.history, 'federated': "
+     "hist.rounds}).")
     fig = go.Figure()
     for name, df in curves.items():
         xcol = 'round' if 'round' in df else 'epoch'
@@ -151,7 +247,8 @@ CLIENT_METRICS = ('train_loss', 'train_acc', 'local_test_acc', 'global_loss', 'g
 LANDSCAPE_FIELDS = ('loss', 'test_loss', 'client_loss', 'share', 'loo')
 
 class Explorer:
-    "An ipywidgets explorer over a store: pick run, round, client and metric; `figure(...)` draws the same without widgets."
+    ("An ipywidgets explorer over a store: pick run, round, client and metric; `figure(...)` draws the same without "
+     "widgets.")
     def __init__(self, store='runs/fedland.db'):
         from fedland.store import Store, load_runs
         self.store = store if not isinstance(store, (str, os.PathLike)) else Store(store)
@@ -160,35 +257,52 @@ class Explorer:
     def run_ids(self) -> list: return self.runs['experiments'].id.tolist()
     def _landscape(self, run: str):
         from fedland.landscape import Landscape
-        r = self.runs['landscapes']; r = r[r.experiment_id == run]
+        r = self.runs['landscapes']
+        r = r[r.experiment_id == run]
         if not len(r): raise ValueError(f"run {run} has no stored landscape")
         return Landscape.load(self.store.artifact_path(r.path.iloc[-1]))
     def figure(self, run: str, metric: str = 'test_acc', client='all', rnd: int | None = None):
-        "The figure for one choice: a per-round metric (all clients or one), test accuracy curves, or a landscape field."
+        ("The figure for one choice: a per-round metric (all clients or one), test accuracy curves, or a landscape "
+         "field.")
         if run not in self.run_ids(): raise ValueError(f"run={run!r} is not in the store")
         name = self.runs['experiments'].set_index('id').name[run]
         if metric == 'test_acc':
-            r = self.runs['rounds']; r = r[r.experiment_id == run]
+            r = self.runs['rounds']
+            r = r[r.experiment_id == run]
             return accuracy_figure({s: g for s, g in r.groupby('setting')}, title=f'{name}: test accuracy')
         if metric in CLIENT_METRICS:
-            c = self.runs['client_rounds']; c = c[c.experiment_id == run]
+            c = self.runs['client_rounds']
+            c = c[c.experiment_id == run]
             if client != 'all': c = c[c.client == int(client)]
-            fig = go.Figure([go.Scatter(x=g['round'], y=g[metric], mode='lines+markers', name=f'client {k}', marker=dict(size=4)) for k, g in c.groupby('client')])
+            fig = go.Figure(
+                [
+                    go.Scatter(x=g['round'], y=g[metric], mode='lines+markers', name=f'client {k}', marker=dict(size=4))
+                    for k, g in c.groupby('client')
+                ]
+            )
             if rnd is not None: fig.add_vline(x=rnd, line_dash='dot')
-            return fig.update_layout(title=f'{name}: {metric} per round', xaxis_title='round', yaxis_title=metric, height=350)
+            return fig.update_layout(
+                title=f'{name}: {metric} per round', xaxis_title='round', yaxis_title=metric, height=350
+            )
         if metric in LANDSCAPE_FIELDS:
             ls = self._landscape(run)
-            if metric in ('loss', 'test_loss'): return landscape_figure(ls, metric, log=True, title=f'{name}: {metric} (log10)')
+            if metric in ('loss', 'test_loss'): return landscape_figure(ls, metric, log=True, title=f'{name}: '
+                                                                                                    f'{metric} '
+                                                                                                    f'(log10)')
             if client == 'all': return clients_figure(ls, metric, log=metric == 'client_loss')
-            return landscape_figure(ls, metric, k=int(client), log=metric == 'client_loss', title=f'{name}: {metric}, client {client}')
-        raise ValueError(f"metric={metric!r} is not known; choose test_acc, {', '.join(CLIENT_METRICS)} or {', '.join(LANDSCAPE_FIELDS)}")
+            return landscape_figure(ls, metric, k=int(client), log=metric == 'client_loss', title=f'{name}: {metric}, '
+                                                                                                  f'client {client}')
+        raise ValueError(f"metric={metric!r} is not known; choose test_acc, {', '.join(CLIENT_METRICS)} or "
+                         f"{', '.join(LANDSCAPE_FIELDS)}")
     def widget(self):
         "The interactive explorer (run, metric, client, round → figure)."
         import ipywidgets as W
         from IPython.display import display
         e = self.runs['experiments']
         run = W.Dropdown(options=[(f'{n} [{s}]', i) for n, s, i in zip(e.name, e.status, e.id)], description='run')
-        metric = W.Dropdown(options=('test_acc',) + CLIENT_METRICS + LANDSCAPE_FIELDS, value='test_acc', description='metric')
+        metric = W.Dropdown(
+            options=('test_acc',) + CLIENT_METRICS + LANDSCAPE_FIELDS, value='test_acc', description='metric'
+        )
         K = int(self.runs['client_rounds'].client.max()) + 1 if len(self.runs['client_rounds']) else 0
         client = W.Dropdown(options=['all'] + list(range(K)), description='client')
         R = int(self.runs['client_rounds']['round'].max()) if len(self.runs['client_rounds']) else 0
@@ -214,7 +328,8 @@ def valuation_figure(vals,                     # a `Valuation`, or a dict name -
     order = first.ranking()
     fig = go.Figure()
     for name, v in vals.items():
-        if v.n_clients != first.n_clients: raise ValueError(f"{name} has {v.n_clients} clients, {first.method} {first.n_clients}")
+        if v.n_clients != first.n_clients: raise ValueError(f"{name} has {v.n_clients} clients, {first.method} "
+                                                            f"{first.n_clients}")
         scale = 100 if v.metric == 'accuracy' else 1
         y = scale * np.asarray(v.values)[order]
         label = name.replace('_', ' ')
@@ -238,79 +353,185 @@ def valuation_figure(vals,                     # a `Valuation`, or a dict name -
 def valuation_heatmap(val, title: str | None = None, height: int | None = None) -> go.Figure:
     "Client × round matrix of a valuation's per-round values: when each client helped (blue) or hurt (red)."
     if val.per_round is None: raise ValueError(f"{val.method} has no per-round values")
-    scale = 100 if val.metric == 'accuracy' else 1; z = scale * np.asarray(val.per_round).T
+    scale = 100 if val.metric == 'accuracy' else 1
+    z = scale * np.asarray(val.per_round).T
     m = float(np.abs(z).max()) or 1.0
-    fig = go.Figure(go.Heatmap(z=z, x=[str(r) for r in val.rounds], y=[f'client {k}' for k in range(val.n_clients)], colorscale='RdBu', zmin=-m, zmax=m,
-                               colorbar=dict(title='points' if val.metric == 'accuracy' else 'value')))
-    fig.update_layout(title=title or f"{val.method.replace('_', ' ')}: value gained per round", xaxis_title='round', height=height or 120 + 22 * val.n_clients,
-                      margin=dict(t=50, b=40))
+    fig = go.Figure(
+        go.Heatmap(
+            z=z,
+            x=[str(r) for r in val.rounds],
+            y=[f'client {k}' for k in range(val.n_clients)],
+            colorscale='RdBu',
+            zmin=-m,
+            zmax=m,
+            colorbar=dict(title='points' if val.metric == 'accuracy' else 'value'),
+        )
+    )
+    fig.update_layout(
+        title=title or f"{val.method.replace('_', ' ')}: value gained per round",
+        xaxis_title='round',
+        height=height or 120 + 22 * val.n_clients,
+        margin=dict(t=50, b=40),
+    )
     return fig
 
 # %% ../nbs/10_plots.ipynb #c017s
 def round_positions(hist, plane) -> pd.DataFrame:
-    "Projected coordinates of the global model and of every kept client model, round by round: round, model ('global' or 'client k'), a, b, off-plane distance."
+    ("Projected coordinates of the global model and of every kept client model, round by round: round, model "
+     "('global' or 'client k'), a, b, off-plane distance.")
     rows = []
     for r in range(1, hist.last_round + 1):
-        a, b, d = plane.project(hist.global_params[r]); rows.append(dict(round=r, model='global', a=a, b=b, distance=d))
+        a, b, d = plane.project(hist.global_params[r])
+        rows.append(dict(round=r, model='global', a=a, b=b, distance=d))
         if r in hist.client_models.rounds():
             for k in hist.client_models.clients(r):
-                a, b, d = plane.project(hist.client_models.get(r, k)); rows.append(dict(round=r, model=f'client {k}', a=a, b=b, distance=d))
+                a, b, d = plane.project(hist.client_models.get(r, k))
+                rows.append(dict(round=r, model=f'client {k}', a=a, b=b, distance=d))
     return pd.DataFrame(rows, columns=['round', 'model', 'a', 'b', 'distance'])
 
 def _round_shares(hist, r: int) -> np.ndarray:
     "Loss shares p_k L_k / L of the model the clients received in round r (sampled clients only; NaN for the others)."
-    c = hist.clients; c = c[c['round'] == r]; out = np.full(hist.n_clients, np.nan)
-    if len(c): w = hist.weights[c.client.to_numpy()] * c.global_loss.to_numpy(); out[c.client.to_numpy()] = w / w.sum()
+    c = hist.clients
+    c = c[c['round'] == r]
+    out = np.full(hist.n_clients, np.nan)
+    if len(c):
+        w = hist.weights[c.client.to_numpy()] * c.global_loss.to_numpy()
+        out[c.client.to_numpy()] = w / w.sum()
     return out
 
 def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` (the background and the coordinates)
-                  hist,                    # the `History` of the run (global model every round; client models of the kept rounds)
-                  valuation=None,          # optional per-round `Valuation` (reconstruction): each client's value so far, per frame
+                  # the `History` of the run (global model every round; client models of the kept rounds)
+                  hist,
+                  # optional per-round `Valuation` (reconstruction): each client's value so far, per frame
+                  valuation=None,
                   log: bool = True, title: str | None = None, height: int = 470) -> go.Figure:
-    "The clients moving on the landscape's plane round by round — plotly frames with a slider and a play button — beside each round's loss shares (and values so far)."
-    if ls.plane is None or ls.y is None: raise ValueError("rounds_figure needs a 2-D landscape that carries its plane (evaluate_grid's result, or Landscape.load followed by ls.plane = plane)")
-    pos = round_positions(hist, ls.plane); rounds = sorted(pos['round'].unique())
+    ("The clients moving on the landscape's plane round by round — plotly frames with a slider and a play button — "
+     "beside each round's loss shares (and values so far).")
+    if ls.plane is None or ls.y is None: raise ValueError("rounds_figure needs a 2-D landscape that carries its plane "
+                                                          "(evaluate_grid's result, or Landscape.load followed by "
+                                                          "ls.plane = plane)")
+    pos = round_positions(hist, ls.plane)
+    rounds = sorted(pos['round'].unique())
     if not rounds: raise ValueError("the history has no rounds")
     K, box = hist.n_clients, ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
     lo, hi = np.array([box[0][0], box[1][0]]), np.array([box[0][1], box[1][1]])
     per_val, value_title = None, []
     if valuation is not None:
         if valuation.per_round is None: raise ValueError(f"{valuation.method} has no per-round values")
-        cum = np.cumsum(np.asarray(valuation.per_round), 0); scale = 100 if valuation.metric == 'accuracy' else 1
+        cum = np.cumsum(np.asarray(valuation.per_round), 0)
+        scale = 100 if valuation.metric == 'accuracy' else 1
         value_title = [f"value so far{'' if valuation.lo is not None else ' (uncalibrated)'}"]
-        per_val = {r: scale * cum[max([i for i, q in enumerate(valuation.rounds) if q <= r], default=-1)] if any(q <= r for q in valuation.rounds) else np.zeros(K) for r in rounds}
+        per_val = {
+            r: scale * cum[max([i for i, q in enumerate(valuation.rounds) if q <= r], default=-1)]
+            if any(q <= r for q in valuation.rounds)
+            else np.zeros(K)
+            for r in rounds
+        }
     cols = 3 if per_val is not None else 2
-    fig = make_subplots(rows=1, cols=cols, column_widths=[0.56, 0.22, 0.22][:cols] if cols == 3 else [0.68, 0.32], horizontal_spacing=0.08,
-                        subplot_titles=['models on the plane', 'loss share (received model)'] + value_title)
+    fig = make_subplots(
+        rows=1,
+        cols=cols,
+        column_widths=[0.56, 0.22, 0.22][:cols] if cols == 3 else [0.68, 0.32],
+        horizontal_spacing=0.08,
+        subplot_titles=['models on the plane', 'loss share (received model)'] + value_title,
+    )
     Z = np.log10(np.maximum(ls.loss, 1e-12)) if log else ls.loss
-    fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Z, colorscale='Viridis', ncontours=25, showscale=False, hoverinfo='skip'), 1, 1)
+    fig.add_trace(
+        go.Contour(x=ls.x, y=ls.y, z=Z, colorscale='Viridis', ncontours=25, showscale=False, hoverinfo='skip'), 1, 1
+    )
     names = [f'client {k}' for k in range(K)]
     def frame_traces(r):
-        p = pos[pos['round'] <= r]; g = p[p.model == 'global'].sort_values('round'); c = pos[(pos['round'] == r) & (pos.model != 'global')]
+        p = pos[pos['round'] <= r]
+        g = p[p.model == 'global'].sort_values('round')
+        c = pos[(pos['round'] == r) & (pos.model != 'global')]
         cxy = np.clip(c[['a', 'b']].to_numpy(float), lo, hi) if len(c) else np.zeros((0, 2))
         ids = [m.replace('client ', '') for m in c.model]
-        out = [go.Scatter(x=g.a, y=g.b, mode='lines+markers', line=dict(color='red'), marker=dict(size=4), name='global trajectory', hoverinfo='skip'),
-               go.Scatter(x=cxy[:, 0], y=cxy[:, 1], mode='markers+text', text=ids, textposition='top center', textfont=dict(size=10),
-                          marker=dict(color='white', size=8, line=dict(color='black', width=1)), name='client models',
-                          hovertext=[f'{m}, round {r}: ({a:.3f}, {b:.3f}), off-plane {d:.3g}' for m, a, b, d in zip(c.model, c.a, c.b, c.distance)], hoverinfo='text'),
-               go.Bar(x=names, y=_round_shares(hist, r), marker_color='steelblue', name='loss share', showlegend=False)]
+        out = [
+            go.Scatter(
+                x=g.a,
+                y=g.b,
+                mode='lines+markers',
+                line=dict(color='red'),
+                marker=dict(size=4),
+                name='global trajectory',
+                hoverinfo='skip',
+            ),
+            go.Scatter(
+                x=cxy[:, 0],
+                y=cxy[:, 1],
+                mode='markers+text',
+                text=ids,
+                textposition='top center',
+                textfont=dict(size=10),
+                marker=dict(color='white', size=8, line=dict(color='black', width=1)),
+                name='client models',
+                hovertext=[
+                    f'{m}, round {r}: ({a:.3f}, {b:.3f}), off-plane {d:.3g}'
+                    for m, a, b, d in zip(c.model, c.a, c.b, c.distance)
+                ],
+                hoverinfo='text',
+            ),
+            go.Bar(x=names, y=_round_shares(hist, r), marker_color='steelblue', name='loss share', showlegend=False),
+        ]
         if per_val is not None:
-            v = per_val[r]; out.append(go.Bar(x=names, y=v, marker_color=['#2166ac' if x >= 0 else '#b2182b' for x in v], name='value so far', showlegend=False))
+            v = per_val[r]
+            out.append(
+                go.Bar(
+                    x=names,
+                    y=v,
+                    marker_color=['#2166ac' if x >= 0 else '#b2182b' for x in v],
+                    name='value so far',
+                    showlegend=False,
+                )
+            )
         return out
     for i, t in enumerate(frame_traces(rounds[0])): fig.add_trace(t, 1, 1 if i < 2 else i)
     idx = list(range(1, 1 + len(fig.data) - 1))
     fig.frames = [go.Frame(data=frame_traces(r), traces=idx, name=str(r)) for r in rounds]
-    fig.update_xaxes(range=list(box[0]), title_text='a', row=1, col=1); fig.update_yaxes(range=list(box[1]), title_text='b', row=1, col=1)
-    fig.update_yaxes(range=[0, max(0.05, float(np.nanmax([np.nanmax(_round_shares(hist, r)) for r in rounds])) * 1.1)], row=1, col=2)
+    fig.update_xaxes(range=list(box[0]), title_text='a', row=1, col=1)
+    fig.update_yaxes(range=list(box[1]), title_text='b', row=1, col=1)
+    fig.update_yaxes(
+        range=[0, max(0.05, float(np.nanmax([np.nanmax(_round_shares(hist, r)) for r in rounds])) * 1.1)], row=1, col=2
+    )
     if per_val is not None:
         m = max(1e-9, float(np.abs(np.stack(list(per_val.values()))).max()) * 1.1)
-        fig.update_yaxes(range=[-m, m], title_text='points' if valuation.metric == 'accuracy' else 'value', row=1, col=3)
-    steps = [dict(method='animate', label=str(r), args=[[str(r)], dict(mode='immediate', frame=dict(duration=0, redraw=True), transition=dict(duration=0))]) for r in rounds]
-    fig.update_layout(title=title or f'round by round on the {ls.kind} plane (log10 global loss)', height=height, showlegend=False, margin=dict(t=60, b=90),
-                      sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix='round '), pad=dict(t=40))],
-                      updatemenus=[dict(type='buttons', showactive=False, direction='left', x=1, y=1.13, xanchor='right', yanchor='bottom',
-                                        buttons=[dict(label='▶ play', method='animate', args=[None, dict(frame=dict(duration=400, redraw=True), fromcurrent=True)]),
-                                                 dict(label='❚❚', method='animate', args=[[None], dict(mode='immediate', frame=dict(duration=0))])])])
+        fig.update_yaxes(
+            range=[-m, m], title_text='points' if valuation.metric == 'accuracy' else 'value', row=1, col=3
+        )
+    steps = [
+        dict(
+            method='animate',
+            label=str(r),
+            args=[[str(r)], dict(mode='immediate', frame=dict(duration=0, redraw=True), transition=dict(duration=0))],
+        )
+        for r in rounds
+    ]
+    fig.update_layout(
+        title=title or f'round by round on the {ls.kind} plane (log10 global loss)',
+        height=height,
+        showlegend=False,
+        margin=dict(t=60, b=90),
+        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix='round '), pad=dict(t=40))],
+        updatemenus=[
+            dict(
+                type='buttons',
+                showactive=False,
+                direction='left',
+                x=1,
+                y=1.13,
+                xanchor='right',
+                yanchor='bottom',
+                buttons=[
+                    dict(
+                        label='▶ play',
+                        method='animate',
+                        args=[None, dict(frame=dict(duration=400, redraw=True), fromcurrent=True)],
+                    ),
+                    dict(label='❚❚', method='animate', args=[[None], dict(mode='immediate', frame=dict(duration=0))]),
+                ],
+            )
+        ],
+    )
     return fig
 
 def rounds_widget(ls, hist, valuation=None, log: bool = True):
@@ -322,49 +543,120 @@ def rounds_widget(ls, hist, valuation=None, log: bool = True):
     full = rounds_figure(ls, hist, valuation, log)
     slider, out = W.IntSlider(min=rounds[0], max=rounds[-1], value=rounds[-1], description='round'), W.Output()
     def show(*_):
-        f = go.Figure(full); fr = next(x for x in full.frames if x.name == str(slider.value))
+        f = go.Figure(full)
+        fr = next(x for x in full.frames if x.name == str(slider.value))
         for i, t in zip(fr.traces, fr.data): f.data[i].update(t)
-        f.frames = (); f.layout.sliders = (); f.layout.updatemenus = ()
+        f.frames = ()
+        f.layout.sliders = ()
+        f.layout.updatemenus = ()
         out.clear_output(wait=True)
         with out: display(f)
-    slider.observe(show, 'value'); show()
+    slider.observe(show, 'value')
+    show()
     return W.VBox([slider, out])
 
 # %% ../nbs/10_plots.ipynb #c017x
-def landscapes_figure(landscapes: dict,        # name -> 2-D Landscape
-                      z: str = 'loss', log: bool = True, cols: int = 2, title: str | None = None, height_per_row: int = 330) -> go.Figure:
-    "Small multiples of several landscapes' field `z` on one colour scale, each with its projected models and trajectory."
+def landscapes_figure(
+    landscapes: dict,  # name -> 2-D Landscape
+    z: str = 'loss',
+    log: bool = True,
+    cols: int = 2,
+    title: str | None = None,
+    height_per_row: int = 330,
+) -> go.Figure:
+    ("Small multiples of several landscapes' field `z` on one colour scale, each with its projected models and "
+     "trajectory.")
     if not landscapes: raise ValueError("landscapes_figure needs at least one landscape")
     Zs = {n: _zfield(ls, z) for n, ls in landscapes.items()}
     if any(Z.ndim != 2 for Z in Zs.values()): raise ValueError(f"z={z!r} must be a 2-D field of 2-D landscapes")
     Zs = {n: np.log10(np.maximum(Z, 1e-12)) if log else Z for n, Z in Zs.items()}
     lo, hi = min(float(np.nanmin(Z)) for Z in Zs.values()), max(float(np.nanmax(Z)) for Z in Zs.values())
-    n = len(landscapes); rows = math.ceil(n / cols)
-    fig = make_subplots(rows=rows, cols=cols, subplot_titles=list(landscapes), horizontal_spacing=0.07, vertical_spacing=0.12)
+    n = len(landscapes)
+    rows = math.ceil(n / cols)
+    fig = make_subplots(
+        rows=rows, cols=cols, subplot_titles=list(landscapes), horizontal_spacing=0.07, vertical_spacing=0.12
+    )
     for i, (name, ls) in enumerate(landscapes.items()):
         r, c = i // cols + 1, i % cols + 1
-        fig.add_trace(go.Contour(x=ls.x, y=ls.y, z=Zs[name], zmin=lo, zmax=hi, colorscale='Viridis', ncontours=25, showscale=i == 0,
-                                 colorbar=dict(title=('log10 ' if log else '') + z)), r, c)
+        fig.add_trace(
+            go.Contour(
+                x=ls.x,
+                y=ls.y,
+                z=Zs[name],
+                zmin=lo,
+                zmax=hi,
+                colorscale='Viridis',
+                ncontours=25,
+                showscale=i == 0,
+                colorbar=dict(title=('log10 ' if log else '') + z),
+            ),
+            r,
+            c,
+        )
         t = trajectory_of(ls)
-        if t is not None: fig.add_trace(go.Scatter(x=t[:, 0], y=t[:, 1], mode='lines', line=dict(color='red', width=1.5), showlegend=False, hoverinfo='skip'), r, c)
+        if t is not None:
+            fig.add_trace(
+                go.Scatter(
+                    x=t[:, 0],
+                    y=t[:, 1],
+                    mode='lines',
+                    line=dict(color='red', width=1.5),
+                    showlegend=False,
+                    hoverinfo='skip',
+                ),
+                r,
+                c,
+            )
         _points(ls, fig, r, c)
-        fig.update_xaxes(range=[float(ls.x.min()), float(ls.x.max())], row=r, col=c); fig.update_yaxes(range=[float(ls.y.min()), float(ls.y.max())], row=r, col=c)
-    fig.update_layout(title=title or f'{"log10 " if log else ""}{z}, one colour scale', height=height_per_row * rows + 70, showlegend=False)
+        fig.update_xaxes(range=[float(ls.x.min()), float(ls.x.max())], row=r, col=c)
+        fig.update_yaxes(range=[float(ls.y.min()), float(ls.y.max())], row=r, col=c)
+    fig.update_layout(
+        title=title or f'{"log10 " if log else ""}{z}, one colour scale',
+        height=height_per_row * rows + 70,
+        showlegend=False,
+    )
     return fig
 
-def share_figure(points: dict,                 # setting -> (data shares p_k, values per client, standard errors or None)
-                 y_title: str = 'curvature share', diagonal: bool = True, title: str | None = None, height: int = 380) -> go.Figure:
-    "Every client of every setting as a point (data share, value): a curvature share, a loss share or a client value against how much data the client holds."
+# setting -> (data shares p_k, values per client, standard errors or None)
+def share_figure(
+    points: dict, y_title: str = 'curvature share', diagonal: bool = True, title: str | None = None, height: int = 380
+) -> go.Figure:
+    ("Every client of every setting as a point (data share, value): a curvature share, a loss share or a client value "
+     "against how much data the client holds.")
     if not points: raise ValueError("share_figure needs at least one setting")
     fig = go.Figure()
     for name, (w, v, *se) in points.items():
-        w, v = np.asarray(w, float), np.asarray(v, float); e = np.asarray(se[0], float) if se and se[0] is not None else None
-        fig.add_trace(go.Scatter(x=w, y=v, mode='markers', name=name, marker=dict(size=9, line=dict(color='black', width=0.5)),
-                                 error_y=None if e is None else dict(type='data', array=e, visible=True),
-                                 text=[f'client {k}' for k in range(len(w))], hovertemplate='%{text}: data %{x:.3f}, %{y:.4f}<extra>' + name + '</extra>'))
+        w, v = np.asarray(w, float), np.asarray(v, float)
+        e = np.asarray(se[0], float) if se and se[0] is not None else None
+        fig.add_trace(
+            go.Scatter(
+                x=w,
+                y=v,
+                mode='markers',
+                name=name,
+                marker=dict(size=9, line=dict(color='black', width=0.5)),
+                error_y=None if e is None else dict(type='data', array=e, visible=True),
+                text=[f'client {k}' for k in range(len(w))],
+                hovertemplate='%{text}: data %{x:.3f}, %{y:.4f}<extra>' + name + '</extra>',
+            )
+        )
     if diagonal:
         m = max(float(np.max(np.asarray(p[0], float))) for p in points.values()) * 1.05
-        fig.add_trace(go.Scatter(x=[0, m], y=[0, m], mode='lines', line=dict(color='grey', dash='dot'), name='= data share', hoverinfo='skip'))
-    fig.update_layout(title=title or f'{y_title} against data share, every client of every setting', xaxis_title='data share p_k', yaxis_title=y_title,
-                      height=height, legend=dict(orientation='h', y=-0.2))
+        fig.add_trace(
+            go.Scatter(
+                x=[0, m],
+                y=[0, m],
+                mode='lines',
+                line=dict(color='grey', dash='dot'),
+                name='= data share',
+                hoverinfo='skip',
+            )
+        )
+    fig.update_layout(
+        title=title or f'{y_title} against data share, every client of every setting',
+        xaxis_title='data share p_k',
+        yaxis_title=y_title,
+        height=height,
+        legend=dict(orientation='h', y=-0.2),
+    )
     return fig

@@ -17,21 +17,68 @@ import pandas as pd
 
 # %% ../nbs/08_store.ipynb #c006
 TABLES = {
-    'experiments': ['id', 'name', 'config', 'config_hash', 'status', 'error', 'created_at', 'finished_at', 'fedland_version', 'git_rev'],
+    'experiments': [
+        'id',
+        'name',
+        'config',
+        'config_hash',
+        'status',
+        'error',
+        'created_at',
+        'finished_at',
+        'fedland_version',
+        'git_rev',
+    ],
     'rounds': ['experiment_id', 'setting', 'round', 'train_loss', 'test_loss', 'test_acc'],
-    'client_rounds': ['experiment_id', 'round', 'client', 'n_samples', 'train_loss', 'train_acc', 'local_test_acc', 'global_loss',
-                      'global_acc', 'update_norm', 'drift'],
+    'client_rounds': [
+        'experiment_id',
+        'round',
+        'client',
+        'n_samples',
+        'train_loss',
+        'train_acc',
+        'local_test_acc',
+        'global_loss',
+        'global_acc',
+        'update_norm',
+        'drift',
+    ],
     'curvature': ['experiment_id', 'round', 'model', 'data', 'lambda_max', 'residual', 'trace', 'trace_se'],
     'contributions': ['experiment_id', 'client', 'metric', 'value'],
     'landscapes': ['experiment_id', 'round', 'kind', 'path'],
     'valuations': ['experiment_id', 'method', 'metric', 'round', 'client', 'value', 'se', 'lo', 'hi'],
 }
-KEYS = {'experiments': ['id'], 'rounds': ['experiment_id', 'setting', 'round'], 'client_rounds': ['experiment_id', 'round', 'client'],
-        'curvature': ['experiment_id', 'round', 'model', 'data'], 'contributions': ['experiment_id', 'client', 'metric'],
-        'landscapes': ['experiment_id', 'round', 'kind'], 'valuations': ['experiment_id', 'method', 'metric', 'round', 'client']}
-NULLABLE_KEYS = {'valuations': {'round'}}   # a run's total values have round NULL: keyed by UNIQUE (PostgreSQL's primary keys refuse NULL)
-_TEXT = {'id', 'name', 'config', 'config_hash', 'status', 'error', 'created_at', 'finished_at', 'fedland_version', 'git_rev',
-         'experiment_id', 'setting', 'model', 'data', 'metric', 'kind', 'path', 'method'}
+KEYS = {
+    'experiments': ['id'],
+    'rounds': ['experiment_id', 'setting', 'round'],
+    'client_rounds': ['experiment_id', 'round', 'client'],
+    'curvature': ['experiment_id', 'round', 'model', 'data'],
+    'contributions': ['experiment_id', 'client', 'metric'],
+    'landscapes': ['experiment_id', 'round', 'kind'],
+    'valuations': ['experiment_id', 'method', 'metric', 'round', 'client'],
+}
+# a run's total values have round NULL: keyed by UNIQUE (PostgreSQL's primary keys refuse NULL)
+NULLABLE_KEYS = {'valuations': {'round'}}
+_TEXT = {
+    'id',
+    'name',
+    'config',
+    'config_hash',
+    'status',
+    'error',
+    'created_at',
+    'finished_at',
+    'fedland_version',
+    'git_rev',
+    'experiment_id',
+    'setting',
+    'model',
+    'data',
+    'metric',
+    'kind',
+    'path',
+    'method',
+}
 _INT = {'round', 'client', 'n_samples'}
 
 def _kind(column: str) -> str:
@@ -53,13 +100,16 @@ def _is_locked(e: Exception) -> bool: return 'locked' in str(e).lower() or 'busy
 class Store:
     "The experiment store: SQLite file (default) or PostgreSQL URL, with `.npz` artifacts in a directory beside it."
     def __init__(self, url: str | os.PathLike = 'runs/fedland.db',  # SQLite path, `sqlite:///path`, or `postgresql://…`
-                 artifacts: str | os.PathLike | None = None):         # artifact directory (default: beside the SQLite file, or ./runs/artifacts)
-        if not isinstance(url, (str, os.PathLike)): raise TypeError(f"store must be a path or URL string, got {type(url).__name__}")
+                 # artifact directory (default: beside the SQLite file, or ./runs/artifacts)
+                 artifacts: str | os.PathLike | None = None):
+        if not isinstance(url, (str, os.PathLike)): raise TypeError(f"store must be a path or URL string, got "
+                                                                    f"{type(url).__name__}")
         url = str(url)
         self.url, self.kind = url, 'postgresql' if url.startswith(('postgresql://', 'postgres://')) else 'sqlite'
         if self.kind == 'sqlite':
             path = Path(url[len('sqlite:///'):] if url.startswith('sqlite:///') else url)
-            if '://' in url and not url.startswith('sqlite:///'): raise ValueError(f"store={url!r}: use a file path, sqlite:///path or postgresql://…")
+            if '://' in url and not url.startswith('sqlite:///'): raise ValueError(f"store={url!r}: use a file path, "
+                                                                                   f"sqlite:///path or postgresql://…")
             self.path = path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,7 +120,8 @@ class Store:
             self.artifacts = Path(artifacts) if artifacts else path.parent / 'artifacts'
         else:
             try: import psycopg
-            except ImportError as e: raise StoreError("a PostgreSQL store needs psycopg: pip install 'psycopg[binary]'") from e
+            except ImportError as e: raise StoreError("a PostgreSQL store needs psycopg: pip install "
+                                                      "'psycopg[binary]'") from e
             try: self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
             except Exception as e: raise StoreError(f"store={url!r} cannot be opened: {e}") from e
             self.artifacts = Path(artifacts) if artifacts else Path('runs') / 'artifacts'
@@ -100,7 +151,10 @@ class Store:
             cur = self._conn.cursor()
             if self.kind == 'sqlite': cur.execute('BEGIN IMMEDIATE')
             else: cur.execute('BEGIN')
-            try: out = fn(cur); cur.execute('COMMIT'); return out
+            try:
+                out = fn(cur)
+                cur.execute('COMMIT')
+                return out
             except BaseException:
                 try: cur.execute('ROLLBACK')
                 except Exception: pass
@@ -110,21 +164,32 @@ class Store:
 
     def put(self, table: str, rows: list, cur=None):
         "Insert or replace `rows` (dicts) of `table` by their key."
-        cols = TABLES[table]; keys = KEYS[table]
+        cols = TABLES[table]
+        keys = KEYS[table]
         bad = [c for r in rows for c in r if c not in cols]
         if bad: raise ValueError(f"{table} has no column {bad[0]!r}; columns: {', '.join(cols)}")
         def _w(c):
             if not rows: return
-            eq = lambda k: f'{k} IS NOT DISTINCT FROM ?' if k in NULLABLE_KEYS.get(table, ()) else f'{k} = ?'   # NULL matches NULL
-            c.executemany(self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(eq(k) for k in keys)), [[_py(r.get(k)) for k in keys] for r in rows])
-            c.executemany(self._sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"), [[_py(r.get(k)) for k in cols] for r in rows])
+            # NULL matches NULL
+            eq = lambda k: f'{k} IS NOT DISTINCT FROM ?' if k in NULLABLE_KEYS.get(table, ()) else f'{k} = ?'
+            c.executemany(
+                self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(eq(k) for k in keys)),
+                [[_py(r.get(k)) for k in keys] for r in rows],
+            )
+            c.executemany(
+                self._sql(f"INSERT INTO {table} ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"),
+                [[_py(r.get(k)) for k in cols] for r in rows],
+            )
         return _w(cur) if cur is not None else self.transaction(_w)
 
     def query(self, q: str, params: tuple = ()) -> pd.DataFrame:
         "Run a SELECT and return a DataFrame."
         def f():
-            cur = self._conn.cursor(); cur.execute(self._sql(q), params)
-            cols = [d[0] for d in cur.description]; rows = cur.fetchall(); cur.close()
+            cur = self._conn.cursor()
+            cur.execute(self._sql(q), params)
+            cols = [d[0] for d in cur.description]
+            rows = cur.fetchall()
+            cur.close()
             return pd.DataFrame(rows, columns=cols)
         return self._retry(f)
 
@@ -142,9 +207,12 @@ class Store:
         return {t: int(self.query(f"SELECT COUNT(*) AS n FROM {t}").n.iloc[0]) for t in TABLES}
 
     def save_artifact(self, rel: str, writer) -> str:
-        "Write an artifact through `writer(path)` atomically under the artifact directory; return its path relative to it."
-        p = self.artifacts / rel; p.parent.mkdir(parents=True, exist_ok=True)
-        writer(p); return rel
+        ("Write an artifact through `writer(path)` atomically under the artifact directory; return its path relative "
+         "to it.")
+        p = self.artifacts / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        writer(p)
+        return rel
     def artifact_path(self, rel: str) -> Path: return self.artifacts / rel
     def close(self):
         try: self._conn.close()

@@ -24,13 +24,15 @@ from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten, 
 # %% ../nbs/03_train.ipynb #c007
 def _check_pos(name, v, allow_zero=False):
     "`v` must be a finite number > 0 (or ≥ 0)."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)): raise TypeError(f"{name} must be a number; got {type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise TypeError(f"{name} must be a number; got {type(v).__name__}")
     if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
         raise ValueError(f"{name}={v} is out of range: must be {'≥' if allow_zero else '>'} 0 and finite")
 
 def _check_count(name, v, lo=1):
     "`v` must be an int ≥ lo."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int; got {type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int; got "
+                                                                                    f"{type(v).__name__}")
     if v < lo: raise ValueError(f"{name}={v} is out of range: must be an int ≥ {lo}")
 
 @dataclass
@@ -44,16 +46,21 @@ class LocalConfig:
     steps: int | None = None    # exact number of local steps instead of epochs
     mu: float = 0.0             # FedProx proximal coefficient μ ≥ 0
     def __post_init__(self):
-        _check_pos('lr', self.lr); _check_pos('weight_decay', self.weight_decay, True); _check_pos('mu', self.mu, True)
+        _check_pos('lr', self.lr)
+        _check_pos('weight_decay', self.weight_decay, True)
+        _check_pos('mu', self.mu, True)
         _check_pos('momentum', self.momentum, True)
         if self.momentum >= 1: raise ValueError(f"momentum={self.momentum} is out of range: must be in [0, 1)")
-        _check_count('batch_size', self.batch_size); _check_count('epochs', self.epochs)
+        _check_count('batch_size', self.batch_size)
+        _check_count('epochs', self.epochs)
         if self.steps is not None: _check_count('steps', self.steps)
 
 # %% ../nbs/03_train.ipynb #c011
 def batch_schedule(n: int, batch_size: int, epochs: int = 1, steps: int | None = None, seed=0) -> list:
-    "Index batches into a client's `n` samples: a fresh seeded shuffle each epoch; `steps` cuts or extends to exactly that many."
-    rng = np.random.default_rng(seed); out = []
+    ("Index batches into a client's `n` samples: a fresh seeded shuffle each epoch; `steps` cuts or extends to "
+     "exactly that many.")
+    rng = np.random.default_rng(seed)
+    out = []
     if n == 0: return out
     while True:
         perm = rng.permutation(n)
@@ -63,8 +70,10 @@ def batch_schedule(n: int, batch_size: int, epochs: int = 1, steps: int | None =
 
 # %% ../nbs/03_train.ipynb #c016
 def _loss_aux(out, yb, w=None):
-    "Mean cross-entropy of the logits `out` over the batch (weights `w` mask padding); aux: summed loss and correct count."
-    l = F.cross_entropy(out, yb, reduction='none'); hit = (out.argmax(1) == yb).to(l.dtype)
+    ("Mean cross-entropy of the logits `out` over the batch (weights `w` mask padding); aux: summed loss and correct "
+     "count.")
+    l = F.cross_entropy(out, yb, reduction='none')
+    hit = (out.argmax(1) == yb).to(l.dtype)
     if w is None: return l.mean(), (l.detach().sum(), hit.sum())
     n = w.sum()
     return (l * w).sum() / torch.clamp(n, min=1), ((l * w).detach().sum(), (hit * w).sum())
@@ -82,18 +91,24 @@ def _step_direction(p, g, mom, cfg: LocalConfig, anchor=None, corr=None):
 
 def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: dict | None = None,
                corr: dict | None = None, active: torch.Tensor | None = None):
-    "One SGD step (weight decay, FedProx, SCAFFOLD correction, momentum); `active` (per stacked client) masks finished clients."
+    ("One SGD step (weight decay, FedProx, SCAFFOLD correction, momentum); `active` (per stacked client) masks "
+     "finished clients.")
     new_p, new_m = {}, {}
     for k, p in params.items():
-        m = _step_direction(p, grads[k], mom[k], cfg, None if anchor is None else anchor[k], None if corr is None else corr[k])
+        m = _step_direction(
+            p, grads[k], mom[k], cfg, None if anchor is None else anchor[k], None if corr is None else corr[k]
+        )
         if active is None: new_p[k], new_m[k] = p - cfg.lr * m, m
         else:
             a = active.view(-1, *[1] * (p.ndim - 1)).to(p.dtype)
             new_p[k], new_m[k] = p - cfg.lr * a * m, mom[k] + a * (m - mom[k])
     return new_p, new_m
 
-def _sgd_flat_(p: torch.Tensor, g: torch.Tensor, mom: torch.Tensor, cfg: LocalConfig, anchor=None, corr=None) -> torch.Tensor:
-    "`sgd_update` on one flat parameter vector `p`, in place — the same operations in the same order, so the same bits; returns the new momentum."
+def _sgd_flat_(
+    p: torch.Tensor, g: torch.Tensor, mom: torch.Tensor, cfg: LocalConfig, anchor=None, corr=None
+) -> torch.Tensor:
+    ("`sgd_update` on one flat parameter vector `p`, in place — the same operations in the same order, so the same "
+     "bits; returns the new momentum.")
     m = _step_direction(p, g, mom, cfg, anchor, corr)
     p.sub_(cfg.lr * m)
     return m
@@ -113,18 +128,28 @@ class LocalResult:
 def _zeros_like(d): return {k: torch.zeros_like(v) for k, v in d.items()}
 
 def _flat_copy(model: nn.Module, params: dict, buffers: dict):
-    "A copy of `model` whose parameters are views into one new flat vector holding `params` (one update per step instead of one per tensor) and whose buffers are `buffers`; None where parameters are shared, parametrized or of mixed dtypes or devices."
+    ("A copy of `model` whose parameters are views into one new flat vector holding `params` (one update per step "
+     "instead of one per tensor) and whose buffers are `buffers`; None where parameters are shared, parametrized or "
+     "of mixed dtypes or devices.")
     ts = [v.detach() for v in params.values()]
     own = dict(model.named_parameters(remove_duplicate=False))
-    if (not ts or len({(t.dtype, t.device) for t in ts}) > 1 or set(own) != set(params) or len(own) != len(dict(model.named_parameters()))
-            or any(hasattr(m, 'parametrizations') for m in model.modules())): return None
+    if (
+        not ts
+        or len({(t.dtype, t.device) for t in ts}) > 1
+        or set(own) != set(params)
+        or len(own) != len(dict(model.named_parameters()))
+        or any(hasattr(m, 'parametrizations') for m in model.modules())
+    ): return None
     work = copy.deepcopy(model)
-    flat = torch.cat([t.reshape(-1) for t in ts]); off = 0
+    flat = torch.cat([t.reshape(-1) for t in ts])
+    off = 0
     for k, t in zip(params, ts):
         mod, _, leaf = k.rpartition('.')
-        setattr(work.get_submodule(mod), leaf, nn.Parameter(flat[off:off + t.numel()].view(t.shape))); off += t.numel()
+        setattr(work.get_submodule(mod), leaf, nn.Parameter(flat[off:off + t.numel()].view(t.shape)))
+        off += t.numel()
     for k, v in buffers.items():
-        mod, _, leaf = k.rpartition('.'); work.get_submodule(mod)._buffers[leaf] = v
+        mod, _, leaf = k.rpartition('.')
+        work.get_submodule(mod)._buffers[leaf] = v
     return work.train(), flat
 
 def local_update(model: nn.Module,   # architecture (its own weights are not used or changed)
@@ -142,28 +167,44 @@ def local_update(model: nn.Module,   # architecture (its own weights are not use
     buffers = {k: v.detach().clone() for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     fc = _flat_copy(model, params, buffers)
     if fc is None: return _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum)
-    work, p = fc; ps = list(work.parameters()); cat = lambda d: torch.cat([d[k].detach().reshape(-1) for k in params])
+    work, p = fc
+    ps = list(work.parameters())
+    cat = lambda d: torch.cat([d[k].detach().reshape(-1) for k in params])
     anc = cat(params if anchor is None else anchor).to(p) if cfg.mu else None
     cr = None if corr is None else cat(corr).to(p)
     mom = torch.zeros_like(p) if momentum is None else cat(momentum).to(p)
     sched = batch_schedule(len(idx), cfg.batch_size, cfg.epochs, cfg.steps, seed)
-    order = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=X.device)[torch.as_tensor(np.concatenate(sched) if sched else np.zeros(0, np.int64), device=X.device)]
+    order = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=X.device)[
+        torch.as_tensor(np.concatenate(sched) if sched else np.zeros(0, np.int64), device=X.device)
+    ]
     tot, hits, at = torch.zeros((), device=X.device), torch.zeros((), device=X.device), 0
     for b in sched:
-        j = order[at:at + len(b)]; at += len(b)
+        j = order[at:at + len(b)]
+        at += len(b)
         loss, (s, h) = _loss_aux(work(X[j]), Y[j])
         g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, ps)])
         with torch.no_grad(): mom = _sgd_flat_(p, g, mom, cfg, anc, cr)
-        tot += s; hits += h
-    return LocalResult(unflatten(p.clone(), params), buffers, len(idx), len(sched), float(tot) / max(at, 1), float(hits) / max(at, 1), unflatten(mom.clone(), params))
+        tot += s
+        hits += h
+    return LocalResult(
+        unflatten(p.clone(), params),
+        buffers,
+        len(idx),
+        len(sched),
+        float(tot) / max(at, 1),
+        float(hits) / max(at, 1),
+        unflatten(mom.clone(), params),
+    )
 
 def _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum) -> LocalResult:
-    "`local_update` through `functional_call` and `sgd_update` on dicts of tensors: any model (shared or parametrized parameters, mixed dtypes)."
+    ("`local_update` through `functional_call` and `sgd_update` on dicts of tensors: any model (shared or "
+     "parametrized parameters, mixed dtypes).")
     idx = torch.as_tensor(np.asarray(idx), dtype=torch.long, device=X.device)
     params = {k: v.detach().clone() for k, v in params.items()}
     anchor = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     mom = _zeros_like(params) if momentum is None else {k: v.detach().clone() for k, v in momentum.items()}
-    was = model.training; model.train()
+    was = model.training
+    model.train()
     tot, hits, seen = torch.zeros((), device=X.device), torch.zeros((), device=X.device), 0
     try:
         sched = batch_schedule(len(idx), cfg.batch_size, cfg.epochs, cfg.steps, seed)
@@ -172,10 +213,15 @@ def _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, co
             p = {k: v.requires_grad_() for k, v in params.items()}
             loss, (s, h) = _batch_loss(model, p, buffers, X[j], Y[j])
             g = dict(zip(p, torch.autograd.grad(loss, list(p.values()))))
-            with torch.no_grad(): params, mom = sgd_update({k: v.detach() for k, v in p.items()}, g, mom, cfg, anchor, corr)
-            tot += s; hits += h; seen += len(b)
+            with torch.no_grad():
+                params, mom = sgd_update({k: v.detach() for k, v in p.items()}, g, mom, cfg, anchor, corr)
+            tot += s
+            hits += h
+            seen += len(b)
     finally: model.train(was)
-    return LocalResult(params, buffers, len(idx), len(sched), float(tot) / max(seen, 1), float(hits) / max(seen, 1), mom)
+    return LocalResult(
+        params, buffers, len(idx), len(sched), float(tot) / max(seen, 1), float(hits) / max(seen, 1), mom
+    )
 
 # %% ../nbs/03_train.ipynb #c027
 def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
@@ -184,16 +230,32 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
                          anchor: dict | None = None,     # θ_g for FedProx (default: `params`)
                          corrs: list | None = None,      # per-client SCAFFOLD corrections
                          chunk: int = 256,               # clients stacked per call (bounds memory)
-                         stacked: bool = False,          # `params` (and `anchor`) hold one start per client on a leading axis
-                         compile: bool = False,          # run each step through `torch.compile` (compiled once per model and settings)
+                         # `params` (and `anchor`) hold one start per client on a leading axis
+                         stacked: bool = False,
+                         # run each step through `torch.compile` (compiled once per model and settings)
+                         compile: bool = False,
                         ) -> list:
-    "`local_update` for many clients, stacked (from one start, or each from its own); same results as the sequential path."
-    if has_batchnorm(model) or len(buffer_dict(model)): raise ValueError("batched local updates need a model without buffers (BatchNorm): use the sequential path")
+    ("`local_update` for many clients, stacked (from one start, or each from its own); same results as the sequential "
+     "path.")
+    if has_batchnorm(model) or len(buffer_dict(model)): raise ValueError("batched local updates need a model without "
+                                                                         "buffers (BatchNorm): use the sequential "
+                                                                         "path")
     out = []
     for s in range(0, len(idxs), chunk):
         sl = lambda d: None if d is None else {k: v[s:s + chunk] for k, v in d.items()} if stacked else d
-        P, M, loss, acc, steps = _batched_chunk(model, sl(params), X, Y, idxs[s:s + chunk], cfg, seeds[s:s + chunk], sl(anchor),
-                                                None if corrs is None else corrs[s:s + chunk], stacked, compile)
+        P, M, loss, acc, steps = _batched_chunk(
+            model,
+            sl(params),
+            X,
+            Y,
+            idxs[s : s + chunk],
+            cfg,
+            seeds[s : s + chunk],
+            sl(anchor),
+            None if corrs is None else corrs[s : s + chunk],
+            stacked,
+            compile,
+        )
         out += [LocalResult({n: v[k] for n, v in P.items()}, {}, len(idxs[s + k]), steps[k], loss[k], acc[k],
                             {n: v[k] for n, v in M.items()}) for k in range(len(steps))]
     return out
@@ -202,26 +264,32 @@ _STEPS = weakref.WeakKeyDictionary()   # model -> {settings: compiled step}
 _UNSTACKABLE = weakref.WeakSet()        # models stacked_forward cannot run: vmap path
 
 def _vmap_grads(model, p: dict, xb, yb, w):
-    "Every stacked client's gradient (a stacked dict), summed loss and correct count: `vmap` of `grad` over the clients (any network)."
+    ("Every stacked client's gradient (a stacked dict), summed loss and correct count: `vmap` of `grad` over the "
+     "clients (any network).")
     return vmap(lambda q, x, y, ww: grad(lambda r: _batch_loss(model, r, {}, x, y, ww), has_aux=True)(q))(p, xb, yb, w)
 
 def _views(flat: torch.Tensor, shapes: dict) -> dict:
     "Stacked parameter dict (n, *shape) of views into the columns of a flat (n, P) tensor."
     out, o = {}, 0
     for k, s in shapes.items():
-        m = math.prod(s); out[k] = flat[:, o:o + m].view(len(flat), *s); o += m
+        m = math.prod(s)
+        out[k] = flat[:, o:o + m].view(len(flat), *s)
+        o += m
     return out
 
 def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
-    "Every stacked client's gradient (n, P), summed loss and correct count at the flat parameters `p`: one forward and backward pass of `stacked_forward`, or vmap of grad where it does not apply."
+    ("Every stacked client's gradient (n, P), summed loss and correct count at the flat parameters `p`: one forward "
+     "and backward pass of `stacked_forward`, or vmap of grad where it does not apply.")
     if model not in _UNSTACKABLE:
-        q = {k: v.detach().requires_grad_() for k, v in _views(p, shapes).items()}   # leaves of their own: a flat leaf would cost a (K, P) zero-fill per tensor in the backward
+        # leaves of their own: a flat leaf would cost a (K, P) zero-fill per tensor in the backward
+        q = {k: v.detach().requires_grad_() for k, v in _views(p, shapes).items()}
         with torch.enable_grad():
             out = stacked_forward(model, q, xb)
             if out is not None:
                 K, B = yb.shape
                 l = F.cross_entropy(out.reshape(K * B, -1), yb.reshape(-1), reduction='none').view(K, B)
-                g = torch.autograd.grad(((l * w).sum(1) / w.sum(1).clamp(min=1)).sum(), list(q.values()))   # Σ_k of each client's mean loss: each client's own gradient
+                # Σ_k of each client's mean loss: each client's own gradient
+                g = torch.autograd.grad(((l * w).sum(1) / w.sum(1).clamp(min=1)).sum(), list(q.values()))
                 hit = (out.detach().argmax(-1) == yb).to(l.dtype)
                 return torch.cat([t.reshape(len(p), -1) for t in g], 1), ((l.detach() * w).sum(1), (hit * w).sum(1))
         _UNSTACKABLE.add(model)
@@ -229,12 +297,16 @@ def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
     return torch.cat([g[k].reshape(len(p), -1) for k in shapes], 1), aux
 
 def _step_fn(model, cfg: LocalConfig):
-    "One compiled SGD step of stacked clients (parameter dicts; finished clients masked by `active`): vmap of grad and the update, through `torch.compile` (kept per model and settings)."
+    ("One compiled SGD step of stacked clients (parameter dicts; finished clients masked by `active`): vmap of grad "
+     "and the update, through `torch.compile` (kept per model and settings).")
     def step(p, m, xb, yb, w, anchor, corr, active):
         g, (sl, h) = _vmap_grads(model, p, xb, yb, w)
         with torch.no_grad():
             p1, m1 = sgd_update(p, g, m, cfg, anchor, corr)
-            keep = lambda new, old: {k: torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, old[k]) for k, v in new.items()}   # finished clients keep their parameters and momenta exactly
+            # finished clients keep their parameters and momenta exactly
+            keep = lambda new, old: {
+                k: torch.where(active.view(-1, *[1] * (v.ndim - 1)), v, old[k]) for k, v in new.items()
+            }
         return keep(p1, p), keep(m1, m), sl, h
     key = (cfg.lr, cfg.momentum, cfg.weight_decay, cfg.mu)
     cache = _STEPS.setdefault(model, {})
@@ -242,43 +314,73 @@ def _step_fn(model, cfg: LocalConfig):
     return cache[key]
 
 def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked=False, compiled=False):
-    "Train one chunk of clients with stacked parameters and padded, masked batches; return stacked parameters, momenta, losses, accuracies, steps."
+    ("Train one chunk of clients with stacked parameters and padded, masked batches; return stacked parameters, "
+     "momenta, losses, accuracies, steps.")
     dev, K, B = X.device, len(idxs), cfg.batch_size
     scheds = [batch_schedule(len(ix), B, cfg.epochs, cfg.steps, sd) for ix, sd in zip(idxs, seeds)]
-    n_steps = np.array([len(s) for s in scheds]); S = int(n_steps.max())
-    order = np.argsort(-n_steps, kind='stable'); inv = np.argsort(order)   # longest schedules first: at step t the active clients are a prefix
+    n_steps = np.array([len(s) for s in scheds])
+    S = int(n_steps.max())
+    order = np.argsort(-n_steps, kind='stable')
+    inv = np.argsort(order)  # longest schedules first: at step t the active clients are a prefix
     live = [int((n_steps > t).sum()) for t in range(S)]
     I, W = np.zeros((S, K, B), np.int64), np.zeros((S, K, B), np.float32)
     for j, k in enumerate(order):
         ix = np.asarray(idxs[k])
-        for t, b in enumerate(scheds[k]): I[t, j, :len(b)] = ix[b]; W[t, j, :len(b)] = 1
+        for t, b in enumerate(scheds[k]):
+            I[t, j, :len(b)] = ix[b]
+            W[t, j, :len(b)] = 1
     I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
     o = torch.as_tensor(order, device=dev)
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
     corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in params}
     tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
-    was = model.training; model.train()
+    was = model.training
+    model.train()
     try:
-        if compiled:   # one shape for the whole run (a graph per live-client count would recompile until torch falls back to eager): finished clients ride along, masked
-            P = {k: v.detach()[o].clone() if stacked else v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim) for k, v in params.items()}
+        # one shape for the whole run (a graph per live-client count would recompile until torch falls back to eager):
+        # finished clients ride along, masked
+        if compiled:
+            P = {
+                k: v.detach()[o].clone() if stacked else v.detach().unsqueeze(0).repeat(K, *[1] * v.ndim)
+                for k, v in params.items()
+            }
             step, M = _step_fn(model, cfg), _zeros_like(P)
-            act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None]   # (S, K): clients still training at step t
+            # (S, K): clients still training at step t
+            act = torch.arange(K, device=dev)[None, :] < torch.as_tensor(live, device=dev)[:, None]
             for t in range(S):
                 P, M, sl, h = step(P, M, X[I[t]], Y[I[t]], W[t], anc, corr, act[t])
-                tot += sl; hits += h
-        else:          # the clients' parameters as rows of one (K, P) tensor: one update per step; at step t the live clients are its first rows
+                tot += sl
+                hits += h
+        # the clients' parameters as rows of one (K, P) tensor: one update per step; at step t the live clients are its
+        # first rows
+        else:
             shapes = {k: tuple(v.shape[1:] if stacked else v.shape) for k, v in params.items()}
             rows = lambda d: torch.cat([v.reshape(len(v), -1) for v in d.values()], 1)
-            Pf = rows({k: v.detach()[o] for k, v in params.items()}) if stacked else flatten(params).detach()[None].repeat(K, 1)   # built once, no per-tensor copy first
+            # built once, no per-tensor copy first
+            Pf = (
+                rows({k: v.detach()[o] for k, v in params.items()})
+                if stacked
+                else flatten(params).detach()[None].repeat(K, 1)
+            )
             Mf = torch.zeros_like(Pf)
             af = None if anc is None else rows(anc) if stacked else flatten(anc)[None]
             cf = None if corr is None else rows(corr)
             for t in range(S):
-                n = live[t]; p = Pf[:n]
+                n = live[t]
+                p = Pf[:n]
                 g, (sl, h) = _flat_grads(model, p, shapes, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
-                with torch.no_grad(): Mf[:n] = _sgd_flat_(p, g, Mf[:n], cfg, None if af is None else af[:n] if stacked else af, None if cf is None else cf[:n])
-                tot[:n] += sl; hits[:n] += h
+                with torch.no_grad():
+                    Mf[:n] = _sgd_flat_(
+                        p,
+                        g,
+                        Mf[:n],
+                        cfg,
+                        None if af is None else af[:n] if stacked else af,
+                        None if cf is None else cf[:n],
+                    )
+                tot[:n] += sl
+                hits[:n] += h
             P, M = _views(Pf, shapes), _views(Mf, shapes)
     finally: model.train(was)
     seen = W.sum((0, 2)).clamp(min=1)
@@ -292,13 +394,16 @@ def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked
 def per_sample_losses(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, params: dict | None = None,
                       buffers: dict | None = None, batch_size: int = 4096) -> tuple:
     "Per-sample cross-entropy losses and correctness of the model (or of `params`) in eval mode."
-    p = param_dict(model) if params is None else params; b = buffer_dict(model) if buffers is None else buffers
-    was = model.training; model.eval()
+    p = param_dict(model) if params is None else params
+    b = buffer_dict(model) if buffers is None else buffers
+    was = model.training
+    model.eval()
     try:
         L, C = [], []
         for i in range(0, len(X), batch_size):
             out = functional_call(model, {**p, **b}, (X[i:i + batch_size],))
-            L.append(F.cross_entropy(out, Y[i:i + batch_size], reduction='none')); C.append(out.argmax(1) == Y[i:i + batch_size])
+            L.append(F.cross_entropy(out, Y[i:i + batch_size], reduction='none'))
+            C.append(out.argmax(1) == Y[i:i + batch_size])
     finally: model.train(was)
     return (torch.cat(L), torch.cat(C)) if L else (torch.zeros(0), torch.zeros(0, dtype=torch.bool))
 
@@ -319,18 +424,28 @@ def reduce_by_client(values: torch.Tensor, client_of: torch.Tensor, n_clients: i
 def evaluate_stacked(model: nn.Module, stacked: dict, X: torch.Tensor, Y: torch.Tensor, idxs: list,
                      max_elems: int = 2**24) -> tuple:
     "Loss and accuracy of K stacked models, model k on `X[idxs[k]]` (NaN where a client has no samples)."
-    K = len(idxs); L = max((len(ix) for ix in idxs), default=0)
+    K = len(idxs)
+    L = max((len(ix) for ix in idxs), default=0)
     if L == 0: return np.full(K, np.nan), np.full(K, np.nan)
     I, W = np.zeros((K, L), np.int64), np.zeros((K, L), np.float32)
-    for k, ix in enumerate(idxs): I[k, :len(ix)] = np.asarray(ix); W[k, :len(ix)] = 1
+    for k, ix in enumerate(idxs):
+        I[k, :len(ix)] = np.asarray(ix)
+        W[k, :len(ix)] = 1
     I, W = torch.as_tensor(I, device=X.device), torch.as_tensor(W, device=X.device)
-    f = vmap(lambda p, xb, yb: (lambda o: (F.cross_entropy(o, yb, reduction='none'), (o.argmax(1) == yb).float()))(functional_call(model, p, (xb,))))
+    f = vmap(
+        lambda p, xb, yb: (lambda o: (F.cross_entropy(o, yb, reduction='none'), (o.argmax(1) == yb).float()))(
+            functional_call(model, p, (xb,))
+        )
+    )
     step = max(1, max_elems // max(1, K * int(np.prod(X.shape[1:]))))
-    was = model.training; model.eval(); sl, sc = torch.zeros(K, device=X.device), torch.zeros(K, device=X.device)
+    was = model.training
+    model.eval()
+    sl, sc = torch.zeros(K, device=X.device), torch.zeros(K, device=X.device)
     try:
         for s in range(0, L, step):
             l, c = f(stacked, X[I[:, s:s + step]], Y[I[:, s:s + step]])
-            sl += (l * W[:, s:s + step]).sum(1); sc += (c * W[:, s:s + step]).sum(1)
+            sl += (l * W[:, s:s + step]).sum(1)
+            sc += (c * W[:, s:s + step]).sum(1)
     finally: model.train(was)
     n = W.sum(1)
     return (sl / n).cpu().numpy(), (sc / n).cpu().numpy()
@@ -341,7 +456,9 @@ def resolve_device(device: str | torch.device | None = 'cpu') -> torch.device:
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: d = torch.device(device)
     except (RuntimeError, TypeError) as e: raise ValueError(f"device={device!r} is not a device: {e}") from e
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device={device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
+    if d.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device={device!r} but CUDA is not "
+                                                                            f"available on this machine; use 'cpu' or "
+                                                                            f"'auto'")
     return d
 
 # %% ../nbs/03_train.ipynb #c042
@@ -355,7 +472,9 @@ class CentralizedResult:
 
 class TrainingDiverged(FloatingPointError):
     "A loss or parameter became NaN/inf; the message names where. `history` holds what was recorded before."
-    def __init__(self, msg, history=None): super().__init__(msg); self.history = history
+    def __init__(self, msg, history=None):
+        super().__init__(msg)
+        self.history = history
 
 def train_centralized(model: nn.Module, ds,      # architecture and `Dataset`
                       cfg: LocalConfig,          # optimizer settings; `cfg.epochs` = number of epochs
@@ -363,17 +482,26 @@ def train_centralized(model: nn.Module, ds,      # architecture and `Dataset`
                       device='cpu',              # 'cpu', 'cuda' or 'auto'
                       progress: bool = True,     # tqdm bar over epochs
                       eval_batch_size: int = 4096,
-                      train_idx=None,            # train on these training samples only (e.g. the union of the clients'); default all
+                      # train on these training samples only (e.g. the union of the clients'); default all
+                      train_idx=None,
                      ) -> CentralizedResult:
     "Train one model on the whole training set with the same local-update function and optimizer as the clients."
     dev = resolve_device(device)
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
-    params = {k: v.to(dev) for k, v in param_dict(model).items()}; buffers = {k: v.to(dev) for k, v in buffer_dict(model).items()}
+    params = {k: v.to(dev) for k, v in param_dict(model).items()}
+    buffers = {k: v.to(dev) for k, v in buffer_dict(model).items()}
     model = model.to(dev)
     ev = lambda p, b, x, y: evaluate(model, x, y, p, b, eval_batch_size)
     idx = np.arange(len(Y)) if train_idx is None else np.sort(np.asarray(train_idx))
-    X, Y = X[torch.as_tensor(idx, device=dev)], Y[torch.as_tensor(idx, device=dev)]; idx = np.arange(len(idx))
-    rows = [dict(epoch=0, **dict(zip(('train_loss', 'train_acc'), ev(params, buffers, X, Y))), **dict(zip(('test_loss', 'test_acc'), ev(params, buffers, Xt, Yt))))]
+    X, Y = X[torch.as_tensor(idx, device=dev)], Y[torch.as_tensor(idx, device=dev)]
+    idx = np.arange(len(idx))
+    rows = [
+        dict(
+            epoch=0,
+            **dict(zip(('train_loss', 'train_acc'), ev(params, buffers, X, Y))),
+            **dict(zip(('test_loss', 'test_acc'), ev(params, buffers, Xt, Yt))),
+        )
+    ]
     traj, mom = [flatten(params).cpu()], None
     one = LocalConfig(**{**asdict(cfg), 'epochs': 1, 'steps': None, 'mu': 0.0})
     from tqdm.auto import tqdm
@@ -384,6 +512,7 @@ def train_centralized(model: nn.Module, ds,      # architecture and `Dataset`
             raise TrainingDiverged(f"centralized training diverged at epoch {e} (loss {r.loss})", pd.DataFrame(rows))
         params, buffers, mom = r.params, r.buffers, r.momentum
         tl, ta = ev(params, buffers, Xt, Yt)
-        rows.append(dict(epoch=e, train_loss=r.loss, train_acc=r.acc, test_loss=tl, test_acc=ta)); traj.append(flatten(params).cpu())
+        rows.append(dict(epoch=e, train_loss=r.loss, train_acc=r.acc, test_loss=tl, test_acc=ta))
+        traj.append(flatten(params).cpu())
         bar.set_postfix(test_acc=f'{ta:.3f}')
     return CentralizedResult(pd.DataFrame(rows), params, buffers, traj)

@@ -26,7 +26,17 @@ from torch.func import functional_call, vmap
 from scipy import stats
 from .models import param_dict, buffer_dict, flatten, unflatten
 from .train import evaluate, per_sample_losses, resolve_device, TrainingDiverged, _batched_chunk, _check_count
-from .federated import FedConfig, ServerOptimizer, run_federated, sample_clients, config_hash, RECORDING_FIELDS, save_checkpoint, load_checkpoint, _check_fit
+from fedland.federated import (
+    FedConfig,
+    ServerOptimizer,
+    run_federated,
+    sample_clients,
+    config_hash,
+    RECORDING_FIELDS,
+    save_checkpoint,
+    load_checkpoint,
+    _check_fit,
+)
 from .landscape import evaluate_span, _nll
 from .contribution import CONTRIBUTION_METRICS
 
@@ -42,26 +52,30 @@ def members(mask: int, n_players: int) -> list:
 
 def popcount(masks) -> np.ndarray:
     "Coalition sizes |S| of bitmasks."
-    m = np.asarray(masks, dtype=np.int64); c = np.zeros_like(m)
+    m = np.asarray(masks, dtype=np.int64)
+    c = np.zeros_like(m)
     for b in range(63):
         if not (m >> b).any(): break
         c += (m >> b) & 1
     return c
 
 def _check_players(K):
-    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= K <= 24: raise ValueError(f"n_players={K!r} must be an int in 1..24")
+    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= K <= 24:
+        raise ValueError(f"n_players={K!r} must be an int in 1..24")
 
 def _table(v) -> tuple:
     "A game table as float64 with its player count; its length must be 2^K."
     v = np.asarray(v, dtype=np.float64)
     K = int(round(math.log2(len(v)))) if v.ndim == 1 and len(v) > 1 else -1
-    if K < 1 or len(v) != 2 ** K: raise ValueError(f"a game table has 2^K entries v[S] indexed by bitmask; got shape {v.shape}")
+    if K < 1 or len(v) != 2**K:
+        raise ValueError(f"a game table has 2^K entries v[S] indexed by bitmask; got shape {v.shape}")
     if not np.isfinite(v).all(): raise ValueError("the game table has NaN or infinite values")
     return v, K
 
 def _marginals(v, K, k) -> tuple:
     "Coalitions S ∌ k and the marginal gains v(S ∪ {k}) − v(S)."
-    S = np.arange(2 ** K, dtype=np.int64); S = S[(S >> k) & 1 == 0]
+    S = np.arange(2 ** K, dtype=np.int64)
+    S = S[(S >> k) & 1 == 0]
     return S, v[S | (1 << k)] - v[S]
 
 def shapley(v) -> np.ndarray:
@@ -77,20 +91,25 @@ def banzhaf(v) -> np.ndarray:
 
 def leave_one_out(v) -> np.ndarray:
     "Leave-one-out values v(N) − v(N∖{k})."
-    v, K = _table(v); full = 2 ** K - 1
+    v, K = _table(v)
+    full = 2 ** K - 1
     return np.array([v[full] - v[full ^ (1 << k)] for k in range(K)])
 
 SOLUTIONS = {'shapley': shapley, 'banzhaf': banzhaf, 'loo': leave_one_out}
 
 # %% ../nbs/07b_valuation.ipynb #v015
-def shapley_sampled(utility,                 # utility(masks: int array) -> values, shape (len(masks),) or (len(masks), M)
+# utility(masks: int array) -> values, shape (len(masks),) or (len(masks), M)
+def shapley_sampled(utility,
                     n_players: int,          # K
                     n_permutations: int = 200,  # permutations sampled
-                    tol=0.0,                 # truncation: stop a permutation once |v(N) − v(prefix)| ≤ tol (per utility column; the rest get 0); 0: never
+                    # truncation: stop a permutation once |v(N) − v(prefix)| ≤ tol (per utility column; the rest get 0);
+                    # 0: never
+                    tol=0.0,
                     seed: int = 0,           # seed of the permutations
                     batch: int = 64,         # permutations walked together (one utility call per position)
                    ) -> tuple:
-    "Monte-Carlo Shapley values with their standard errors (permutation sampling with truncation, as in TMC/GTG-Shapley); returns (values, se, utility evaluations)."
+    ("Monte-Carlo Shapley values with their standard errors (permutation sampling with truncation, as in "
+     "TMC/GTG-Shapley); returns (values, se, utility evaluations).")
     _check_count('n_players', n_players)
     _check_count('n_permutations', n_permutations, 2)
     tol = np.asarray(tol, dtype=np.float64)
@@ -119,7 +138,8 @@ def shapley_sampled(utility,                 # utility(masks: int array) -> valu
             marg[s + i, perms[i, j]] = val - prev[i]
             prefix[i], prev[i] = nxt, val
             if (tol > 0).any(): live[i] = (np.abs(vN - val) > tol).any(1)   # tol = 0: no truncation
-    vals = marg.mean(0); se = marg.std(0, ddof=1) / math.sqrt(n_permutations)
+    vals = marg.mean(0)
+    se = marg.std(0, ddof=1) / math.sqrt(n_permutations)
     return (vals[:, 0], se[:, 0], len(cache)) if len(v0) == 1 else (vals.T, se.T, len(cache))
 
 # %% ../nbs/07b_valuation.ipynb #v019
@@ -248,13 +268,15 @@ VALUATIONS = ('reconstruction', 'sampled', 'exact', 'none')   # Experiment.valua
 # %% ../nbs/07b_valuation.ipynb #v025
 @dataclass
 class CoalitionGame:
-    "The exact coalition game: v(S) = final test accuracy and test loss of FedAvg trained on S alone, for every S and every training seed."
+    ("The exact coalition game: v(S) = final test accuracy and test loss of FedAvg trained on S alone, for every S "
+     "and every training seed.")
     n_players: int
     seeds: list                # training seeds (FedConfig.seed) of the rows
     acc: np.ndarray            # (n_seeds, 2^K) test accuracy of the model trained on S (S = ∅: θ₀)
     loss: np.ndarray           # (n_seeds, 2^K) test loss
     seconds: float = math.nan  # wall time of the training
-    hits: np.ndarray | None = None  # (n_seeds, 2^K, n_test) bool: which test samples each coalition's model classifies correctly
+    # (n_seeds, 2^K, n_test) bool: which test samples each coalition's model classifies correctly
+    hits: np.ndarray | None = None
     def table(self, metric: str = 'accuracy', seed: int | None = None) -> np.ndarray:
         "v(S) per bitmask (accuracy, or minus the loss), for one seed index or averaged over seeds."
         if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
@@ -272,27 +294,47 @@ class CoalitionGame:
         if len(per) < 2: return math.nan
         return float(np.mean([_spearman(per[i], per[j]) for i in range(len(per)) for j in range(i + 1, len(per))]))
     def split_agreement(self, n_splits: int = 50, seed: int = 0) -> float:
-        "Mean Spearman ρ between the exact Shapley values (accuracy, averaged over seeds) measured on two random halves of the test set: the agreement an estimator measured on another sample of that size can hope for."
-        if self.hits is None: raise ValueError("this game has no per-sample results (hits); it was made before they were recorded")
+        ("Mean Spearman ρ between the exact Shapley values (accuracy, averaged over seeds) measured on two random "
+         "halves of the test set: the agreement an estimator measured on another sample of that size can hope for.")
+        if self.hits is None: raise ValueError("this game has no per-sample results (hits); it was made before they "
+                                               "were recorded")
         rng, n, out = np.random.default_rng(seed), self.hits.shape[-1], []
         for _ in range(n_splits):
-            p = rng.permutation(n); a, b = p[:n // 2], p[n // 2:]
+            p = rng.permutation(n)
+            a, b = p[:n // 2], p[n // 2:]
             out.append(_spearman(shapley(self.hits[:, :, a].mean((0, 2))), shapley(self.hits[:, :, b].mean((0, 2)))))
         return float(np.nanmean(out))
     def save(self, path: str | os.PathLike):
         "Write an `.npz` (atomic; no pickles)."
-        path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); tmp = path.with_name(path.name + '.tmp.npz')
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + '.tmp.npz')
         extra = {} if self.hits is None else dict(hits=np.packbits(self.hits, axis=-1), n_test=self.hits.shape[-1])
-        np.savez_compressed(tmp, n_players=self.n_players, seeds=np.asarray(self.seeds), acc=self.acc, loss=self.loss, seconds=self.seconds, **extra); os.replace(tmp, path)
+        np.savez_compressed(
+            tmp,
+            n_players=self.n_players,
+            seeds=np.asarray(self.seeds),
+            acc=self.acc,
+            loss=self.loss,
+            seconds=self.seconds,
+            **extra,
+        )
+        os.replace(tmp, path)
     @classmethod
     def load(cls, path: str | os.PathLike) -> 'CoalitionGame':
         "Read a game written by `save`; a damaged file is an error naming it."
         try:
             with np.load(path, allow_pickle=False) as z:
-                hits = np.unpackbits(z['hits'], axis=-1, count=int(z['n_test'])).astype(bool) if 'hits' in z.files else None
+                hits = (
+                    np.unpackbits(z['hits'], axis=-1, count=int(z['n_test'])).astype(bool)
+                    if 'hits' in z.files
+                    else None
+                )
                 return cls(int(z['n_players']), z['seeds'].tolist(), z['acc'], z['loss'], float(z['seconds']), hits)
-        except Exception as e: raise RuntimeError(f"coalition game {path} is corrupt or unreadable ({type(e).__name__}: {e})") from e
-    def __repr__(self): return f"CoalitionGame({self.n_players} clients, {2 ** self.n_players} coalitions × {len(self.seeds)} seeds, v(N) acc {self.acc[:, -1].mean():.3f})"
+        except Exception as e: raise RuntimeError(f"coalition game {path} is corrupt or unreadable "
+                                                  f"({type(e).__name__}: {e})") from e
+    def __repr__(self): return (f"CoalitionGame({self.n_players} clients, {2 ** self.n_players} coalitions × "
+                                f"{len(self.seeds)} seeds, v(N) acc {self.acc[:, -1].mean():.3f})")
 
 def _spearman(a, b) -> float:
     "Spearman rank correlation (NaN when either side is constant)."
@@ -309,13 +351,16 @@ def _pearson(a, b) -> float:
 @torch.no_grad()
 def _final_eval(model, flats, buffers, X, Y, chunk: int = 64) -> tuple:
     "Test loss, accuracy and per-sample correctness (G, n) of stacked flat models (G, P)."
-    like = {n: v for n, v in param_dict(model).items()}; f = vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
+    like = {n: v for n, v in param_dict(model).items()}
+    f = vmap(lambda p, x: functional_call(model, (p, buffers), (x,)), in_dims=(0, None))
     L, H = [], []
-    was = model.training; model.eval()
+    was = model.training
+    model.eval()
     try:
         for s in range(0, len(flats), chunk):
             out = f(dict(_unflatten_stacked(flats[s:s + chunk], like)), X)
-            L.append(_nll(out, Y).mean(1)); H.append(out.argmax(-1) == Y[None])
+            L.append(_nll(out, Y).mean(1))
+            H.append(out.argmax(-1) == Y[None])
     finally: model.train(was)
     H = torch.cat(H).cpu()
     return torch.cat(L).cpu().numpy(), H.float().mean(1).numpy(), H.numpy()
@@ -323,28 +368,50 @@ def _final_eval(model, flats, buffers, X, Y, chunk: int = 64) -> tuple:
 def _unflatten_stacked(flats, like):
     "(G, P) flat vectors as a dict of stacked tensors shaped like `like`."
     out, i = {}, 0
-    for n, v in like.items(): out[n] = flats[:, i:i + v.numel()].reshape(len(flats), *v.shape); i += v.numel()
+    for n, v in like.items():
+        out[n] = flats[:, i:i + v.numel()].reshape(len(flats), *v.shape)
+        i += v.numel()
     return out
 
 def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save, chunk):
-    "FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in one batched engine."
-    K, dev = len(idx), X.device; n = np.array([len(i) for i in idx], dtype=np.float64)
+    ("FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in "
+     "one batched engine.")
+    K, dev = len(idx), X.device
+    n = np.array([len(i) for i in idx], dtype=np.float64)
     jobs = [(g, k) for g, m in enumerate(masks) for k in members(m, K) if k not in cfg.free_riders]
     jg = torch.as_tensor([g for g, _ in jobs], device=dev)
     nS = np.array([n[members(m, K)].sum() for m in masks])
     w = torch.as_tensor([n[k] / nS[g] for g, k in jobs], dtype=torch.float32, device=dev)
-    ride = torch.as_tensor([sum(n[k] for k in members(m, K) if k in cfg.free_riders) / nS[g] for g, m in enumerate(masks)], dtype=torch.float32, device=dev)
+    ride = torch.as_tensor(
+        [sum(n[k] for k in members(m, K) if k in cfg.free_riders) / nS[g] for g, m in enumerate(masks)],
+        dtype=torch.float32,
+        device=dev,
+    )
     for r in range(start, cfg.rounds + 1):
-        avg = {nm: v * ride.view(-1, *[1] * (v.ndim - 1)) for nm, v in theta.items()}   # free riders send back what they received
+        # free riders send back what they received
+        avg = {nm: v * ride.view(-1, *[1] * (v.ndim - 1)) for nm, v in theta.items()}
         for s in range(0, len(jobs), chunk):
-            sl = slice(s, s + chunk); g_ = jg[sl]
-            P, *_ = _batched_chunk(model, {nm: v[g_] for nm, v in theta.items()}, X, Y, [idx[k] for _, k in jobs[sl]], cfg.local,
-                                   [(cfg.seed, r, k) for _, k in jobs[sl]], None, None, stacked=True)
+            sl = slice(s, s + chunk)
+            g_ = jg[sl]
+            P, *_ = _batched_chunk(
+                model,
+                {nm: v[g_] for nm, v in theta.items()},
+                X,
+                Y,
+                [idx[k] for _, k in jobs[sl]],
+                cfg.local,
+                [(cfg.seed, r, k) for _, k in jobs[sl]],
+                None,
+                None,
+                stacked=True,
+            )
             for nm, v in P.items():
-                if not torch.isfinite(v).all(): raise TrainingDiverged(f"training diverged in round {r} for a coalition (seed {cfg.seed})")
+                if not torch.isfinite(v).all(): raise TrainingDiverged(f"training diverged in round {r} for a "
+                                                                       f"coalition (seed {cfg.seed})")
                 avg[nm].index_add_(0, g_, v * w[sl].view(-1, *[1] * (v.ndim - 1)))
         theta = opt.step(theta, avg)
-        save(r, theta, opt); bar.update(1)
+        save(r, theta, opt)
+        bar.update(1)
     return theta
 
 def coalition_setup(model: nn.Module, ds, part, seeds) -> dict:
@@ -364,7 +431,8 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
                      coalitions,             # bitmasks of the coalitions to train (bit k ⇔ client k ∈ S; 0: θ₀)
                      seeds: list,            # training seeds (FedConfig.seed), one row each
                      device='cpu',
-                     checkpoint_dir: str | os.PathLike | None = None,  # checkpoint after every round here; a rerun resumes
+                     # checkpoint after every round here; a rerun resumes
+                     checkpoint_dir: str | os.PathLike | None = None,
                      chunk: int = 2048,      # local updates stacked per call (bounds memory)
                      progress: bool = True,
                      ray_address: str | None = None,  # a Ray cluster to shard them over ('auto', host:port); None: here
@@ -445,7 +513,9 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
         else:   # SCAFFOLD or BatchNorm: the sequential engine, one coalition after another
             l, a, hh = np.zeros(len(masks)), np.zeros(len(masks)), np.zeros((len(masks), len(Yt)), dtype=bool)
             for j, m in enumerate(masks):
-                h = run_federated(model, ds, part, c, device=dev, coalition=members(m, K), progress=False, keep_clients='none')
+                h = run_federated(
+                    model, ds, part, c, device=dev, coalition=members(m, K), progress=False, keep_clients='none'
+                )
                 _, ok = per_sample_losses(model, Xt, Yt, h.global_model(), {k: v.to(dev) for k, v in h.buffers.items()})
                 l[j], a[j], hh[j] = h.round_rows[-1]['test_loss'], h.round_rows[-1]['test_acc'], ok.cpu().numpy()
                 bar.update(1)
@@ -488,7 +558,8 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
     K = len(part)
     _check_count('max_clients', max_clients)
     if K > max_clients:
-        raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) to run them, "
+        raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) "
+                         f"to run them, "
                          "or use sampled_values (a budget of coalitions) or reconstruction values")
     seeds = [cfg.seed] if seeds is None else list(seeds)
     acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir,
@@ -521,45 +592,94 @@ def membership(n_players: int) -> np.ndarray:
     return coalition_rows(coalition_masks(n_players), n_players)
 
 def coalition_weights(n, weighting: str = 'renormalized') -> np.ndarray:
-    "(2^m, m) weights of every coalition's members: n_k / n_S ('renormalized': FedAvg on S alone) or n_k / n_N ('aggregate': S's part of the round's aggregate step); row ∅ is zero."
+    ("(2^m, m) weights of every coalition's members: n_k / n_S ('renormalized': FedAvg on S alone) or n_k / n_N "
+     "('aggregate': S's part of the round's aggregate step); row ∅ is zero.")
     if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of {', '.join(WEIGHTINGS)}")
     return coalition_rows(coalition_masks(len(n)), len(n), n, weighting)
 
 class Reconstruction:
-    "Coalition games read off the landscape during training: the corners of the cube spanned by the clients' contributions, evaluated on a validation sample (no extra training)."
+    ("Coalition games read off the landscape during training: the corners of the cube spanned by the clients' "
+     "contributions, evaluated on a validation sample (no extra training).")
     def __init__(self, model: nn.Module,       # architecture (and buffers)
                  X_val: torch.Tensor, Y_val: torch.Tensor,  # the validation sample the utility is measured on
-                 game: str = 'run',            # 'run': the cube spanned by the clients' accumulated contributions; 'window': the same over windows of `every` rounds, from the window's first model; 'round': each round's own game
-                 weighting: str | None = None, # coalition weights: 'aggregate' (n_k/n_N: S's part of the actual step; the 'run' default) or 'renormalized' (n_k/n_S: S alone; the 'window' and 'round' default)
-                 every: int = 1,               # 'run': evaluate the game every this many rounds (the last round always); 'window': the window's length in rounds
-                 last_round: int | None = None,  # the run's last round (always evaluated); None: every `every` rounds only
-                 horizon: int | None = None,   # value rounds 1..horizon only (the 'run' game from θ₀ stops there and is evaluated there: the early game); None: every round
+                 # 'run': the cube spanned by the clients' accumulated contributions; 'window': the same over windows of
+                 # `every` rounds, from the window's first model; 'round': each round's own game
+                 game: str = 'run',
+                 # coalition weights: 'aggregate' (n_k/n_N: S's part of the actual step; the 'run' default) or
+                 # 'renormalized' (n_k/n_S: S alone; the 'window' and 'round' default)
+                 weighting: str | None = None,
+                 # 'run': evaluate the game every this many rounds (the last round always); 'window': the window's
+                 # length in rounds
+                 every: int = 1,
+                 # the run's last round (always evaluated); None: every `every` rounds only
+                 last_round: int | None = None,
+                 # value rounds 1..horizon only (the 'run' game from θ₀ stops there and is evaluated there: the early
+                 # game); None: every round
+                 horizon: int | None = None,
                  max_exact: int = 12,          # exact game (all 2^K corners) up to this many players
                  n_permutations: int = 100,    # above it: permutations sampled (at most max_evaluations / K of them)
-                 max_evaluations: int = 2048,  # bound on the corners a sampled game evaluates (many clients stay affordable)
-                 tol: float = 0.01,            # sampled games: truncate a permutation once its prefix is within tol·|v(N) − v(∅)| of v(N)
-                 bootstrap: int = 100,         # exact games: bootstrap resamples of the validation sample for the values' standard errors (0: none)
+                 # bound on the corners a sampled game evaluates (many clients stay affordable)
+                 max_evaluations: int = 2048,
+                 # sampled games: truncate a permutation once its prefix is within tol·|v(N) − v(∅)| of v(N)
+                 tol: float = 0.01,
+                 # exact games: bootstrap resamples of the validation sample for the values' standard errors (0: none)
+                 bootstrap: int = 100,
                  seed: int = 0,
                  chunk_points: int | None = None):
         _check_count('bootstrap', bootstrap, 0)
         if not (isinstance(tol, (int, float)) and 0 <= tol < 1): raise ValueError(f"tol={tol!r} must be in [0, 1)")
-        if len(X_val) != len(Y_val) or len(Y_val) == 0: raise ValueError(f"X_val and Y_val must hold the same, non-zero number of samples; got {len(X_val)} and {len(Y_val)}")
+        if len(X_val) != len(Y_val) or len(Y_val) == 0: raise ValueError(f"X_val and Y_val must hold the same, "
+                                                                         f"non-zero number of samples; got "
+                                                                         f"{len(X_val)} and {len(Y_val)}")
         if game not in GAMES: raise ValueError(f"game={game!r} must be one of {', '.join(GAMES)}")
         if weighting is None: weighting = 'aggregate' if game == 'run' else 'renormalized'
-        if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of {', '.join(WEIGHTINGS)}")
+        if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of "
+                                                         f"{', '.join(WEIGHTINGS)}")
         if horizon is not None: _check_count('horizon', horizon)
-        _check_count('every', every); _check_count('max_exact', max_exact); _check_count('n_permutations', n_permutations, 2); _check_count('max_evaluations', max_evaluations)
-        self.model, self.X, self.Y, self.game, self.weighting, self.every, self.last = model, X_val, Y_val, game, weighting, every, last_round
-        self.max_exact, self.n_perm, self.max_eval, self.tol, self.seed, self.chunk = max_exact, n_permutations, max_evaluations, tol, seed, chunk_points
+        _check_count('every', every)
+        _check_count('max_exact', max_exact)
+        _check_count('n_permutations', n_permutations, 2)
+        _check_count('max_evaluations', max_evaluations)
+        self.model, self.X, self.Y, self.game, self.weighting, self.every, self.last = (
+            model,
+            X_val,
+            Y_val,
+            game,
+            weighting,
+            every,
+            last_round,
+        )
+        self.max_exact, self.n_perm, self.max_eval, self.tol, self.seed, self.chunk = (
+            max_exact,
+            n_permutations,
+            max_evaluations,
+            tol,
+            seed,
+            chunk_points,
+        )
         self.horizon = horizon
-        cnt = np.random.default_rng([seed, 0xB007]).multinomial(len(Y_val), np.full(len(Y_val), 1 / len(Y_val)), size=bootstrap)
-        self.resample = torch.as_tensor(cnt.T / len(Y_val), dtype=torch.float64)   # (n, B): one bootstrap mean per column, the same every round
+        cnt = np.random.default_rng([seed, 0xB007]).multinomial(
+            len(Y_val), np.full(len(Y_val), 1 / len(Y_val)), size=bootstrap
+        )
+        # (n, B): one bootstrap mean per column, the same every round
+        self.resample = torch.as_tensor(cnt.T / len(Y_val), dtype=torch.float64)
         self.contrib, self._hist = None, None
     def utility(self, origin, D, coefs, buffers=None, per_sample: bool = False):
-        "(G, 2) accuracy and minus loss of the points origin + coefs @ D; with `per_sample`, their (G, n) per-sample losses and correctness."
+        ("(G, 2) accuracy and minus loss of the points origin + coefs @ D; with `per_sample`, their (G, n) per-sample "
+         "losses and correctness.")
         dev = next(self.model.parameters()).device
         own = torch.arange(len(self.Y)) if per_sample else None
-        l, a = evaluate_span(self.model, origin, D, coefs, self.X.to(dev), self.Y.to(dev), owner=own, buffers=buffers, chunk_points=self.chunk)
+        l, a = evaluate_span(
+            self.model,
+            origin,
+            D,
+            coefs,
+            self.X.to(dev),
+            self.Y.to(dev),
+            owner=own,
+            buffers=buffers,
+            chunk_points=self.chunk,
+        )
         return (l, a) if per_sample else np.stack([a[:, 0].numpy(), -l[:, 0].numpy()], 1)
     def _game(self, r, origin, D, rows, buffers) -> dict:
         "The whole table (exact) or sampled Shapley and leave-one-out values; `rows(masks)`: the corners' coefficients."
@@ -568,37 +688,75 @@ class Reconstruction:
         if m <= self.max_exact:
             W = W(range(2 ** m))
             if not self.resample.shape[1]:
-                u = self.utility(origin, D, W, buffers); return dict(acc=u[:, 0], loss=-u[:, 1])
-            l, a = self.utility(origin, D, W, buffers, per_sample=True)    # (2^m, n): every corner on every validation sample
-            return dict(acc=a.mean(1).numpy(), loss=l.mean(1).numpy(), boot_acc=(a @ self.resample).T.float().numpy(), boot_loss=(l @ self.resample).T.float().numpy())
+                u = self.utility(origin, D, W, buffers)
+                return dict(acc=u[:, 0], loss=-u[:, 1])
+            # (2^m, n): every corner on every validation sample
+            l, a = self.utility(origin, D, W, buffers, per_sample=True)
+            return dict(
+                acc=a.mean(1).numpy(),
+                loss=l.mean(1).numpy(),
+                boot_acc=(a @ self.resample).T.float().numpy(),
+                boot_loss=(l @ self.resample).T.float().numpy(),
+            )
         n_perm = min(self.n_perm, max(2, self.max_eval // m))
         ends = self.utility(origin, D, W([0, 2 ** m - 1]), buffers)
-        vals, se, ne = shapley_sampled(lambda ms: self.utility(origin, D, W(ms), buffers), m, n_perm, self.tol * np.abs(ends[1] - ends[0]),
-                                       seed=(self.seed * 1_000_003 + r) % 2**32)
+        vals, se, ne = shapley_sampled(
+            lambda ms: self.utility(origin, D, W(ms), buffers),
+            m,
+            n_perm,
+            self.tol * np.abs(ends[1] - ends[0]),
+            seed=(self.seed * 1_000_003 + r) % 2**32,
+        )
         loo = ends[1][None] - self.utility(origin, D, W([(2 ** m - 1) ^ (1 << k) for k in range(m)]), buffers)
-        return dict(shapley_acc=vals[0], shapley_loss=vals[1], se_acc=se[0], se_loss=se[1], loo_acc=loo[:, 0], loo_loss=loo[:, 1],
-                    v_acc=ends[:, 0], v_loss=-ends[:, 1], evaluations=np.array(ne))
+        return dict(
+            shapley_acc=vals[0],
+            shapley_loss=vals[1],
+            se_acc=se[0],
+            se_loss=se[1],
+            loo_acc=loo[:, 0],
+            loo_loss=loo[:, 1],
+            v_acc=ends[:, 0],
+            v_loss=-ends[:, 1],
+            evaluations=np.array(ne),
+        )
     def __call__(self, hist, r: int, clients: list, g0: torch.Tensor, flats: torch.Tensor, n, buffers=None) -> dict:
-        "Record of round r (a `valuer` for `run_federated`): the game's table or sampled values, and for the 'run' and 'window' games the contributions so far."
+        ("Record of round r (a `valuer` for `run_federated`): the game's table or sampled values, and for the 'run' "
+         "and 'window' games the contributions so far.")
         if self.horizon is not None and r > self.horizon: return {}     # past the horizon: not valued
-        D = (flats - g0[None]).float(); n = np.asarray(n, dtype=np.float64)
+        D = (flats - g0[None]).float()
+        n = np.asarray(n, dtype=np.float64)
         if self.game == 'round':
             rows = lambda ms: coalition_rows(ms, len(n), n, self.weighting)
             return dict(game=np.array(1), clients=np.asarray(clients), **self._game(r, g0, D, rows, buffers))
         K, aggregate, window = hist.n_clients, self.weighting == 'aggregate', self.game == 'window'
-        start = (r - 1) // self.every * self.every + 1 if window else 1     # first round of the game's window (the run game: round 1)
-        if self.contrib is None or self._hist is not hist or r == start:   # a fresh run or window, or a run resumed from a checkpoint
+        # first round of the game's window (the run game: round 1)
+        start = (r - 1) // self.every * self.every + 1 if window else 1
+        # a fresh run or window, or a run resumed from a checkpoint
+        if self.contrib is None or self._hist is not hist or r == start:
             self._hist = hist
             prev = hist.valuations.get(r - 1, {})
-            if r > start and 'contrib' not in prev: return {}   # earlier rounds were trained without this valuer: the game is unknown
-            self.contrib = torch.as_tensor(prev['contrib']).to(D) if r > start else torch.zeros(K, D.shape[1], dtype=D.dtype, device=D.device)
-            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > start and 'sizes' in prev else np.zeros(K)   # a window counts only its own clients
-        cl = torch.as_tensor(clients, device=D.device); self.sizes[np.asarray(clients)] = n
+            # earlier rounds were trained without this valuer: the game is unknown
+            if r > start and 'contrib' not in prev: return {}
+            self.contrib = (
+                torch.as_tensor(prev['contrib']).to(D)
+                if r > start
+                else torch.zeros(K, D.shape[1], dtype=D.dtype, device=D.device)
+            )
+            # a window counts only its own clients
+            self.sizes = np.asarray(prev['sizes'], dtype=np.float64) if r > start and 'sizes' in prev else np.zeros(K)
+        cl = torch.as_tensor(clients, device=D.device)
+        self.sizes[np.asarray(clients)] = n
         w = torch.as_tensor(n / n.sum() if aggregate else np.ones_like(n), dtype=D.dtype, device=D.device)
         self.contrib[cl] += w[:, None] * D          # C_k += p_k^r Δ_k^r ('aggregate'), or A_k += Δ_k^r ('renormalized')
         prev = hist.valuations.get(r - 1)
-        if prev is not None: prev.pop('contrib', None)                # only the latest contributions are kept (K × P floats)
-        out = dict(game=np.array(_GAME_CODE[self.game]), clients=np.arange(K), contrib=self.contrib.cpu().numpy(), sizes=self.sizes.copy())
+        # only the latest contributions are kept (K × P floats)
+        if prev is not None: prev.pop('contrib', None)
+        out = dict(
+            game=np.array(_GAME_CODE[self.game]),
+            clients=np.arange(K),
+            contrib=self.contrib.cpu().numpy(),
+            sizes=self.sizes.copy(),
+        )
         if r % self.every == 0 or r == self.last or r == self.horizon:
             sizes = None if aggregate else np.maximum(self.sizes, 1e-12)   # 'aggregate': C_k already carries p_k
             rows = lambda ms: coalition_rows(ms, K, sizes, 'renormalized')
@@ -606,20 +764,25 @@ class Reconstruction:
         return out
 
 def _record_values(d: dict, method: str, metric: str) -> tuple:
-    "Values of one recorded game for its clients, and their bootstrap replicates (exact tables) or standard errors (sampled games)."
+    ("Values of one recorded game for its clients, and their bootstrap replicates (exact tables) or standard errors "
+     "(sampled games).")
     if 'acc' in d:   # the exact table
         t = d['acc'] if metric == 'accuracy' else -d['loss']
         boot = d.get('boot_acc' if metric == 'accuracy' else 'boot_loss')
         reps = None if boot is None else np.stack([SOLUTIONS[method](b if metric == 'accuracy' else -b) for b in boot])
         return SOLUTIONS[method](t), reps
-    if method == 'banzhaf': raise ValueError("sampled games (more clients than max_exact) have Shapley and leave-one-out values, not Banzhaf")
+    if method == 'banzhaf': raise ValueError("sampled games (more clients than max_exact) have Shapley and "
+                                             "leave-one-out values, not Banzhaf")
     sfx = '_acc' if metric == 'accuracy' else '_loss'
     return d[method + sfx], (d['se' + sfx] if method == 'shapley' else None)
 
 def round_gain(d: dict, metric: str = 'accuracy') -> float:
     "v(N) − v(∅) of a recorded game: what all clients' contributions gained on the validation sample."
-    if 'acc' in d: t = d['acc'] if metric == 'accuracy' else -d['loss']; return float(t[-1] - t[0])
-    t = d['v_acc'] if metric == 'accuracy' else -d['v_loss']; return float(t[1] - t[0])
+    if 'acc' in d:
+        t = d['acc'] if metric == 'accuracy' else -d['loss']
+        return float(t[-1] - t[0])
+    t = d['v_acc'] if metric == 'accuracy' else -d['v_loss']
+    return float(t[1] - t[0])
 
 def _evaluated(d: dict) -> bool: return 'acc' in d or 'shapley_acc' in d
 
@@ -627,26 +790,38 @@ def reconstruction_values(hist,                       # `History` of a run train
                           method: str = 'shapley',    # 'shapley', 'loo' or 'banzhaf'
                           metric: str = 'accuracy',   # utility: validation 'accuracy' or minus validation 'loss'
                          ) -> Valuation:
-    "The run's reconstruction values with a client × round matrix: the 'run' game's values at the last evaluated round and their increments between evaluations, or the sum of the 'window' or 'round' games."
+    ("The run's reconstruction values with a client × round matrix: the 'run' game's values at the last evaluated "
+     "round and their increments between evaluations, or the sum of the 'window' or 'round' games.")
     if method not in SOLUTIONS: raise ValueError(f"method={method!r} must be one of {', '.join(SOLUTIONS)}")
     if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
     recs = {r: d for r, d in sorted(hist.valuations.items()) if _evaluated(d)}
-    if not recs: raise ValueError("the history has no recorded games: train with run_federated(..., valuer=Reconstruction(...)) from round 1")
-    K = hist.n_clients; rs = list(recs); per = np.zeros((len(rs), K)); var = np.zeros(K); sampled = False
+    if not recs: raise ValueError("the history has no recorded games: train with run_federated(..., "
+                                  "valuer=Reconstruction(...)) from round 1")
+    K = hist.n_clients
+    rs = list(recs)
+    per = np.zeros((len(rs), K))
+    var = np.zeros(K)
+    sampled = False
     run_game = int(recs[rs[-1]]['game']) == 0
     boots = [] if all('boot_acc' in recs[r] for r in rs) else None   # bootstrap replicates (same resamples every round)
     for i, r in enumerate(rs):
-        v, extra = _record_values(recs[r], method, metric); cl = np.asarray(recs[r]['clients'], dtype=int)
+        v, extra = _record_values(recs[r], method, metric)
+        cl = np.asarray(recs[r]['clients'], dtype=int)
         per[i, cl] = v
         if extra is None or (run_game and r != rs[-1]): continue
         if extra.ndim == 2:
-            b = np.zeros((len(extra), K)); b[:, cl] = extra
+            b = np.zeros((len(extra), K))
+            b[:, cl] = extra
             if boots is not None: boots.append(b)
-        else: var[cl] += np.asarray(extra) ** 2; sampled = True   # permutation-sampling standard errors
+        else:
+            var[cl] += np.asarray(extra) ** 2
+            sampled = True  # permutation-sampling standard errors
     se = np.sqrt(var) if sampled else None
-    if boots: se = np.sum(boots, axis=0).std(0, ddof=1)            # the run game's last table, or the sum of the window or round games
+    # the run game's last table, or the sum of the window or round games
+    if boots: se = np.sum(boots, axis=0).std(0, ddof=1)
     if run_game:   # cumulative values at each evaluation → increments; the total is the last evaluation's
-        total = per[-1].copy(); per = np.diff(np.vstack([np.zeros(K), per]), axis=0)
+        total = per[-1].copy()
+        per = np.diff(np.vstack([np.zeros(K), per]), axis=0)
     else: total = per.sum(0)
     game = {v: k for k, v in _GAME_CODE.items()}[int(recs[rs[-1]]['game'])]
     return Valuation(f'reconstruction_{method}', metric, total, se, per, rs, info=dict(game=game))
@@ -662,8 +837,13 @@ def agreement(truth, estimate) -> dict:
 def run_estimators(hist,                          # a `History` trained with a `Reconstruction` valuer
                    contributions: pd.DataFrame | None = None,  # its `contribution_table` (tidy: client, metric, value)
                    metric: str = 'accuracy') -> dict:
-    "Every estimator one training run offers: reconstruction Shapley and leave-one-out, and each contribution-table metric oriented by its direction (higher = more)."
-    out = {f'reconstruction_{m}': reconstruction_values(hist, m, metric) for m in ('shapley', 'loo')} if hist.valuations else {}
+    ("Every estimator one training run offers: reconstruction Shapley and leave-one-out, and each contribution-table "
+     "metric oriented by its direction (higher = more).")
+    out = (
+        {f'reconstruction_{m}': reconstruction_values(hist, m, metric) for m in ('shapley', 'loo')}
+        if hist.valuations
+        else {}
+    )
     if contributions is not None:
         wide = contributions.pivot(index='client', columns='metric', values='value').reindex(range(hist.n_clients))
         for m in wide.columns:
@@ -672,17 +852,26 @@ def run_estimators(hist,                          # a `History` trained with a `
     return out
 
 def valuation_report(game: CoalitionGame,     # the exact game (≥ 2 training seeds give the ceiling)
-                     estimators: dict,        # name -> Valuation or (K,) values, oriented so that higher = contributes more
+                     # name -> Valuation or (K,) values, oriented so that higher = contributes more
+                     estimators: dict,
                      metric: str = 'accuracy') -> pd.DataFrame:
-    "Agreement of every estimator with the seed-averaged exact Shapley value, next to the ceiling (the agreement of two training seeds' exact values)."
-    truth = game.values('shapley', metric); ceil = game.seed_agreement('shapley', metric)
+    ("Agreement of every estimator with the seed-averaged exact Shapley value, next to the ceiling (the agreement of "
+     "two training seeds' exact values).")
+    truth = game.values('shapley', metric)
+    ceil = game.seed_agreement('shapley', metric)
     rows = [dict(estimator=n, **agreement(truth, e), ceiling=ceil) for n, e in estimators.items()]
     return pd.DataFrame(rows, columns=['estimator', 'spearman', 'pearson', 'ceiling'])
 
 def validation_sample(part, size: int | None = None, seed: int = 0) -> np.ndarray:
-    "Indices of the reconstruction's validation sample: `size` samples drawn without replacement from the union of the clients' held-out splits (all of them if fewer)."
-    pool = np.concatenate([np.asarray(h, dtype=np.int64) for h in part.holdout]) if len(part.holdout) else np.zeros(0, np.int64)
-    if not len(pool): raise ValueError("the partition has no held-out samples (holdout=0): the reconstruction needs a validation sample")
+    ("Indices of the reconstruction's validation sample: `size` samples drawn without replacement from the union of "
+     "the clients' held-out splits (all of them if fewer).")
+    pool = (
+        np.concatenate([np.asarray(h, dtype=np.int64) for h in part.holdout])
+        if len(part.holdout)
+        else np.zeros(0, np.int64)
+    )
+    if not len(pool): raise ValueError("the partition has no held-out samples (holdout=0): the reconstruction needs a "
+                                       "validation sample")
     if size is not None: _check_count('size', size)
     if size is None or size >= len(pool): return np.sort(pool)
     return np.sort(np.random.default_rng([seed, 0xCA1]).choice(pool, size, replace=False))
@@ -881,12 +1070,17 @@ def sampled_values(model: nn.Module,          # architecture and initial weights
 
 # %% ../nbs/07b_valuation.ipynb #v052
 def plant_label_noise(ds, part, clients: list, q: float = 1.0, seed: int = 0):
-    "A copy of `ds` whose training labels of `clients` are replaced, each with probability q, by a uniformly random label (their held-out splits stay clean)."
+    ("A copy of `ds` whose training labels of `clients` are replaced, each with probability q, by a uniformly random "
+     "label (their held-out splits stay clean).")
     if not 0 <= q <= 1: raise ValueError(f"label_noise q={q} is out of range: must be in [0, 1]")
     bad = [k for k in clients if not 0 <= int(k) < len(part)]
     if bad: raise ValueError(f"noisy clients {bad} are outside 0..{len(part) - 1}")
-    y = ds.y_train.clone(); rng = np.random.default_rng([seed, 0x5EED])
+    y = ds.y_train.clone()
+    rng = np.random.default_rng([seed, 0x5EED])
     for k in sorted(clients):
-        ix = np.asarray(part[k]); hit = ix[rng.random(len(ix)) < q]
-        y[torch.as_tensor(hit, dtype=torch.long)] = torch.as_tensor(rng.integers(0, ds.n_classes, len(hit)), dtype=y.dtype)
+        ix = np.asarray(part[k])
+        hit = ix[rng.random(len(ix)) < q]
+        y[torch.as_tensor(hit, dtype=torch.long)] = torch.as_tensor(
+            rng.integers(0, ds.n_classes, len(hit)), dtype=y.dtype
+        )
     return dataclasses.replace(ds, name=f"{ds.name}+noise{sorted(int(k) for k in clients)}@{q:g}", y_train=y)

@@ -31,9 +31,9 @@ def postgres():
 
 @pytest.fixture(scope="module")
 def one_thread():
-    """For tests that compare a subprocess started with OMP_NUM_THREADS=1 (FEDn runs, Flower SuperNodes) bit for bit with an
-    in-process reference: compute the reference with one thread too. A float32 reduction split over two threads rounds
-    differently on some CPUs (3e-8 apart on the session-3 machine)."""
+    """For tests that compare a subprocess started with OMP_NUM_THREADS=1 (FEDn runs, Flower SuperNodes) bit for bit
+    with an in-process reference: compute the reference with one thread too. A float32 reduction split over two threads
+    rounds differently on some CPUs (3e-8 apart on the session-3 machine)."""
     import torch
     n = torch.get_num_threads()
     torch.set_num_threads(1)

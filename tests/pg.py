@@ -9,7 +9,9 @@ import time
 
 
 def _bin(name):
-    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or ([shutil.which(name)] if shutil.which(name) else [])
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or (
+        [shutil.which(name)] if shutil.which(name) else []
+    )
     return found[-1] if found else None
 
 
@@ -24,7 +26,8 @@ def _free_port():
 
 
 class PostgresServer:
-    """initdb + pg_ctl start on 127.0.0.1 (as the postgres user when running as root); `url` connects to database `fedland`."""
+    """initdb + pg_ctl start on 127.0.0.1 (as the postgres user when running as root); `url` connects to database
+    `fedland`."""
 
     def __init__(self):
         self.dir = tempfile.mkdtemp(prefix="fedland-pg-")
@@ -32,11 +35,13 @@ class PostgresServer:
         os.makedirs(self.sock)
         self.as_user = []
         if os.geteuid() == 0:
-            shutil.chown(self.dir, "postgres"); shutil.chown(self.sock, "postgres")
+            shutil.chown(self.dir, "postgres")
+            shutil.chown(self.sock, "postgres")
             self.as_user = ["runuser", "-u", "postgres", "--"]
         self._run([_bin("initdb"), "-D", self.data, "-A", "trust", "-U", "postgres", "--no-sync"])
         self._run([_bin("pg_ctl"), "-D", self.data, "-l", os.path.join(self.dir, "log"), "-w", "-t", "60", "start",
-                   "-o", f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=50"])
+                   "-o", f"-p {self.port} -k {self.sock} -c listen_addresses=127.0.0.1 -c fsync=off -c "
+                         f"max_connections=50"])
         self.url_admin = f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
         import psycopg
         for _ in range(50):

@@ -63,11 +63,17 @@ def test_against_pyhessian(trained):
 
 
 def test_no_torch_warnings_in_fresh_process():
-    "The first forward-mode product of a process (HVP without the kept graph, per-sample quadratic forms) raises no FutureWarning from torch's own jvp decompositions."
+    ("The first forward-mode product of a process (HVP without the kept graph, per-sample quadratic forms) raises no "
+     "FutureWarning from torch's own jvp decompositions.")
     import subprocess
     import sys
-    code = ("import torch; from torch import nn; from fedland.curvature import HessianOperator, per_sample_quadratic; from fedland.models import param_dict\n"
-            "m = nn.Sequential(nn.Linear(6, 3)); X, Y = torch.randn(20, 6), torch.randint(0, 3, (20,)); v = torch.randn(21)\n"
-            "HessianOperator(m, param_dict(m), X, Y, reuse_graph=False) @ v; per_sample_quadratic(m, param_dict(m), X, Y, v)")
-    r = subprocess.run([sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120)
+    code = ("import torch; from torch import nn; from fedland.curvature import HessianOperator, per_sample_quadratic; "
+            "from fedland.models import param_dict\n"
+            "m = nn.Sequential(nn.Linear(6, 3)); X, Y = torch.randn(20, 6), torch.randint(0, 3, (20,)); v = "
+            "torch.randn(21)\n"
+            "HessianOperator(m, param_dict(m), X, Y, reuse_graph=False) @ v; per_sample_quadratic(m, param_dict(m), "
+            "X, Y, v)")
+    r = subprocess.run(
+        [sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 0, r.stderr[-2000:]

@@ -1,4 +1,5 @@
-"""fedland.train / fedland.federated: reference accuracies, determinism, batched = sequential, SIGKILL resume, bad input."""
+"""fedland.train / fedland.federated: reference accuracies, determinism, batched = sequential, SIGKILL resume, bad
+input."""
 import json
 import os
 import signal
@@ -50,7 +51,9 @@ def test_niid_bench_ordering(ds):
 def test_batched_equals_sequential_many_clients(ds):
     part = partition(ds.y_train, 60, "dirichlet", alpha=0.3, min_size=5, seed=2)
     m = build_model("mlp", ds.input_shape, 10, seed=4)
-    cfg = FedConfig(rounds=2, lr=0.05, momentum=0.9, weight_decay=1e-4, algorithm="scaffold", fraction=0.7, keep_clients="all")
+    cfg = FedConfig(
+        rounds=2, lr=0.05, momentum=0.9, weight_decay=1e-4, algorithm="scaffold", fraction=0.7, keep_clients="all"
+    )
     a = run_federated(m, ds, part, cfg, batched=True, progress=False)
     b = run_federated(m, ds, part, cfg, batched=False, progress=False)
     torch.testing.assert_close(torch.stack(a.global_params), torch.stack(b.global_params), atol=1e-5, rtol=1e-5)
@@ -80,9 +83,10 @@ WORKER = textwrap.dedent("""
     cfg = FedConfig(rounds=8, lr=0.05, momentum=0.9, algorithm='fedadam', fraction=0.6, keep_clients='all', seed=11)
     def cb(h, r):
         open(progress_file, 'a').write(f'{r}\\n')
-    h = run_federated(build_model('mlp', ds.input_shape, 10), ds, part, cfg, checkpoint_dir=ckdir if ckdir != '-' else None,
-                      callback=cb, progress=False)
-    torch.save({'g': torch.stack(h.global_params), 'clients': h.clients.to_json(), 'rounds': h.rounds.drop(columns='seconds').to_json(),
+    h = run_federated(build_model('mlp', ds.input_shape, 10), ds, part, cfg,
+                      checkpoint_dir=ckdir if ckdir != '-' else None, callback=cb, progress=False)
+    torch.save({'g': torch.stack(h.global_params), 'clients': h.clients.to_json(),
+                'rounds': h.rounds.drop(columns='seconds').to_json(),
                 'c': torch.stack([h.client_models.get(r, k) for r, k in h.client_models.keys()])}, out)
 """)
 
@@ -130,16 +134,32 @@ def test_corrupt_checkpoint_names_file(tmp_path, ds):
 def test_divergence_keeps_history(ds):
     part = partition(ds.y_train, 5, "iid", seed=0)
     with pytest.raises(TrainingDiverged, match=r"round \d+ at client \d+") as e:
-        run_federated(build_model("mlp", ds.input_shape, 10), ds, part, FedConfig(rounds=10, lr=80.0, momentum=0.9), progress=False)
+        run_federated(
+            build_model("mlp", ds.input_shape, 10),
+            ds,
+            part,
+            FedConfig(rounds=10, lr=80.0, momentum=0.9),
+            progress=False,
+        )
     h = e.value.history
     assert h.status == "failed" and "round" in h.error and h.rounds["round"].iloc[0] == 0
 
 
-@pytest.mark.parametrize("kw,match", [
-    (dict(lr=0), "lr=0"), (dict(lr=-0.1), "lr=-0.1"), (dict(rounds=0), "rounds=0"), (dict(fraction=0), "fraction=0"),
-    (dict(fraction=1.2), "fraction=1.2"), (dict(algorithm="fedsgd"), "valid algorithms"), (dict(batch_size=0), "batch_size"),
-    (dict(local_epochs=0), "local_epochs|epochs"), (dict(momentum=1.0), "momentum"), (dict(bn="none"), "bn="),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        (dict(lr=0), "lr=0"),
+        (dict(lr=-0.1), "lr=-0.1"),
+        (dict(rounds=0), "rounds=0"),
+        (dict(fraction=0), "fraction=0"),
+        (dict(fraction=1.2), "fraction=1.2"),
+        (dict(algorithm="fedsgd"), "valid algorithms"),
+        (dict(batch_size=0), "batch_size"),
+        (dict(local_epochs=0), "local_epochs|epochs"),
+        (dict(momentum=1.0), "momentum"),
+        (dict(bn="none"), "bn="),
+    ],
+)
 def test_bad_settings(ds, kw, match):
     part = partition(ds.y_train, 5, "iid", seed=0)
     with pytest.raises((ValueError, TypeError), match=match):

@@ -1,4 +1,5 @@
-"""The FEDn compute package in `fedn_package/`, run by FEDn's own offline runner (`fedn run build/startup/train/validate`)."""
+"""The FEDn compute package in `fedn_package/`, run by FEDn's own offline runner
+(`fedn run build/startup/train/validate`)."""
 import json
 import os
 import shutil
@@ -25,7 +26,8 @@ BIN = Path(sys.executable).parent
 EXP = dict(model="mlp", partition="dirichlet", alpha=1.0, n_clients=3, seed=2, lr=0.05, local_epochs=1)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")   # the subprocesses run single-threaded: so do the references (conftest)
+# the subprocesses run single-threaded: so do the references (conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture()
@@ -37,7 +39,12 @@ def package(tmp_path):
 
 
 def fedn(*args, k=0, check=True):
-    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FEDLAND_PARTITION_ID": str(k), "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+        "FEDLAND_PARTITION_ID": str(k),
+        "OMP_NUM_THREADS": "1",
+    }
     r = subprocess.run([str(BIN / "fedn"), *map(str, args)], capture_output=True, text=True, env=env, timeout=300)
     if check: assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     return r
@@ -65,9 +72,19 @@ def test_fedn_run_build_train_validate(package, tmp_path):
         outs.append(load(out))
         metas.append(json.loads(Path(f"{out}-metadata").read_text()))
     assert [m["num_examples"] for m in metas] == [len(part[k]) for k in range(3)]
-    res, _ = client_step(net, param_dict(net), {}, ds.x_train, ds.y_train, part[2], part.holdout[2], exp.fed_config().local,
-                         (exp.seed, zlib.crc32(seed.read_bytes()), 2))
-    for a, b in zip(outs[2], res.params.values()): np.testing.assert_array_equal(a, b.numpy())   # the package trains with client_step
+    res, _ = client_step(
+        net,
+        param_dict(net),
+        {},
+        ds.x_train,
+        ds.y_train,
+        part[2],
+        part.holdout[2],
+        exp.fed_config().local,
+        (exp.seed, zlib.crc32(seed.read_bytes()), 2),
+    )
+    # the package trains with client_step
+    for a, b in zip(outs[2], res.params.values()): np.testing.assert_array_equal(a, b.numpy())
 
     # FEDn's combiner: FedAvg weighted by num_examples
     g = aggregate([{i: torch.as_tensor(a) for i, a in enumerate(o)} for o in outs], [m["num_examples"] for m in metas])
@@ -80,7 +97,8 @@ def test_fedn_run_build_train_validate(package, tmp_path):
     tl, ta = evaluate(net, ds.x_test, ds.y_test, params)
     assert abs(metrics["test_loss"] - tl) < 1e-6 and abs(metrics["test_accuracy"] - ta) < 1e-6
     assert {"training_loss", "training_accuracy", "local_test_loss", "local_test_accuracy"} <= set(metrics)
-    print(f"\nFEDn offline round, 3 clients: global test acc {ta:.3f} (θ₀: {evaluate(net, ds.x_test, ds.y_test)[1]:.3f})")
+    print(f"\nFEDn offline round, 3 clients: global test acc {ta:.3f} (θ₀: "
+          f"{evaluate(net, ds.x_test, ds.y_test)[1]:.3f})")
 
 
 def test_fedn_bad_client_and_model_fail_cleanly(package, tmp_path):

@@ -50,19 +50,50 @@ class Federation:
 
     def __init__(self, tmp: Path, n_nodes: int, n_partitions: int | None = None):
         self.tmp, self.procs = tmp, []
-        self.env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", "FLWR_HOME": str(tmp / "flwr"),
-                    "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONUNBUFFERED": "1"}
+        self.env = {
+            **os.environ,
+            "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
+            "FLWR_HOME": str(tmp / "flwr"),
+            "OMP_NUM_THREADS": "1",
+            "MKL_NUM_THREADS": "1",
+            "PYTHONUNBUFFERED": "1",
+        }
         self.port = _free_port()
         (tmp / "flwr").mkdir()
         (tmp / "flwr" / "config.toml").write_text(
             f'[superlink]\ndefault = "test"\n\n[superlink.test]\naddress = "127.0.0.1:{self.port}"\ninsecure = true\n')
-        link = self._start("superlink", [str(BIN / "flower-superlink"), "--insecure", "--host", "127.0.0.1", "--port", str(self.port),
-                                         "--database", str(tmp / "superlink.db"), "--disable-runtime-dependency-installation"])
+        link = self._start(
+            "superlink",
+            [
+                str(BIN / "flower-superlink"),
+                "--insecure",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--database",
+                str(tmp / "superlink.db"),
+                "--disable-runtime-dependency-installation",
+            ],
+        )
         _wait_port(self.port, link, tmp / "superlink.log")
         for k in range(n_nodes):
             p = _free_port()
-            node = self._start(f"supernode{k}", [str(BIN / "flower-supernode"), "--insecure", "--superlink", f"127.0.0.1:{self.port}",
-                                                 "--host", "127.0.0.1", "--port", str(p), "--node-config", f"partition-id={k} num-partitions={n_partitions or n_nodes}"])
+            node = self._start(
+                f"supernode{k}",
+                [
+                    str(BIN / "flower-supernode"),
+                    "--insecure",
+                    "--superlink",
+                    f"127.0.0.1:{self.port}",
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(p),
+                    "--node-config",
+                    f"partition-id={k} num-partitions={n_partitions or n_nodes}",
+                ],
+            )
             _wait_port(p, node, tmp / f"supernode{k}.log")
 
     def _start(self, name, cmd):
@@ -91,18 +122,36 @@ class Federation:
             p.wait()
 
 
-SETTINGS = dict(n_clients=K, rounds=ROUNDS, local_epochs=1, model="mlp", partition="dirichlet", alpha=0.5, seed=3, centralized=False,   # one local epoch: the batched path stays within float reassociation of the sequential one (over 5 epochs × 3 rounds a chaotic trajectory amplifies it to ~1e-2)
-                landscape=True, landscape_steps=5, curvature=False, contributions=True)
+# one local epoch: the batched path stays within float reassociation of the sequential one (over 5 epochs × 3 rounds a
+# chaotic trajectory amplifies it to ~1e-2)
+SETTINGS = dict(
+    n_clients=K,
+    rounds=ROUNDS,
+    local_epochs=1,
+    model="mlp",
+    partition="dirichlet",
+    alpha=0.5,
+    seed=3,
+    centralized=False,
+    landscape=True,
+    landscape_steps=5,
+    curvature=False,
+    contributions=True,
+)
 
 
-pytestmark = pytest.mark.usefixtures("one_thread")   # the subprocesses run single-threaded: so do the references (conftest)
+# the subprocesses run single-threaded: so do the references (conftest)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
 def flower_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("flower")
     store = tmp / "fedland.db"
-    cfg = " ".join(f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}" for k, v in SETTINGS.items())
+    cfg = " ".join(
+        f"{k}={json.dumps(v) if isinstance(v, str) else str(v).lower() if isinstance(v, bool) else v}"
+        for k, v in SETTINGS.items()
+    )
     cfg += f" store={json.dumps(str(store))} node-timeout=120.0 round-timeout=300.0"
     fed = Federation(tmp, K)
     try:
@@ -113,14 +162,16 @@ def flower_run(tmp_path_factory):
     finally:
         fed.stop()
     assert all(p.poll() is not None for p in fed.procs), "a Flower process survived stop()"
-    assert r.returncode == 0 and "finished" in r.stdout, f"flwr run failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{logs}"
+    assert r.returncode == 0 and "finished" in r.stdout, (
+        f"flwr run failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}\n{logs}"
+    )
     exp = experiment_from_config({**SETTINGS, "store": str(store)})
     print(f"\nFlower deployment ({K} SuperNodes, {ROUNDS} rounds): flwr run took {seconds:.1f} s")
     return exp, r.stdout
 
 
 def test_app_config_defaults_are_the_experiment_defaults():
-    "Every Experiment field the Flower app's pyproject lists has the Experiment's default ('' stands for none or an empty list)."
+    "Every Experiment field the Flower app's pyproject lists has the Experiment's default ('' is none or empty)."
     import tomllib
     from dataclasses import fields
     from fedland.experiment import Experiment
@@ -128,7 +179,8 @@ def test_app_config_defaults_are_the_experiment_defaults():
     d = Experiment()
     for f in fields(Experiment):
         if f.name not in cfg or f.name in ("store",): continue
-        want = getattr(d, f.name); got = cfg[f.name]
+        want = getattr(d, f.name)
+        got = cfg[f.name]
         if got == "": assert want in (None, [], ""), f.name
         else: assert got == want, (f.name, got, want)
 
@@ -157,8 +209,12 @@ def test_final_global_model_matches_in_process_engine(flower_run):
     dist, ref = torch.stack(res.history.global_params), torch.stack(seq.global_params)
     diff = (dist - ref).abs().max().item()
     print(f"\nmax |θ_flower − θ_in-process| over all rounds: {diff:.3g} (sequential client updates)")
-    assert torch.equal(dist, ref), f"global models differ by {diff}"   # same code, same seeds, bytes on the wire: bit-identical
-    local = run_experiment(Experiment(**{**SETTINGS, "engine": "local", "store": str(Path(exp.store).with_name("local.db"))}), progress=False)
+    # same code, same seeds, bytes on the wire: bit-identical
+    assert torch.equal(dist, ref), f"global models differ by {diff}"
+    local = run_experiment(
+        Experiment(**{**SETTINGS, "engine": "local", "store": str(Path(exp.store).with_name("local.db"))}),
+        progress=False,
+    )
     bdiff = (torch.stack(local.history.global_params) - dist).abs().max().item()
     print(f"max |θ_flower − θ_local(batched)|: {bdiff:.3g}")
     assert bdiff < 1e-4                                # the batched in-process path differs only by float reassociation
@@ -174,8 +230,18 @@ def test_landscape_analysis_runs_on_the_distributed_run(flower_run):
     np.testing.assert_allclose(total, ls.loss, rtol=1e-5, atol=1e-6)    # global = Σ p_k L_k
     g = res.history.global_model()
     ds, part = res.dataset, res.partition
-    fresh = evaluate_grid(prepare(exp)[2], random_plane(g, seed=0), ds.x_train, ds.y_train, client_ids(part, ds.n_train),
-                          ds.x_test, ds.y_test, steps=3, span=0.5, progress=False)
+    fresh = evaluate_grid(
+        prepare(exp)[2],
+        random_plane(g, seed=0),
+        ds.x_train,
+        ds.y_train,
+        client_ids(part, ds.n_train),
+        ds.x_test,
+        ds.y_test,
+        steps=3,
+        span=0.5,
+        progress=False,
+    )
     assert np.isfinite(fresh.loss).all() and fresh.client_loss.shape == (K, 3, 3)
     assert {f"client {k}" for k in range(K)} <= set(ls.points)
 
@@ -183,10 +249,24 @@ def test_landscape_analysis_runs_on_the_distributed_run(flower_run):
 def test_run_notebook_analyses_the_distributed_run(flower_run, tmp_path):
     exp, _ = flower_run
     params = {**SETTINGS, "engine": "flower", "store": exp.store}
-    pf = tmp_path / "params.json"; pf.write_text(json.dumps(params))
+    pf = tmp_path / "params.json"
+    pf.write_text(json.dumps(params))
     out = tmp_path / "out.ipynb"
-    r = subprocess.run([sys.executable, "-m", "papermill", str(ROOT / "nbs" / "run.ipynb"), str(out), "-f", str(pf), "--no-progress-bar"],
-                       capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "papermill",
+            str(ROOT / "nbs" / "run.ipynb"),
+            str(out),
+            "-f",
+            str(pf),
+            "--no-progress-bar",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     text = out.read_text()
     assert exp.id in text and f"{exp.name}" in text and exp.name.endswith("-flower")
@@ -196,14 +276,18 @@ def test_missing_supernode_times_out_with_the_missing_client(tmp_path):
     store = tmp_path / "fedland.db"
     fed = Federation(tmp_path, 2, n_partitions=3)      # 2 of 3 clients
     try:
-        cfg = f"n_clients=3 rounds=1 model='mlp' centralized=false landscape=false curvature=false contributions=false store={json.dumps(str(store))} node-timeout=40.0"
+        cfg = ("n_clients=3 rounds=1 model='mlp' centralized=false landscape=false curvature=false contributions=false "
+               f"store={json.dumps(str(store))} node-timeout=40.0")
         r = fed.run(ROOT / "flower_app", cfg, timeout=300)
     finally:
         fed.stop()
     st = Store(str(store))
     try:
         rows = st.table("experiments")
-        assert rows.status.tolist() == ["failed"] and "no SuperNode serves clients [2]" in rows.error.iloc[0], (r.stdout[-2000:], fed.logs())
+        assert rows.status.tolist() == ["failed"] and "no SuperNode serves clients [2]" in rows.error.iloc[0], (
+            r.stdout[-2000:],
+            fed.logs(),
+        )
         assert st.counts()["client_rounds"] == 0
     finally:
         st.close()

@@ -12,7 +12,8 @@ from fedland.data import load_dataset
 from fedland.landscape import ENGINE_CHOICES, choose_engine, evaluate_grid, random_plane
 from fedland.models import build_model
 
-NOISE = 1.25   # the chosen engine's median may exceed the faster one's by this factor (repeated timings on a shared CI host)
+# the chosen engine's median may exceed the faster one's by this factor (repeated timings on a shared CI host)
+NOISE = 1.25
 
 
 def zoo_cases(root):
@@ -24,7 +25,11 @@ def zoo_cases(root):
         "cnn1d": (build_model("cnn1d", mnist1d.input_shape, 10, seed=0), mnist1d.x_train, mnist1d.y_train),
         "cnn": (build_model("cnn", digits.input_shape, 10, seed=0), digits.x_train, digits.y_train),
         "niid_cnn": (build_model("niid_cnn", (1, 28, 28), 10, seed=0), *images),
-        "resnet": (build_model("resnet", digits.input_shape, 10, seed=0, widths=(4, 8, 8)), digits.x_train, digits.y_train),
+        "resnet": (
+            build_model("resnet", digits.input_shape, 10, seed=0, widths=(4, 8, 8)),
+            digits.x_train,
+            digits.y_train,
+        ),
     }
 
 

@@ -35,13 +35,16 @@ def test_identical_directions_match_loss_landscapes(setup):
     plane = random_plane(net, seed=3)
     theta0 = get_flat(net)
     e1, e2 = copy.deepcopy(net), copy.deepcopy(net)
-    set_flat(e1, theta0 + S * plane.d1); set_flat(e2, theta0 + S * plane.d2)
+    set_flat(e1, theta0 + S * plane.d1)
+    set_flat(e2, theta0 + S * plane.d2)
     owner = client_ids(part, ds.n_train)
     own = owner >= 0
     metric = loss_landscapes.metrics.Loss(F.cross_entropy, ds.x_train[own], ds.y_train[own])
     start = copy.deepcopy(net)
     theirs = ll.planar_interpolation(start, e1, e2, metric, steps=n)  # [i along d1, j along d2]
-    ours = evaluate_grid(net, plane, ds.x_train, ds.y_train, owner, steps=n + 1, xrange=(0, S), yrange=(0, S), progress=False)
+    ours = evaluate_grid(
+        net, plane, ds.x_train, ds.y_train, owner, steps=n + 1, xrange=(0, S), yrange=(0, S), progress=False
+    )
     # ours.loss is [b index, a index] on the grid k*S/n, k = 0..n
     aligned = np.array([[ours.loss[j + 1 if i % 2 == 0 else j, i] for j in range(n)] for i in range(n)])
     diff = np.abs(aligned - theirs).max()

@@ -38,13 +38,20 @@ def test_main_job_end_to_end(tmp_path):
     out = tmp_path / "out.ipynb"
     store = tmp_path / "fedland.db"
     t0 = time.perf_counter()
-    subprocess.run(PM + [str(NB), str(out), "-p", "alpha", "0.5", "-p", "store", str(store), "--no-progress-bar"], check=True,
-                   capture_output=True, text=True, timeout=900, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    subprocess.run(
+        PM + [str(NB), str(out), "-p", "alpha", "0.5", "-p", "store", str(store), "--no-progress-bar"],
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     seconds = time.perf_counter() - t0
     outs = _outputs(out)
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
     plots = html.count("Plotly.newPlot")
-    print(f"papermill nbs/run.ipynb -p alpha 0.5: {seconds:.1f} s, {plots} plotly figures, notebook {out.stat().st_size/1e3:.0f} kB")
+    print(f"papermill nbs/run.ipynb -p alpha 0.5: {seconds:.1f} s, {plots} plotly figures, notebook "
+          f"{out.stat().st_size/1e3:.0f} kB")
     assert plots >= 6, plots        # partition, accuracy, landscape, per-client landscapes, loss share, curvature share
     assert "cdn.plot.ly" in html or "plotly-" in html       # notebook_connected: plotly.js from its CDN, not embedded
     assert out.stat().st_size < 2_000_000
@@ -54,7 +61,13 @@ def test_main_job_end_to_end(tmp_path):
     assert "addFrames" in html                                   # the round-by-round figure with its frames
     st = Store(store)
     c = st.counts()
-    assert c["experiments"] == 1 and c["rounds"] == (30 + 1) + (30 * 5 + 1) and c["client_rounds"] == 30 * 10 and c["landscapes"] == 1   # federated rounds 0..30, centralized epochs 0..150
+    # federated rounds 0..30, centralized epochs 0..150
+    assert (
+        c["experiments"] == 1
+        and c["rounds"] == (30 + 1) + (30 * 5 + 1)
+        and c["client_rounds"] == 30 * 10
+        and c["landscapes"] == 1
+    )
     assert st.table("experiments").status.iloc[0] == "finished"
     st.close()
 
@@ -77,17 +90,27 @@ def test_sweep_cli_skips_finished_and_survives_divergence(tmp_path):
     assert r2.returncode == 0 and "1 finished, 1 skipped, 0 failed" in r2.stdout, r2.stdout + r2.stderr
 
 
-@pytest.mark.parametrize("args,msg", [
-    (["sweep", "alpha=0,0.5"], "alpha=0"), (["sweep", "alpah=0.5"], "unknown parameter"), (["sweep", "rounds=-1"], "rounds=-1"),
-    (["sweep", "n_clients=ten"], "n_clients must be int"), (["sweep", "lr=0.1", "--jobs", "0"], "jobs=0"),
-    (["sweep", "lr=0.1", "--store", "postgresql://x@127.0.0.1:1/none"], "cannot be opened"),
-])
+@pytest.mark.parametrize(
+    "args,msg",
+    [
+        (["sweep", "alpha=0,0.5"], "alpha=0"),
+        (["sweep", "alpah=0.5"], "unknown parameter"),
+        (["sweep", "rounds=-1"], "rounds=-1"),
+        (["sweep", "n_clients=ten"], "n_clients must be int"),
+        (["sweep", "lr=0.1", "--jobs", "0"], "jobs=0"),
+        (["sweep", "lr=0.1", "--store", "postgresql://x@127.0.0.1:1/none"], "cannot be opened"),
+    ],
+)
 def test_sweep_bad_input(tmp_path, args, msg):
     from fedland.experiment import main
     import io, contextlib
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
-        code = main(args + ["--out", str(tmp_path), "--notebook", str(NB)] + ([] if "--store" in args else ["--store", str(tmp_path / "s.db")]))
+        code = main(
+            args
+            + ["--out", str(tmp_path), "--notebook", str(NB)]
+            + ([] if "--store" in args else ["--store", str(tmp_path / "s.db")])
+        )
     assert code == 2 and msg in err.getvalue(), err.getvalue()
 
 
@@ -95,13 +118,24 @@ STUDY = ROOT / "nbs" / "study.ipynb"
 
 
 def test_study_notebook_small(tmp_path):
-    """The 2×2 study through papermill at a small size: four runs into one store, every figure drawn, the rounds figure with
-    one frame per round, no warnings; a second run reloads them."""
+    """The 2×2 study through papermill at a small size: four runs into one store, every figure drawn, the rounds figure
+    with one frame per round, no warnings; a second run reloads them."""
     out, store = tmp_path / "study.ipynb", tmp_path / "fedland.db"
-    args = dict(model="mlp", n_clients=5, rounds=3, local_epochs=1, landscape_steps=7, valuation_every=1, progress=False, store=str(store))
+    args = dict(
+        model="mlp",
+        n_clients=5,
+        rounds=3,
+        local_epochs=1,
+        landscape_steps=7,
+        valuation_every=1,
+        progress=False,
+        store=str(store),
+    )
     cmd = PM + [str(STUDY), str(out), "--no-progress-bar"]
     for k, v in args.items(): cmd += ["-p", k, str(v)]
-    t0 = time.perf_counter(); subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900); first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    first = time.perf_counter() - t0
     outs = _outputs(out)
     html = "".join("".join(o.get("data", {}).get("text/html", "")) for o in outs)
     assert not any(o.get("output_type") == "error" for o in outs)
@@ -117,5 +151,7 @@ def test_study_notebook_small(tmp_path):
     cfgs = [json.loads(c) for c in ex.config]
     assert sorted(c.get("partition", "dirichlet") for c in cfgs) == ["dirichlet", "dirichlet", "iid", "iid"]
     st.close()
-    t0 = time.perf_counter(); subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900); again = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True, text=True, timeout=900)
+    again = time.perf_counter() - t0
     print(f"study (small): {first:.1f} s from an empty store, {again:.1f} s reloading")

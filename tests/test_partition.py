@@ -93,7 +93,9 @@ def test_ratio_shortfall_warns_not_resamples(mnist1d_labels):
 
 def test_ratio_rows_normalised(mnist1d_labels):
     a = partition(mnist1d_labels, 2, "ratios", ratios=[[1] * 10, [2, 1] + [0] * 8], fractions=[0.2, 0.2], seed=0)
-    b = partition(mnist1d_labels, 2, "ratios", ratios=[[0.1] * 10, [2 / 3, 1 / 3] + [0] * 8], fractions=[0.2, 0.2], seed=0)
+    b = partition(
+        mnist1d_labels, 2, "ratios", ratios=[[0.1] * 10, [2 / 3, 1 / 3] + [0] * 8], fractions=[0.2, 0.2], seed=0
+    )
     for k in range(2):
         np.testing.assert_array_equal(a[k], b[k])
 

@@ -17,9 +17,10 @@ CLUSTER = textwrap.dedent("""
     subprocess.run(["ip", "link", "set", "lo", "up"], check=True)          # the namespace's only interface: loopback
     common = ["--num-cpus=1", "--node-ip-address=127.0.0.1", "--disable-usage-stats"]
     try:
-        subprocess.run([ray_cli, "start", "--head", "--port=6391", "--include-dashboard=false", *common], env=env, check=True,
-                       capture_output=True)
-        subprocess.run([ray_cli, "start", "--address=127.0.0.1:6391", *common], env=env, check=True, capture_output=True)
+        head = [ray_cli, "start", "--head", "--port=6391", "--include-dashboard=false", *common]
+        subprocess.run(head, env=env, check=True, capture_output=True)
+        node = [ray_cli, "start", "--address=127.0.0.1:6391", *common]
+        subprocess.run(node, env=env, check=True, capture_output=True)
         from fedland.data import load_dataset
         from fedland.federated import FedConfig, run_federated
         from fedland.models import build_model
@@ -31,15 +32,19 @@ CLUSTER = textwrap.dedent("""
         net = build_model("mlp", ds.input_shape, 10, seed=0)
         cfg = FedConfig(rounds=2, lr=0.05, momentum=0.9)
         here = coalition_values(net, ds, part, cfg, seeds=[0, 1], progress=False)
-        there = coalition_values(net, ds, part, cfg, seeds=[0, 1], progress=False, ray_address="127.0.0.1:6391")
-        print("nodes", len([n for n in ray.nodes() if n["Alive"]]), sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
+        there = coalition_values(net, ds, part, cfg, seeds=[0, 1], progress=False,
+                                 ray_address="127.0.0.1:6391")
+        alive = [n for n in ray.nodes() if n["Alive"]]
+        print("nodes", len(alive), sorted({n["NodeManagerAddress"] for n in ray.nodes()}))
         print("exact equal", np.array_equal(here.acc, there.acc) and np.array_equal(here.loss, there.loss)
               and np.array_equal(here.hits, there.hits))
         vi = validation_sample(part, 256, 0)
-        h = run_federated(net, ds, part, cfg, valuer=Reconstruction(net, ds.x_train[vi], ds.y_train[vi]), progress=False)
+        valuer = Reconstruction(net, ds.x_train[vi], ds.y_train[vi])
+        h = run_federated(net, ds, part, cfg, valuer=valuer, progress=False)
         a = sampled_values(net, ds, part, h, cfg, n_permutations=1, progress=False)
         b = sampled_values(net, ds, part, h, cfg, n_permutations=1, progress=False, ray_address="127.0.0.1:6391")
-        print("sampled equal", np.array_equal(a.values, b.values) and np.array_equal(a.lo, b.lo) and np.array_equal(a.hi, b.hi))
+        print("sampled equal", np.array_equal(a.values, b.values) and np.array_equal(a.lo, b.lo)
+              and np.array_equal(a.hi, b.hi))
     finally:
         subprocess.run([ray_cli, "stop", "--force"], env=env, capture_output=True)
 """)

@@ -1,5 +1,6 @@
 """Reliability with real processes: bad input leaves the store untouched, SIGKILL + rerun resumes bit-identically,
-divergence is recorded, corrupt files are named, nothing is unpickled, and a 1000-client x 100-round run stays bounded."""
+divergence is recorded, corrupt files are named, nothing is unpickled, and a 1000-client x 100-round run stays
+bounded."""
 import ast
 import json
 import os
@@ -32,27 +33,48 @@ def store(tmp_path_factory):
 
 
 BAD = [  # (Experiment kwargs, exception, text naming the parameter)
-    (dict(alpha=0), ValueError, "alpha=0"), (dict(alpha=-1.0), ValueError, "alpha=-1.0"), (dict(alpha="x"), TypeError, "alpha"),
-    (dict(lr=0), ValueError, "lr=0"), (dict(lr=-0.5), ValueError, "lr=-0.5"), (dict(rounds=0), ValueError, "rounds=0"),
-    (dict(rounds=2.5), TypeError, "rounds"), (dict(fraction=0), ValueError, "fraction=0"), (dict(fraction=1.5), ValueError, "fraction=1.5"),
-    (dict(n_clients=0), ValueError, "n_clients=0"), (dict(n_clients=5000), ValueError, "n_clients=5000"),
-    (dict(partition="pathological", k=0), ValueError, "k=0"), (dict(partition="pathological", k=11), ValueError, "k=11"),
-    (dict(dataset="imagenet"), ValueError, "dataset="), (dict(model="vgg"), ValueError, "model="),
-    (dict(algorithm="fedsgd"), ValueError, "algorithm="), (dict(partition="zipf"), ValueError, "partition="),
+    (dict(alpha=0), ValueError, "alpha=0"),
+    (dict(alpha=-1.0), ValueError, "alpha=-1.0"),
+    (dict(alpha="x"), TypeError, "alpha"),
+    (dict(lr=0), ValueError, "lr=0"),
+    (dict(lr=-0.5), ValueError, "lr=-0.5"),
+    (dict(rounds=0), ValueError, "rounds=0"),
+    (dict(rounds=2.5), TypeError, "rounds"),
+    (dict(fraction=0), ValueError, "fraction=0"),
+    (dict(fraction=1.5), ValueError, "fraction=1.5"),
+    (dict(n_clients=0), ValueError, "n_clients=0"),
+    (dict(n_clients=5000), ValueError, "n_clients=5000"),
+    (dict(partition="pathological", k=0), ValueError, "k=0"),
+    (dict(partition="pathological", k=11), ValueError, "k=11"),
+    (dict(dataset="imagenet"), ValueError, "dataset="),
+    (dict(model="vgg"), ValueError, "model="),
+    (dict(algorithm="fedsgd"), ValueError, "algorithm="),
+    (dict(partition="zipf"), ValueError, "partition="),
     (dict(partition="ratios", n_clients=3, ratios=[[1] * 10] * 2), ValueError, "ratios has shape"),
     (dict(partition="ratios", n_clients=2, ratios=[[1] * 10, [-1] * 10]), ValueError, "negative"),
     (dict(partition="ratios", n_clients=2, ratios=[[1] * 10] * 2, fractions=[1, 2]), ValueError, "fractions[1]"),
-    (dict(unbalance=-1.0), ValueError, "unbalance"), (dict(holdout=1.0), ValueError, "holdout"),
-    (dict(batch_size=0), ValueError, "batch_size"), (dict(momentum=1.0), ValueError, "momentum"),
-    (dict(landscape_steps=1), ValueError, "landscape_steps"), (dict(curvature_probes=1), ValueError, "curvature_probes"),
-    (dict(landscape_plane="circle"), ValueError, "landscape_plane"), (dict(seed=-1), ValueError, "seed"),
+    (dict(unbalance=-1.0), ValueError, "unbalance"),
+    (dict(holdout=1.0), ValueError, "holdout"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(landscape_steps=1), ValueError, "landscape_steps"),
+    (dict(curvature_probes=1), ValueError, "curvature_probes"),
+    (dict(landscape_plane="circle"), ValueError, "landscape_plane"),
+    (dict(seed=-1), ValueError, "seed"),
     (dict(model="cnn"), ValueError, "image inputs"),
-    (dict(noisy_clients=[10]), ValueError, "noisy_clients"), (dict(free_riders=[-1]), ValueError, "free_riders"),
-    (dict(noisy_clients="two"), ValueError, "noisy_clients='two'"), (dict(label_noise=1.5), ValueError, "label_noise=1.5"),
-    (dict(valuation="magic"), ValueError, "valuation="), (dict(valuation_metric="f1"), ValueError, "valuation_metric="),
-    (dict(valuation="exact"), ValueError, "valuation_max_clients"), (dict(holdout=0.0), ValueError, "holdout"),
+    (dict(noisy_clients=[10]), ValueError, "noisy_clients"),
+    (dict(free_riders=[-1]), ValueError, "free_riders"),
+    (dict(noisy_clients="two"), ValueError, "noisy_clients='two'"),
+    (dict(label_noise=1.5), ValueError, "label_noise=1.5"),
+    (dict(valuation="magic"), ValueError, "valuation="),
+    (dict(valuation_metric="f1"), ValueError, "valuation_metric="),
+    (dict(valuation="exact"), ValueError, "valuation_max_clients"),
+    (dict(holdout=0.0), ValueError, "holdout"),
     (dict(valuation="sampled", valuation_budget=0), ValueError, "valuation_budget"),
-    (dict(valuation_samples=0), ValueError, "valuation_samples"), (dict(valuation_every=0), ValueError, "valuation_every"), (dict(valuation_horizon=0), ValueError, "valuation_horizon"), (dict(valuation_game="epoch"), ValueError, "valuation_game="),
+    (dict(valuation_samples=0), ValueError, "valuation_samples"),
+    (dict(valuation_every=0), ValueError, "valuation_every"),
+    (dict(valuation_horizon=0), ValueError, "valuation_horizon"),
+    (dict(valuation_game="epoch"), ValueError, "valuation_game="),
 ]
 
 
@@ -67,7 +89,9 @@ def test_bad_input_names_parameter_and_writes_nothing(store, kw, exc, msg):
     st.close()
 
 
-@pytest.mark.parametrize("url,msg", [("mysql://x/y", "sqlite:///"), ("postgresql://nobody@127.0.0.1:1/none", "cannot be opened")])
+@pytest.mark.parametrize("url,msg", [("mysql://x/y", "sqlite:///"), ("postgresql://nobody@127.0.0.1:1/none", "cannot "
+                                                                                                             "be "
+                                                                                                             "opened")])
 def test_bad_store_url(store, url, msg):
     st = Store(store)
     before = st.counts()
@@ -90,15 +114,19 @@ def test_bad_papermill_parameter_writes_nothing(store, tmp_path):
 WORKER = textwrap.dedent("""
     import sys
     from fedland.experiment import Experiment, run_experiment
-    run_experiment(Experiment(model='mlp', rounds=12, algorithm='fedadam', fraction=0.7, landscape_steps=7, curvature_probes=3,
-                              seed=4, store=sys.argv[1]), progress=False)
+    run_experiment(Experiment(model='mlp', rounds=12, algorithm='fedadam', fraction=0.7, landscape_steps=7,
+                              curvature_probes=3, seed=4, store=sys.argv[1]), progress=False)
 """)
 
 
 def _tables(store):
     st = Store(store)
-    out = {t: st.table(t).drop(columns=[c for c in ("experiment_id", "created_at", "finished_at", "path") if c in st.table(t).columns])
-           for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes", "valuations")}
+    out = {
+        t: st.table(t).drop(
+            columns=[c for c in ("experiment_id", "created_at", "finished_at", "path") if c in st.table(t).columns]
+        )
+        for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes", "valuations")
+    }
     out["status"] = st.table("experiments").status.tolist()
     st.close()
     return out
@@ -135,8 +163,13 @@ def test_sigkill_and_rerun_resumes_bit_identical(tmp_path):
     for t in ("rounds", "client_rounds", "curvature", "contributions", "landscapes", "valuations"):
         pd.testing.assert_frame_equal(a[t], b[t], check_exact=True, obj=t)
     import torch
-    ga = torch.load(next(Path(ref).parent.glob("artifacts/*/checkpoint/checkpoint.pt")), weights_only=True)["global_params"]
-    gb = torch.load(next(Path(crash).parent.glob("artifacts/*/checkpoint/checkpoint.pt")), weights_only=True)["global_params"]
+
+    ga = torch.load(next(Path(ref).parent.glob("artifacts/*/checkpoint/checkpoint.pt")), weights_only=True)[
+        "global_params"
+    ]
+    gb = torch.load(next(Path(crash).parent.glob("artifacts/*/checkpoint/checkpoint.pt")), weights_only=True)[
+        "global_params"
+    ]
     assert torch.equal(ga, gb)
     print(f"killed after federated round {seen} (target {kill_at}); rerun ended bit-identical")
 
@@ -148,7 +181,9 @@ def test_divergence_is_recorded_and_the_list_goes_on(tmp_path):
     ex = Store(s).table("experiments").set_index("id")
     assert ex.loc[out[1].experiment.id, "status"] == "finished"
     failed = ex[ex.status == "failed"]
-    assert len(failed) == 1 and re.search(r"diverged (at epoch \d+|in round \d+ at client \d+)", failed.error.iloc[0]), failed.error.iloc[0]
+    assert len(failed) == 1 and re.search(
+        r"diverged (at epoch \d+|in round \d+ at client \d+)", failed.error.iloc[0]
+    ), failed.error.iloc[0]
 
 
 def test_corrupt_artifacts_are_named(tmp_path):
@@ -176,11 +211,21 @@ def test_every_torch_load_is_weights_only_and_nothing_unpickles():
     loads = 0
     for p, text in src.items():
         for node in ast.walk(ast.parse(text)):
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "load" and getattr(node.func.value, "id", "") == "torch":
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "load"
+                and getattr(node.func.value, "id", "") == "torch"
+            ):
                 loads += 1
                 kw = {k.arg: k.value for k in node.keywords}
-                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, f"{p.name}: torch.load without weights_only=True"
-            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "load" and getattr(node.func.value, "id", "") == "np":
+                assert "weights_only" in kw and getattr(kw["weights_only"], "value", None) is True, (
+                    f"{p.name}: torch.load without weights_only=True"
+                )
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", "") == "load"
+                and getattr(node.func.value, "id", "") == "np"
+            ):
                 kw = {k.arg: k.value for k in node.keywords}
                 assert getattr(kw.get("allow_pickle"), "value", False) is False, f"{p.name}: np.load with pickles"
         assert not re.search(r"^\s*import pickle|pickle\.loads?\(", text, re.M), f"{p.name} unpickles"
@@ -190,12 +235,15 @@ def test_every_torch_load_is_weights_only_and_nothing_unpickles():
 SCALE = textwrap.dedent("""
     import sys, time, resource, json
     from fedland.experiment import Experiment, run_experiment
-    def peak_mb():   # this process's own peak (VmHWM): ru_maxrss also counts the parent's resident set at the fork (pytest's, hundreds of MB to GB)
+    # this process's own peak (VmHWM): ru_maxrss also counts the parent's resident set at the fork (pytest's, hundreds
+    # of MB to GB)
+    def peak_mb():
         try: return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) / 1024
         except (OSError, StopIteration): return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     t = time.perf_counter()
-    r = run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100, local_epochs=1, curvature=False,
-                                  contributions=False, valuation='none', landscape_steps=11, store=sys.argv[1]), progress=False)
+    r = run_experiment(Experiment(name='scale', model='mlp', partition='iid', n_clients=1000, rounds=100,
+                                  local_epochs=1, curvature=False, contributions=False, valuation='none',
+                                  landscape_steps=11, store=sys.argv[1]), progress=False)
     print(json.dumps(dict(seconds=time.perf_counter() - t, acc=r.history.rounds.test_acc.iloc[-1],
                           kept=len(r.history.client_models), cos_rounds=len(r.history.update_cos),
                           peak_rss_mb=peak_mb())))
@@ -206,10 +254,13 @@ MEMORY_BOUND_MB, DISK_BOUND_MB = 2048, 150   # documented in nbs/04_federated.ip
 def test_1000_clients_100_rounds_bounded(tmp_path):
     w = tmp_path / "scale.py"
     w.write_text(SCALE)
-    r = subprocess.run([sys.executable, str(w), str(tmp_path / "fedland.db")], capture_output=True, text=True, timeout=1200, check=True)
+    r = subprocess.run(
+        [sys.executable, str(w), str(tmp_path / "fedland.db")], capture_output=True, text=True, timeout=1200, check=True
+    )
     m = json.loads(r.stdout.strip().splitlines()[-1])
     disk = sum(f.stat().st_size for f in tmp_path.rglob("*") if f.is_file()) / 2**20
-    print(f"1000 clients x 100 rounds: {m['seconds']:.0f} s, peak RSS {m['peak_rss_mb']:.0f} MB, disk {disk:.0f} MB, acc {m['acc']:.3f}")
+    print(f"1000 clients x 100 rounds: {m['seconds']:.0f} s, peak RSS {m['peak_rss_mb']:.0f} MB, disk {disk:.0f} MB, "
+          f"acc {m['acc']:.3f}")
     assert m["kept"] == 1000 and m["cos_rounds"] == 1            # client models and cosines for the last round only
     assert m["peak_rss_mb"] < MEMORY_BOUND_MB
     assert disk < DISK_BOUND_MB

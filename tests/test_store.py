@@ -18,7 +18,8 @@ def _schema(st):
 
 
 def test_same_schema_and_rows_sqlite_and_postgres(tmp_path, postgres):
-    sampled = dict(n_clients=4, valuation="sampled", valuation_budget=1)   # values with intervals in the valuations table
+    # values with intervals in the valuations table
+    sampled = dict(n_clients=4, valuation="sampled", valuation_budget=1)
     a = run_experiment(Experiment(**QUICK, **sampled, store=str(tmp_path / "a.db")), progress=False)
     b = run_experiment(Experiment(**QUICK, **sampled, store=postgres.url), progress=False)
     assert a.experiment.id == b.experiment.id
@@ -28,7 +29,9 @@ def test_same_schema_and_rows_sqlite_and_postgres(tmp_path, postgres):
         x, y = sa.table(t), sb.table(t)
         assert len(x) == len(y) > 0, t
         num = x.select_dtypes("number").columns
-        pd.testing.assert_frame_equal(x[num].reset_index(drop=True), y[num].reset_index(drop=True), check_dtype=False, atol=1e-9)
+        pd.testing.assert_frame_equal(
+            x[num].reset_index(drop=True), y[num].reset_index(drop=True), check_dtype=False, atol=1e-9
+        )
     assert load_runs(postgres.url)["experiments"].status.tolist() == ["finished"]
     v = sb.table("valuations")
     tot = v[(v.method == "sampled_shapley") & v["round"].isna()]
@@ -70,7 +73,8 @@ WRITER = textwrap.dedent("""
     import sys
     from fedland.experiment import Experiment, run_experiment
     store, seed = sys.argv[1], int(sys.argv[2])
-    run_experiment(Experiment(model='mlp', rounds=3, seed=seed, landscape=False, curvature=False, centralized=False, store=store), progress=False)
+    run_experiment(Experiment(model='mlp', rounds=3, seed=seed, landscape=False, curvature=False, centralized=False,
+                              store=store), progress=False)
 """)
 
 
@@ -80,8 +84,12 @@ def _parallel_runs(tmp_path, store, n=8):
     env = {"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"}
     import os
     env = {**os.environ, **env}
-    procs = [subprocess.Popen([sys.executable, str(w), store, str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-             for s in range(n)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(w), store, str(s)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+        )
+        for s in range(n)
+    ]
     outs = [p.communicate(timeout=600) for p in procs]
     for p, (o, e) in zip(procs, outs):
         assert p.returncode == 0, e[-2000:]

@@ -1,8 +1,8 @@
-"""Check that every docs page renders: nbdev_proc_nbs (what Quarto would render), `jupyter nbconvert --to html` per page,
-then headless Chromium loads each page (plotly.js served from the installed plotly package instead of its CDN, since this
-machine has no internet) and counts the plotly figures actually drawn (`.main-svg`) against the figures the page holds;
-every figure with animation frames (the round-by-round sliders) is played frame by frame in the page, and each frame
-must animate without an error.
+"""Check that every docs page renders: nbdev_proc_nbs (what Quarto would render), `jupyter nbconvert --to html` per
+page, then headless Chromium loads each page (plotly.js served from the installed plotly package instead of its CDN,
+since this machine has no internet) and counts the plotly figures actually drawn (`.main-svg`) against the figures the
+page holds; every figure with animation frames (the round-by-round sliders) is played frame by frame in the page, and
+each frame must animate without an error.
 
 Usage: python tools/check_docs.py [--chromium /usr/bin/chromium] [--out _docs_check]"""
 import argparse
@@ -17,8 +17,8 @@ root = Path(__file__).resolve().parents[1]
 
 
 PLAY_FRAMES = """<script>
-// headless Chromium runs no animation frames under a virtual-time budget (seen with Chromium 150): schedule them on timers,
-// which virtual time does advance, so that Plotly.animate runs its frames as in a browser on screen
+// headless Chromium runs no animation frames under a virtual-time budget (seen with Chromium 150): schedule them on
+// timers, which virtual time does advance, so that Plotly.animate runs its frames as in a browser on screen
 window.requestAnimationFrame = function (cb) { return setTimeout(function () { cb(performance.now()); }, 16); };
 window.cancelAnimationFrame = function (id) { clearTimeout(id); };
 window.addEventListener('load', function () { setTimeout(async function () {
@@ -32,7 +32,8 @@ window.addEventListener('load', function () { setTimeout(async function () {
     const rec = {frames: fr.length, played: 0, timeouts: 0}; out.push(rec);
     for (const f of fr) {
       try {   // a frame that neither resolves nor rejects counts as not played (and cannot stall the rest)
-        const r = await Promise.race([Plotly.animate(gd, [f.name], {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}}), wait(2000)]);
+        const opts = {mode: 'immediate', frame: {duration: 0, redraw: true}, transition: {duration: 0}};
+        const r = await Promise.race([Plotly.animate(gd, [f.name], opts), wait(2000)]);
         if (r === 'timeout') rec.timeouts++; else rec.played++;
       } catch (e) {}
       show();
@@ -58,18 +59,41 @@ def main():
     rows, bad = [], 0
     for nb in sorted(proc.glob("*.ipynb")):
         html = out / (nb.stem + ".html")
-        subprocess.run([str(bindir / "jupyter"), "nbconvert", "--to", "html", "--output-dir", str(out), str(nb)], check=True, capture_output=True)
+        subprocess.run(
+            [str(bindir / "jupyter"), "nbconvert", "--to", "html", "--output-dir", str(out), str(nb)],
+            check=True,
+            capture_output=True,
+        )
         text = html.read_text()
         expected = text.count("Plotly.newPlot")
-        # notebook_connected loads plotly.js from its CDN (an ES-module import or a script tag): point it at the local copy
-        text = re.sub(r'<script type="module">import "https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?(\.js)?"</script>', '<script src="plotly.min.js"></script>', text)
+        # notebook_connected loads plotly.js from its CDN (an ES-module import or a script tag): point it at the local
+        # copy
+        text = re.sub(
+            r'<script type="module">import "https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?(\.js)?"</script>',
+            '<script src="plotly.min.js"></script>',
+            text,
+        )
         text = re.sub(r"https://cdn\.plot\.ly/plotly-[0-9.]+(\.min)?\.js", "plotly.min.js", text)
         animated = text.count("addFrames")
         if animated: text = text.replace("</body>", PLAY_FRAMES + "</body>")
         html.write_text(text)
-        dom = subprocess.run([a.chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                              "--disable-component-update", "--no-first-run", "--virtual-time-budget=15000", "--dump-dom",
-                              html.as_uri()], capture_output=True, text=True, timeout=120).stdout
+        dom = subprocess.run(
+            [
+                a.chromium,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--virtual-time-budget=15000",
+                "--dump-dom",
+                html.as_uri(),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        ).stdout
         drawn = len(re.findall(r'class="main-svg"', dom)) // 2     # plotly draws two .main-svg layers per figure
         tables = dom.count("<table")
         m = re.search(r'<pre id="fedland-frames">(.*?)</pre>', dom, re.S)
@@ -82,8 +106,19 @@ def main():
     w = max(len(r["page"]) for r in rows)
     for r in rows:
         anim = f"  slider frames {r['played']}/{r['frames']} played" if r["animated"] else ""
-        print(f"{r['page']:<{w}}  figures {r['figures']:>2}  drawn {r['drawn']:>2}  tables {r['tables']:>2}{anim}  {'ok' if r['ok'] else 'NOT RENDERED'}")
-    print(json.dumps({"pages": len(rows), "failed": bad, "figures": sum(r["figures"] for r in rows), "frames": sum(r["frames"] for r in rows)}))
+        verdict = "ok" if r["ok"] else "NOT RENDERED"
+        counts = f"figures {r['figures']:>2}  drawn {r['drawn']:>2}  tables {r['tables']:>2}"
+        print(f"{r['page']:<{w}}  {counts}{anim}  {verdict}")
+    print(
+        json.dumps(
+            {
+                "pages": len(rows),
+                "failed": bad,
+                "figures": sum(r["figures"] for r in rows),
+                "frames": sum(r["frames"] for r in rows),
+            }
+        )
+    )
     return 1 if bad else 0
 
 
