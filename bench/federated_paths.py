@@ -11,8 +11,10 @@ from fedland.models import build_model
 from fedland.partition import partition
 
 ds = load_dataset("mnist1d")
-print(f"{'clients':>7} {'model':>6} {'batched s/round':>16} {'sequential s/round':>19} {'ratio':>6}  acc (batched, "
-      f"sequential)")
+print(
+    f"{'clients':>7} {'model':>6} {'batched s/round':>16} "
+    f"{'sequential s/round':>19} {'ratio':>6}  acc (batched, sequential)"
+)
 for K in (10, 100):
     part = partition(ds.y_train, K, "iid", seed=0)
     for name in ("mlp", "cnn1d"):

@@ -154,8 +154,8 @@ def lr_schedule(kind, rounds, epochs):
 
 
 def sweep(seeds, ds):
-    ("IID FedAvg and its baseline under each variant: test accuracy and training loss (clients' union) of the final "
-     "models.")
+    ("IID FedAvg and its baseline under each variant: test accuracy "
+     "and training loss (clients' union) of the final models.")
     out = {}
     for name, kw, kind in SWEEP:
         exp = Experiment(**kw)

@@ -169,8 +169,8 @@ def _fedavg_exp(model, n_clients, rounds, store, engine="local"):
 
 
 def _flower_run(exp, cpus: int = 1, threads: int = 1):
-    ("The experiment's rounds on Flower's Simulation Engine (fedland's ClientApp on every virtual SuperNode); returns "
-     "its Result.")
+    ("The experiment's rounds on Flower's Simulation Engine (fedland's "
+     "ClientApp on every virtual SuperNode); returns its Result.")
     import logging
     from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
@@ -352,8 +352,8 @@ def _landscape_data(name):
 
 
 def bench_landscape(name, steps, reps, matmul):
-    ("One plane, the global and 10 client landscapes: evaluate_grid vs loss-landscapes (11 runs) vs a plain per-point "
-     "loop.")
+    ("One plane, the global and 10 client landscapes: evaluate_grid "
+     "vs loss-landscapes (11 runs) vs a plain per-point loop.")
     import loss_landscapes
     import loss_landscapes.metrics
     from torch.func import functional_call
@@ -510,8 +510,10 @@ def _train_flops(model, shape) -> tuple:
 
 def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
     "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
-    ("time against the compute floor (training FLOPs of every member's local epochs + one test evaluation per "
-     "coalition).")
+    (
+        "time against the compute floor (training FLOPs of every "
+        "member's local epochs + one test evaluation per coalition)."
+    )
     from fedland.data import load_dataset
     from fedland.federated import FedConfig
     from fedland.models import build_model
@@ -715,12 +717,20 @@ def main():
             **L,
         }
         for m, l in L.items():
-            rows += [("landscape", f"{m} ({l['data']}), {l['points']} points, global + 10 clients (engine "
-                                   f"{l['engine']}): "
-                      "vs loss-landscapes ×11; vs a plain per-point loop",
-                      f"{_fmt(l['speedup'])}; {_fmt(l['speedup_vs_plain'])}"),
-                     ("landscape", f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ "
-                                   f"matmul", f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}")]
+            rows += [
+                (
+                    "landscape",
+                    f"{m} ({l['data']}), {l['points']} points, global + 10 clients (engine "
+                    f"{l['engine']}): "
+                    "vs loss-landscapes ×11; vs a plain per-point loop",
+                    f"{_fmt(l['speedup'])}; {_fmt(l['speedup_vs_plain'])}",
+                ),
+                (
+                    "landscape",
+                    f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ matmul",
+                    f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}",
+                ),
+            ]
     if "curvature" not in a.skip:
         C = {m: bench_curvature(m, 50 if a.quick else 200, max(a.reps, 5)) for m in ("cnn1d", "cnn", "mlp")}
         done("curvature")
@@ -742,12 +752,8 @@ def main():
                 (
                     "curvature",
                     f"{m}: relative difference λmax / trace vs PyHessian",
-                    f"{c['lambda_rel_diff']:.1e} "
-                    f"/ "
-                    f"{c['trace_rel_diff']:.1e} "
-                    f""
-                    f"({c['trace_diff_in_pyhessian_se']:.1f} of PyHessian's standard errors; fedland Hutchinson, "
-                    f"same probes: {c['hutchinson_rel_diff']:.1e})",
+                    f"{c['lambda_rel_diff']:.1e} / {c['trace_rel_diff']:.1e} ({c['trace_diff_in_pyhessian_se']:.1f} "
+                    f"of PyHessian's standard errors; fedland Hutchinson, same probes: {c['hutchinson_rel_diff']:.1e})",
                 ),
             ]
     if "valuation" not in a.skip:

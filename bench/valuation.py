@@ -450,8 +450,9 @@ def sampled(names, cache: Path):
         ctrl = run_game_control(net, h, ds.x_test, ds.y_test)(range(2 ** K))[:, 0]
         masks = budget_coalitions(K, DEFAULT_BUDGET)
         sim = learned_shapley(K, masks, game.acc[:, masks], ctrl[masks], shapley(ctrl))
-        assert np.abs(sim["values"] - sv.values).max() < 1e-5, ("the budget curve's tables must be the real "
-                                                                "estimator's training")
+        assert np.abs(sim["values"] - sv.values).max() < 1e-5, (
+            "the budget curve's tables must be the real estimator's training"
+        )
         others = []   # the other users' runs (training seeds): the same retrained coalitions, another control
         for s in SEEDS[1:]:
             hs = run_federated(net, ds, part, cfg, seed=s, valuer=early, progress=False)
@@ -601,20 +602,27 @@ def main():
     ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead "
                                                           "sampled many")
-    ap.add_argument("--local-epochs", type=int, default=CFG["local_epochs"], help=f"local epochs per round of every "
-                                                                                  f"run (default "
-                                                                                  f"{CFG['local_epochs']})")
+    ap.add_argument(
+        "--local-epochs",
+        type=int,
+        default=CFG["local_epochs"],
+        help=f"local epochs per round of every run (default {CFG['local_epochs']})",
+    )
     ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
     ap.add_argument("--settings", nargs="*", default=None,
                     help=f"settings to validate (default all: {' '.join(SETTINGS)}; the sampled section also takes "
                          f"{' '.join(SCALE_SETTINGS)})")
-    ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file, keep "
-                                                         "the others")
+    ap.add_argument(
+        "--merge", action="store_true", help="update the sections run in an existing --json file, keep the others"
+    )
     ap.add_argument("--light", action="store_true", help="validate recomputes the default estimator (the early game) "
                                                          "only; with --merge the other estimators' rows stay")
-    ap.add_argument("--reuse-truth", action="store_true", help="settings without an exact game in --cache take their "
-                                                               "exact values from the --json file (re-scores the "
-                                                               "estimators in minutes)")
+    ap.add_argument(
+        "--reuse-truth",
+        action="store_true",
+        help="settings without an exact game in --cache take their exact "
+             "values from the --json file (re-scores the estimators in minutes)",
+    )
     a = ap.parse_args()
     CFG["local_epochs"], CFG["rounds"] = a.local_epochs, a.rounds
     cache = (

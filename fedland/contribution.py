@@ -26,8 +26,10 @@ CONTRIBUTION_METRICS = {
     'loss_share': ('p_k L_k(θ_g) / L(θ_g)', -1),
     'loss_share_min': ('minimum of p_k L_k / L over the landscape plane', -1),
     'loss_share_max': ('maximum of p_k L_k / L over the landscape plane', -1),
-    'reweight_delta': ('L(θ_g) − L_{−k}(θ_g): the objective re-weighted without client k at the fixed model (nothing '
-                       'retrained)', -1),
+    'reweight_delta': (
+        'L(θ_g) − L_{−k}(θ_g): the objective re-weighted without client k at the fixed model (nothing retrained)',
+        -1,
+    ),
     'reweight_argmin_shift': ('distance between the plane minima of L_{−k} and L', +1),
     'curvature_share': ('p_k tr H_k(θ_g) / tr H(θ_g)', +1),
     'lambda_max_own': ('λmax of θ_k on the client\'s data', 0),

@@ -158,8 +158,8 @@ class Eigen:
 def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed: int = 0,
                     # stop when every Ritz residual bound ≤ tol·|λ| (None: all m steps)
                     tol: float | None = 1e-5) -> Eigen:
-    ("Largest-algebraic k eigenvalues by Lanczos (at most m steps, default max(30, 3k)), with explicitly computed "
-     "residuals.")
+    ("Largest-algebraic k eigenvalues by Lanczos (at most m steps, "
+     "default max(30, 3k)), with explicitly computed residuals.")
     if not isinstance(k, int) or k < 1 or k > op.P: raise ValueError(f"k={k!r} must be an int in 1..{op.P}")
     m = m or max(30, 3 * k)
     n0 = op.n_hvp
@@ -194,8 +194,8 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
                probe_batch: int = 16) -> Trace:
     ("Hutchinson estimate of tr H with Rademacher probes; with `owner` (client id per sample) also every tr H_k from "
      "the same probes.")
-    if not isinstance(n_probes, int) or n_probes < 2: raise ValueError(f"n_probes={n_probes!r} must be an int ≥ 2 "
-                                                                       f"(the standard error needs two)")
+    if not isinstance(n_probes, int) or n_probes < 2:
+        raise ValueError(f"n_probes={n_probes!r} must be an int ≥ 2 (the standard error needs two)")
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
     owner = torch.as_tensor(owner).to(X.device)
     keep = owner >= 0
@@ -260,9 +260,10 @@ def sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tens
      "the trace of its Gauss–Newton diagonal, in eval mode.")
     if linear_relu_layers(model) is not None and not buffers: return relu_sample_traces(model, params, X, Y, batch_size)
     if piecewise_linear_graph(model) is None:
-        raise ValueError(f"the exact trace needs a network that is piecewise linear in every parameter "
-                         f"(Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use "
-                         f"hutchinson)")
+        raise ValueError(
+            f"the exact trace needs a network that is piecewise linear in every parameter "
+            f"(Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use hutchinson)"
+        )
     b = {k: v.to(X.device) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
     f = lambda q, x: functional_call(model, (q, b), (x[None],))[0]
@@ -304,8 +305,8 @@ def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owne
           n_probes: int = 100, seed: int = 0, buffers: dict | None = None, batch_size: int = 4096) -> Trace:
     ("tr H and the per-client tr H_k: exact for networks piecewise linear in every parameter (every fedland model), "
      "else Hutchinson with standard errors.")
-    if method not in ('auto', 'exact', 'hutchinson'): raise ValueError(f"method={method!r} must be 'auto', 'exact' or "
-                                                                       f"'hutchinson'")
+    if method not in ('auto', 'exact', 'hutchinson'):
+        raise ValueError(f"method={method!r} must be 'auto', 'exact' or 'hutchinson'")
     if method == 'exact' or (method == 'auto' and piecewise_linear_graph(model) is not None):
         return exact_trace(model, params, X, Y, owner, batch_size, buffers)
     return hutchinson(model, params, X, Y, owner, n_probes, seed, buffers, batch_size)
@@ -313,8 +314,8 @@ def trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor, owne
 # %% ../nbs/06_curvature.ipynb #c029
 def spectral_density(op: HessianOperator, n_v: int = 5, m: int = 60, seed: int = 0, n_grid: int = 400,
                      sigma: float | None = None) -> pd.DataFrame:
-    ("Eigenvalue density of H by SLQ (Ghorbani et al. 2019): Gaussian-smoothed Ritz values weighted by squared first "
-     "components.")
+    ("Eigenvalue density of H by SLQ (Ghorbani et al. 2019): "
+     "Gaussian-smoothed Ritz values weighted by squared first components.")
     nodes, wts = [], []
     for i in range(n_v):
         a, b, _ = lanczos(op.matvec, op.P, m, seed + i, op.X.device)
@@ -348,8 +349,8 @@ def curvature_table(model: nn.Module,      # architecture (and buffers)
                     progress: bool = True) -> pd.DataFrame:
     ("One row per (model, data): λmax with its Lanczos residual, Hutchinson trace with standard error; data is "
      "'global' or 'client:k'.")
-    if lambda_on not in ('all', 'own', 'global'): raise ValueError(f"lambda_on={lambda_on!r} must be 'all', 'own' or "
-                                                                   f"'global'")
+    if lambda_on not in ('all', 'own', 'global'):
+        raise ValueError(f"lambda_on={lambda_on!r} must be 'all', 'own' or 'global'")
     owner = torch.as_tensor(owner).to(X.device)
     K = int(owner.max()) + 1
     sets = {'global': owner >= 0, **{f'client:{k}': owner == k for k in range(K)}}

@@ -211,8 +211,8 @@ def read_cifar_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     path = Path(path)
     if not path.exists(): raise DatasetFileError(f"missing dataset file {path}")
     raw = np.fromfile(path, dtype=np.uint8)
-    if raw.size == 0 or raw.size % 3073: raise DatasetFileError(f"{path} has {raw.size} bytes, not a multiple of "
-                                                                f"3073: truncated or corrupt")
+    if raw.size == 0 or raw.size % 3073:
+        raise DatasetFileError(f"{path} has {raw.size} bytes, not a multiple of 3073: truncated or corrupt")
     rec = raw.reshape(-1, 3073)
     if rec[:, 0].max() > 9: raise DatasetFileError(f"{path} has label {rec[:, 0].max()}, expected 0..9")
     return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
@@ -231,9 +231,10 @@ def load_cifar10(root=None, download: bool = True) -> Dataset:
     if missing:
         if not download: raise DatasetFileError(f"missing dataset file {folder/missing[0]} (download=False)")
         from torchvision.datasets.utils import download_and_extract_archive
-        try: download_and_extract_archive(CIFAR10_URL, str(base), md5=CIFAR10_MD5)
-        except Exception as e: raise DatasetFileError(f"missing dataset file {folder/missing[0]} and the download "
-                                                      f"failed: {e}") from e
+        try:
+            download_and_extract_archive(CIFAR10_URL, str(base), md5=CIFAR10_MD5)
+        except Exception as e:
+            raise DatasetFileError(f"missing dataset file {folder / missing[0]} and the download failed: {e}") from e
     tr = [read_cifar_bin(folder/f) for f in _CIFAR_TRAIN]
     xte, yte = read_cifar_bin(folder/_CIFAR_TEST[0])
     xtr, ytr = np.concatenate([a for a, _ in tr]), np.concatenate([b for _, b in tr])

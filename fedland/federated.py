@@ -87,13 +87,14 @@ class FedConfig:
             _check_pos(n, v, True)
             if v >= 1: raise ValueError(f"{n}={v} is out of range: must be in [0, 1)")
         if self.bn not in ('aggregate', 'local'): raise ValueError(f"bn={self.bn!r} must be 'aggregate' or 'local'")
-        if self.batched not in (True, False, 'auto'): raise ValueError(f"batched={self.batched!r} must be True, False "
-                                                                       f"or 'auto'")
+        if self.batched not in (True, False, 'auto'):
+            raise ValueError(f"batched={self.batched!r} must be True, False or 'auto'")
         if not isinstance(self.compile, bool): raise TypeError(f"compile={self.compile!r} must be True or False")
         if isinstance(self.keep_clients, str):
-            if self.keep_clients not in ('last', 'all', 'none'): raise ValueError(f"keep_clients={self.keep_clients!r} "
-                                                                                  f"must be 'last', 'all', 'none' or "
-                                                                                  f"a list of rounds")
+            if self.keep_clients not in ('last', 'all', 'none'):
+                raise ValueError(
+                    f"keep_clients={self.keep_clients!r} must be 'last', 'all', 'none' or a list of rounds"
+                )
         else:
             self.keep_clients = sorted(int(r) for r in self.keep_clients)
             bad = [r for r in self.keep_clients if not 1 <= r <= self.rounds]
@@ -164,8 +165,8 @@ class ServerOptimizer:
 
 # %% ../nbs/04_federated.ipynb #c018
 class ClientModels:
-    ("Client parameter vectors of the kept rounds: in RAM up to `max_bytes`, then spilled to `.npy` files (never "
-     "pickles).")
+    ("Client parameter vectors of the kept rounds: in RAM up to "
+     "`max_bytes`, then spilled to `.npy` files (never pickles).")
     def __init__(self, max_bytes: float, spill_dir: str | os.PathLike | None = None):
         self.max_bytes, self.ram, self.disk, self._dir = max_bytes, {}, set(), Path(spill_dir) if spill_dir else None
     @property
@@ -255,8 +256,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict):
     os.replace(tmp, path)
 
 def load_checkpoint(path: str | os.PathLike) -> dict:
-    ("Read a checkpoint with `weights_only=True` (tensors and plain containers only); a damaged file is an error "
-     "naming it.")
+    ("Read a checkpoint with `weights_only=True` (tensors and "
+     "plain containers only); a damaged file is an error naming it.")
     try: return torch.load(path, map_location='cpu', weights_only=True)
     except Exception as e: raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); "
                                               f"delete it to start over") from e
@@ -377,8 +378,10 @@ class Server:
         flats = torch.stack([flatten(x.params) for x in results])
         for k, x, f in zip(sampled, results, flats):
             if not math.isfinite(x.loss) or not torch.isfinite(f).all():
-                hist.status, hist.error = 'failed', (f"training diverged in round {r} at client {k} (local loss "
-                                                     f"{x.loss})")
+                hist.status, hist.error = (
+                    'failed',
+                    (f"training diverged in round {r} at client {k} (local loss {x.loss})"),
+                )
                 hist.buffers = self.buffers
                 raise TrainingDiverged(hist.error, hist)
         n = [x.n_samples for x in results]
@@ -461,8 +464,8 @@ class Server:
 RECORDING_FIELDS = ('keep_clients', 'client_every', 'max_memory_mb', 'eval_batch_size')
 
 def _free_ride(model, srv, X, Y, idx, hold, res, bs) -> tuple:
-    ("A planted free rider's reply: the model it received, unchanged, with its data size (and the step count SCAFFOLD "
-     "expects).")
+    ("A planted free rider's reply: the model it received, unchanged, "
+     "with its data size (and the step count SCAFFOLD expects).")
     p = {n: v.clone() for n, v in srv.params.items()}
     b = dict(srv.buffers)
     dev = X.device
@@ -498,11 +501,8 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     dev = resolve_device(device)
     _check_fit(model, ds, part)
-    if cfg.batched is True and (has_batchnorm(model) or buffer_dict(model)): raise ValueError("batched=True needs a "
-                                                                                              "model without "
-                                                                                              "BatchNorm buffers; use "
-                                                                                              "batched='auto' or "
-                                                                                              "False")
+    if cfg.batched is True and (has_batchnorm(model) or buffer_dict(model)):
+        raise ValueError("batched=True needs a model without BatchNorm buffers; use batched='auto' or False")
     model = model.to(dev)
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     K, lcfg = len(part), cfg.local
@@ -510,9 +510,8 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
     if coalition is not None:
         coalition = sorted({int(k) for k in coalition})
-        if not coalition or coalition[0] < 0 or coalition[-1] >= K: raise ValueError(f"coalition={coalition} must be "
-                                                                                     f"a non-empty list of client ids "
-                                                                                     f"in 0..{K - 1}")
+        if not coalition or coalition[0] < 0 or coalition[-1] >= K:
+            raise ValueError(f"coalition={coalition} must be a non-empty list of client ids in 0..{K - 1}")
         if cfg.fraction != 1: raise ValueError(f"coalition needs fraction=1 (every member trains every round), got "
                                                f"fraction={cfg.fraction}")
     idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
@@ -556,9 +555,11 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
     if ckpath is not None and ckpath.exists():
         ck = load_checkpoint(ckpath)
-        if ck.get('hash') not in (h, legacy): raise ValueError(f"checkpoint {ckpath} belongs to a different run "
-                                                               f"(settings, data, partition or model differ); use "
-                                                               f"another checkpoint_dir")
+        if ck.get('hash') not in (h, legacy):
+            raise ValueError(
+                f"checkpoint {ckpath} belongs to a different run (settings, "
+                f"data, partition or model differ); use another checkpoint_dir"
+            )
         start = _restore(ck, hist, srv) + 1
     else:
         tl, ta = test_eval(params, buffers)

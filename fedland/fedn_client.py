@@ -33,8 +33,8 @@ def from_arrays(arrays: list, net: torch.nn.Module) -> tuple:
                                                   f"needs {len(like)}")
     out = {}
     for (n, v), a in zip(like.items(), arrays):
-        if tuple(a.shape) != tuple(v.shape): raise ValueError(f"array for {n} has shape {tuple(a.shape)}; the model "
-                                                              f"needs {tuple(v.shape)}")
+        if tuple(a.shape) != tuple(v.shape):
+            raise ValueError(f"array for {n} has shape {tuple(a.shape)}; the model needs {tuple(v.shape)}")
         out[n] = torch.as_tensor(np.asarray(a)).to(v.dtype)
     P = param_dict(net)
     return {n: out[n] for n in P}, {n: out[n] for n in like if n not in P}
@@ -68,8 +68,8 @@ def build(out_path: str | os.PathLike, exp: Experiment) -> list:
     return arrays
 
 def train(in_path: str | os.PathLike, out_path: str | os.PathLike, exp: Experiment, k: int) -> dict:
-    ("Client k's local update of the model in `in_path` (`client_step`); write the new model and FEDn's training "
-     "metadata.")
+    ("Client k's local update of the model in `in_path` "
+     "(`client_step`); write the new model and FEDn's training metadata.")
     ds, part, net = prepare(exp)
     raw = Path(in_path).read_bytes()
     params, buffers = from_arrays(get_helper(HELPER).load(str(in_path)), net)

@@ -42,15 +42,15 @@ def experiment_from_config(run_config: dict, **override) -> Experiment:
             except json.JSONDecodeError as e: raise ValueError(f"run config {key}={v!r} must be a JSON list") from e
         kw[name] = v
     kw.update(override)
-    if kw.get('engine', 'flower') != 'flower': raise ValueError(f"engine={kw['engine']!r}: the Flower app trains "
-                                                                f"engine='flower' experiments")
+    if kw.get('engine', 'flower') != 'flower':
+        raise ValueError(f"engine={kw['engine']!r}: the Flower app trains engine='flower' experiments")
     return Experiment(**{**kw, 'engine': 'flower'})
 
 def app_setting(run_config: dict, key: str) -> float:
     "An engine setting of the run config (`APP_KEYS`), checked."
     v = run_config.get(key, APP_KEYS[key])
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0: raise ValueError(f"{key}={v!r} must be a "
-                                                                                             f"number of seconds > 0")
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
+        raise ValueError(f"{key}={v!r} must be a number of seconds > 0")
     return float(v)
 
 # %% ../nbs/11_flower.ipynb #c011
@@ -206,8 +206,8 @@ class FlowerClients:
                     if info['fingerprint'] != partition_fingerprint(part, k):
                         raise RuntimeError(f"SuperNode {n} (client {k}) built a different partition than the server: "
                                            f"same dataset files, seed and fedland version needed")
-                    if self.node_of.get(k, n) != n: raise RuntimeError(f"SuperNodes {self.node_of[k]} and {n} both "
-                                                                       f"serve partition-id={k}")
+                    if self.node_of.get(k, n) != n:
+                        raise RuntimeError(f"SuperNodes {self.node_of[k]} and {n} both serve partition-id={k}")
                     self.node_of[k] = n
                     log(
                         logging.INFO,

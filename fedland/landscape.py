@@ -49,15 +49,13 @@ def random_direction(params,                # model or parameter dict the direct
                      ignore: str | None = 'biasbn',
                      layers: list | None = None,     # only perturb parameters whose names start with one of these
                     ) -> dict:
-    ("A Gaussian direction in parameter space, filter-normalised by default; BatchNorm running statistics are never "
-     "part of it.")
+    ("A Gaussian direction in parameter space, filter-normalised "
+     "by default; BatchNorm running statistics are never part of it.")
     p = as_params(params)
     if norm not in ('filter', 'layer', None): raise ValueError(f"norm={norm!r} must be 'filter', 'layer' or None")
     if ignore not in ('biasbn', None): raise ValueError(f"ignore={ignore!r} must be 'biasbn' or None")
-    if layers is not None and not any(k.startswith(tuple(layers)) for k in p): raise ValueError(f"layers={layers!r} "
-                                                                                                f"match no parameter; "
-                                                                                                f"names are "
-                                                                                                f"{list(p)[:6]}…")
+    if layers is not None and not any(k.startswith(tuple(layers)) for k in p):
+        raise ValueError(f"layers={layers!r} match no parameter; names are {list(p)[:6]}…")
     g = torch.Generator().manual_seed(int(seed))
     d = {}
     for k, w in p.items():
@@ -117,9 +115,8 @@ def _as_flat(x, spec=None) -> torch.Tensor:
 def _check_direction(d, params: dict, name: str) -> torch.Tensor:
     "A direction (dict or flat) as a flat vector matching `params`."
     if isinstance(d, dict):
-        if _spec({k: v for k, v in d.items()}) != _spec(params): raise ValueError(f"{name} does not match the model "
-                                                                                  f"(parameter names or shapes "
-                                                                                  f"differ)")
+        if _spec({k: v for k, v in d.items()}) != _spec(params):
+            raise ValueError(f"{name} does not match the model (parameter names or shapes differ)")
         d = flatten(d)
     n = sum(v.numel() for v in params.values())
     if d.ndim != 1 or d.numel() != n: raise ValueError(f"{name} has {d.numel()} entries, the model has {n} parameters")
@@ -162,8 +159,8 @@ def model_plane(origin, a, b) -> Plane:
     return Plane(o, e1, e2, spec, 'models', {'a': (float(u @ e1), 0.0), 'b': (float(v @ e1), float(v @ e2))})
 
 def pca_plane(trajectory: list, spec=None, final=None) -> Plane:
-    ("Plane through the final model along the top two principal directions of (θ_t − θ_final); `info` has explained "
-     "variance.")
+    ("Plane through the final model along the top two principal "
+     "directions of (θ_t − θ_final); `info` has explained variance.")
     T = torch.stack([_as_flat(t, spec) for t in trajectory]).double()
     if len(T) < 3: raise ValueError(f"trajectory has {len(T)} models; a PCA plane needs at least 3")
     f = T[-1] if final is None else _as_flat(final, spec).double()
@@ -189,8 +186,8 @@ def line(a, b) -> Plane:
 
 # %% ../nbs/05_landscape.ipynb #c018
 def fit_range(plane: Plane, models, margin: float = 0.25) -> dict:
-    ("`xrange`/`yrange` covering the projections of `models` (dict or list), widened by `margin` × their extent on "
-     "each side.")
+    ("`xrange`/`yrange` covering the projections of `models` (dict "
+     "or list), widened by `margin` × their extent on each side.")
     vs = list(models.values()) if isinstance(models, dict) else list(models)
     if not vs: raise ValueError("fit_range needs at least one model")
     pts = np.array([plane.project(v)[:2] for v in vs])
@@ -542,10 +539,10 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
     o = _as_flat(origin, spec).to(dev)
     D = torch.as_tensor(directions, dtype=torch.float32).to(dev)
     cf = torch.as_tensor(np.asarray(coefs, dtype=np.float32)).to(dev)
-    if D.ndim != 2 or D.shape[1] != len(o): raise ValueError(f"directions must have shape (J, {len(o)}), got "
-                                                             f"{tuple(D.shape)}")
-    if cf.ndim != 2 or cf.shape[1] != len(D): raise ValueError(f"coefs must have shape (G, {len(D)}), got "
-                                                               f"{tuple(cf.shape)}")
+    if D.ndim != 2 or D.shape[1] != len(o):
+        raise ValueError(f"directions must have shape (J, {len(o)}), got {tuple(D.shape)}")
+    if cf.ndim != 2 or cf.shape[1] != len(D):
+        raise ValueError(f"coefs must have shape (G, {len(D)}), got {tuple(cf.shape)}")
     owner = torch.zeros(len(Y), dtype=torch.long) if owner is None else torch.as_tensor(owner)
     owner = owner.to(dev)
     keep = owner >= 0

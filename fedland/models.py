@@ -110,9 +110,8 @@ def _construct(name, shape, n_classes, **kw):
     "Instantiate architecture `name` for inputs of `shape`."
     if name == 'mlp': return MLP(math.prod(shape), n_classes, **kw)
     if name == 'cnn1d':
-        if len(shape) != 1 and not (len(shape) == 2 and shape[0] == 1): raise ValueError(f"model='cnn1d' needs 1-D "
-                                                                                         f"inputs (length,), got "
-                                                                                         f"input shape {shape}")
+        if len(shape) != 1 and not (len(shape) == 2 and shape[0] == 1):
+            raise ValueError(f"model='cnn1d' needs 1-D inputs (length,), got input shape {shape}")
         return CNN1D(shape[-1], n_classes, **kw)
     if len(shape) != 3: raise ValueError(f"model={name!r} needs image inputs (channels, height, width), got input "
                                          f"shape {shape}")
@@ -126,15 +125,16 @@ def build_model(name: str,            # one of `MODELS`
                ) -> nn.Module:
     ("Build architecture `name` for the given input shape and class count, initialised from `seed`, checked by a "
      "forward pass.")
-    if not isinstance(name, str) or name.lower() not in MODELS: raise ValueError(f"model={name!r} is unknown; valid "
-                                                                                 f"models: {', '.join(MODELS)}")
+    if not isinstance(name, str) or name.lower() not in MODELS:
+        raise ValueError(f"model={name!r} is unknown; valid models: {', '.join(MODELS)}")
     shape = tuple(int(s) for s in input_shape)
     if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes={n_classes!r} must be an int ≥ 2")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        try: m = _construct(name.lower(), shape, n_classes, **kwargs)
-        except (RuntimeError, ZeroDivisionError) as e: raise ValueError(f"model={name!r} cannot be built for input "
-                                                                        f"shape {shape}: {e}") from e
+        try:
+            m = _construct(name.lower(), shape, n_classes, **kwargs)
+        except (RuntimeError, ZeroDivisionError) as e:
+            raise ValueError(f"model={name!r} cannot be built for input shape {shape}: {e}") from e
     try:
         with torch.no_grad(): out = m.eval()(torch.zeros(2, *shape))
     except RuntimeError as e: raise ValueError(f"model={name!r} does not fit input shape {shape}: {e}") from e

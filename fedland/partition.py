@@ -133,9 +133,18 @@ def plot(self: Partition, title: str | None = None):
     c = self.counts
     ks = list(range(self.n_clients))
     fig = make_subplots(rows=1, cols=2, subplot_titles=('samples per client and class', 'client sizes by class'))
-    fig.add_trace(go.Heatmap(z=c, x=[str(j) for j in range(self.n_classes)], y=ks, colorscale='Blues',
-                             colorbar=dict(x=0.45, len=0.9), hovertemplate='client %{y}, class %{x}: '
-                                                                           '%{z}<extra></extra>'), 1, 1)
+    fig.add_trace(
+        go.Heatmap(
+            z=c,
+            x=[str(j) for j in range(self.n_classes)],
+            y=ks,
+            colorscale='Blues',
+            colorbar=dict(x=0.45, len=0.9),
+            hovertemplate='client %{y}, class %{x}: %{z}<extra></extra>',
+        ),
+        1,
+        1,
+    )
     for j in range(self.n_classes): fig.add_trace(go.Bar(x=ks, y=c[:, j], name=f'class {j}'), 1, 2)
     fig.update_layout(barmode='stack', title=title or repr(self), height=380, legend=dict(font=dict(size=9)))
     fig.update_yaxes(title_text='client', autorange='reversed', row=1, col=1)
@@ -147,8 +156,8 @@ def plot(self: Partition, title: str | None = None):
 # %% ../nbs/01_partition.ipynb #c021
 def _check_int(name, v, lo, hi=None):
     "`v` must be an int in [lo, hi]."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int; got "
-                                                                                    f"{type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {type(v).__name__}")
     if v < lo or (hi is not None and v > hi):
         raise ValueError(f"{name}={v} is out of range: must be in {lo}..{hi if hi is not None else '∞'}")
 
@@ -183,8 +192,8 @@ def _check_ratios(ratios, fractions, n_clients, n_classes):
 
 def _validate(labels, n_clients, scheme, seed, holdout, params, n_classes):
     "Check every argument before any work; return the scheme's full parameter dict."
-    if not isinstance(scheme, str) or scheme not in SCHEMES: raise ValueError(f"scheme={scheme!r} is unknown; valid "
-                                                                              f"schemes: {', '.join(SCHEMES)}")
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
+        raise ValueError(f"scheme={scheme!r} is unknown; valid schemes: {', '.join(SCHEMES)}")
     unknown = set(params) - set(_PARAMS[scheme])
     if unknown: raise TypeError(f"scheme={scheme!r} does not take {', '.join(sorted(unknown))}; it takes "
                                 f"{', '.join(_PARAMS[scheme]) or 'no parameters'}")
@@ -220,8 +229,8 @@ def _iid(labels, K, C, rng, sigma, beta):
     return np.split(perm, cuts)
 
 def _dirichlet(labels, K, C, rng, alpha, min_size, max_tries, sigma, beta):
-    ("Hsu et al. 2019: per class, split over clients with proportions ~ Dir(α·1_K), retried until every client has ≥ "
-     "min_size.")
+    ("Hsu et al. 2019: per class, split over clients with proportions "
+     "~ Dir(α·1_K), retried until every client has ≥ min_size.")
     q = _size_weights(K, sigma, beta, rng)
     by_class = [np.flatnonzero(labels == c) for c in range(C)]
     smallest = 0
@@ -315,12 +324,8 @@ def partition(labels,              # training labels (array or tensor), values i
              ) -> Partition:
     "Split a training set over `n_clients` clients with `scheme`; same seed → same partition."
     labels = np.asarray(labels.cpu() if hasattr(labels, 'cpu') else labels)
-    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)): raise ValueError("labels "
-                                                                                                           "must be a "
-                                                                                                           "1-D array "
-                                                                                                           "of "
-                                                                                                           "integer "
-                                                                                                           "class ids")
+    if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
+        raise ValueError("labels must be a 1-D array of integer class ids")
     if labels.size and labels.min() < 0: raise ValueError("labels must be ≥ 0")
     C = int(n_classes if n_classes is not None else (labels.max() + 1 if labels.size else 0))
     if labels.size and labels.max() >= C: raise ValueError(f"n_classes={C} but labels go up to {labels.max()}")

@@ -247,8 +247,8 @@ CLIENT_METRICS = ('train_loss', 'train_acc', 'local_test_acc', 'global_loss', 'g
 LANDSCAPE_FIELDS = ('loss', 'test_loss', 'client_loss', 'share', 'loo')
 
 class Explorer:
-    ("An ipywidgets explorer over a store: pick run, round, client and metric; `figure(...)` draws the same without "
-     "widgets.")
+    ("An ipywidgets explorer over a store: pick run, round, client "
+     "and metric; `figure(...)` draws the same without widgets.")
     def __init__(self, store='runs/fedland.db'):
         from fedland.store import Store, load_runs
         self.store = store if not isinstance(store, (str, os.PathLike)) else Store(store)
@@ -262,8 +262,8 @@ class Explorer:
         if not len(r): raise ValueError(f"run {run} has no stored landscape")
         return Landscape.load(self.store.artifact_path(r.path.iloc[-1]))
     def figure(self, run: str, metric: str = 'test_acc', client='all', rnd: int | None = None):
-        ("The figure for one choice: a per-round metric (all clients or one), test accuracy curves, or a landscape "
-         "field.")
+        ("The figure for one choice: a per-round metric (all clients "
+         "or one), test accuracy curves, or a landscape field.")
         if run not in self.run_ids(): raise ValueError(f"run={run!r} is not in the store")
         name = self.runs['experiments'].set_index('id').name[run]
         if metric == 'test_acc':
@@ -286,12 +286,12 @@ class Explorer:
             )
         if metric in LANDSCAPE_FIELDS:
             ls = self._landscape(run)
-            if metric in ('loss', 'test_loss'): return landscape_figure(ls, metric, log=True, title=f'{name}: '
-                                                                                                    f'{metric} '
-                                                                                                    f'(log10)')
+            if metric in ('loss', 'test_loss'):
+                return landscape_figure(ls, metric, log=True, title=f'{name}: {metric} (log10)')
             if client == 'all': return clients_figure(ls, metric, log=metric == 'client_loss')
-            return landscape_figure(ls, metric, k=int(client), log=metric == 'client_loss', title=f'{name}: {metric}, '
-                                                                                                  f'client {client}')
+            return landscape_figure(
+                ls, metric, k=int(client), log=metric == 'client_loss', title=f'{name}: {metric}, client {client}'
+            )
         raise ValueError(f"metric={metric!r} is not known; choose test_acc, {', '.join(CLIENT_METRICS)} or "
                          f"{', '.join(LANDSCAPE_FIELDS)}")
     def widget(self):
@@ -564,8 +564,8 @@ def landscapes_figure(
     title: str | None = None,
     height_per_row: int = 330,
 ) -> go.Figure:
-    ("Small multiples of several landscapes' field `z` on one colour scale, each with its projected models and "
-     "trajectory.")
+    ("Small multiples of several landscapes' field `z` on one "
+     "colour scale, each with its projected models and trajectory.")
     if not landscapes: raise ValueError("landscapes_figure needs at least one landscape")
     Zs = {n: _zfield(ls, z) for n, ls in landscapes.items()}
     if any(Z.ndim != 2 for Z in Zs.values()): raise ValueError(f"z={z!r} must be a 2-D field of 2-D landscapes")

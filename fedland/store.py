@@ -102,14 +102,14 @@ class Store:
     def __init__(self, url: str | os.PathLike = 'runs/fedland.db',  # SQLite path, `sqlite:///path`, or `postgresql://…`
                  # artifact directory (default: beside the SQLite file, or ./runs/artifacts)
                  artifacts: str | os.PathLike | None = None):
-        if not isinstance(url, (str, os.PathLike)): raise TypeError(f"store must be a path or URL string, got "
-                                                                    f"{type(url).__name__}")
+        if not isinstance(url, (str, os.PathLike)):
+            raise TypeError(f"store must be a path or URL string, got {type(url).__name__}")
         url = str(url)
         self.url, self.kind = url, 'postgresql' if url.startswith(('postgresql://', 'postgres://')) else 'sqlite'
         if self.kind == 'sqlite':
             path = Path(url[len('sqlite:///'):] if url.startswith('sqlite:///') else url)
-            if '://' in url and not url.startswith('sqlite:///'): raise ValueError(f"store={url!r}: use a file path, "
-                                                                                   f"sqlite:///path or postgresql://…")
+            if '://' in url and not url.startswith('sqlite:///'):
+                raise ValueError(f"store={url!r}: use a file path, sqlite:///path or postgresql://…")
             self.path = path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
@@ -207,8 +207,8 @@ class Store:
         return {t: int(self.query(f"SELECT COUNT(*) AS n FROM {t}").n.iloc[0]) for t in TABLES}
 
     def save_artifact(self, rel: str, writer) -> str:
-        ("Write an artifact through `writer(path)` atomically under the artifact directory; return its path relative "
-         "to it.")
+        ("Write an artifact through `writer(path)` atomically under "
+         "the artifact directory; return its path relative to it.")
         p = self.artifacts / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         writer(p)

@@ -31,8 +31,8 @@ def _check_pos(name, v, allow_zero=False):
 
 def _check_count(name, v, lo=1):
     "`v` must be an int ≥ lo."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)): raise TypeError(f"{name} must be an int; got "
-                                                                                    f"{type(v).__name__}")
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
+        raise TypeError(f"{name} must be an int; got {type(v).__name__}")
     if v < lo: raise ValueError(f"{name}={v} is out of range: must be an int ≥ {lo}")
 
 @dataclass
@@ -70,8 +70,8 @@ def batch_schedule(n: int, batch_size: int, epochs: int = 1, steps: int | None =
 
 # %% ../nbs/03_train.ipynb #c016
 def _loss_aux(out, yb, w=None):
-    ("Mean cross-entropy of the logits `out` over the batch (weights `w` mask padding); aux: summed loss and correct "
-     "count.")
+    ("Mean cross-entropy of the logits `out` over the batch "
+     "(weights `w` mask padding); aux: summed loss and correct count.")
     l = F.cross_entropy(out, yb, reduction='none')
     hit = (out.argmax(1) == yb).to(l.dtype)
     if w is None: return l.mean(), (l.detach().sum(), hit.sum())
@@ -235,11 +235,10 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
                          # run each step through `torch.compile` (compiled once per model and settings)
                          compile: bool = False,
                         ) -> list:
-    ("`local_update` for many clients, stacked (from one start, or each from its own); same results as the sequential "
-     "path.")
-    if has_batchnorm(model) or len(buffer_dict(model)): raise ValueError("batched local updates need a model without "
-                                                                         "buffers (BatchNorm): use the sequential "
-                                                                         "path")
+    ("`local_update` for many clients, stacked (from one start, "
+     "or each from its own); same results as the sequential path.")
+    if has_batchnorm(model) or len(buffer_dict(model)):
+        raise ValueError("batched local updates need a model without buffers (BatchNorm): use the sequential path")
     out = []
     for s in range(0, len(idxs), chunk):
         sl = lambda d: None if d is None else {k: v[s:s + chunk] for k, v in d.items()} if stacked else d
@@ -456,9 +455,8 @@ def resolve_device(device: str | torch.device | None = 'cpu') -> torch.device:
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: d = torch.device(device)
     except (RuntimeError, TypeError) as e: raise ValueError(f"device={device!r} is not a device: {e}") from e
-    if d.type == 'cuda' and not torch.cuda.is_available(): raise ValueError(f"device={device!r} but CUDA is not "
-                                                                            f"available on this machine; use 'cpu' or "
-                                                                            f"'auto'")
+    if d.type == 'cuda' and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
     return d
 
 # %% ../nbs/03_train.ipynb #c042

@@ -406,8 +406,8 @@ def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save
                 stacked=True,
             )
             for nm, v in P.items():
-                if not torch.isfinite(v).all(): raise TrainingDiverged(f"training diverged in round {r} for a "
-                                                                       f"coalition (seed {cfg.seed})")
+                if not torch.isfinite(v).all():
+                    raise TrainingDiverged(f"training diverged in round {r} for a coalition (seed {cfg.seed})")
                 avg[nm].index_add_(0, g_, v * w[sl].view(-1, *[1] * (v.ndim - 1)))
         theta = opt.step(theta, avg)
         save(r, theta, opt)
@@ -628,9 +628,10 @@ class Reconstruction:
                  chunk_points: int | None = None):
         _check_count('bootstrap', bootstrap, 0)
         if not (isinstance(tol, (int, float)) and 0 <= tol < 1): raise ValueError(f"tol={tol!r} must be in [0, 1)")
-        if len(X_val) != len(Y_val) or len(Y_val) == 0: raise ValueError(f"X_val and Y_val must hold the same, "
-                                                                         f"non-zero number of samples; got "
-                                                                         f"{len(X_val)} and {len(Y_val)}")
+        if len(X_val) != len(Y_val) or len(Y_val) == 0:
+            raise ValueError(
+                f"X_val and Y_val must hold the same, non-zero number of samples; got {len(X_val)} and {len(Y_val)}"
+            )
         if game not in GAMES: raise ValueError(f"game={game!r} must be one of {', '.join(GAMES)}")
         if weighting is None: weighting = 'aggregate' if game == 'run' else 'renormalized'
         if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of "

@@ -67,12 +67,11 @@ def test_no_torch_warnings_in_fresh_process():
      "FutureWarning from torch's own jvp decompositions.")
     import subprocess
     import sys
-    code = ("import torch; from torch import nn; from fedland.curvature import HessianOperator, per_sample_quadratic; "
-            "from fedland.models import param_dict\n"
-            "m = nn.Sequential(nn.Linear(6, 3)); X, Y = torch.randn(20, 6), torch.randint(0, 3, (20,)); v = "
-            "torch.randn(21)\n"
-            "HessianOperator(m, param_dict(m), X, Y, reuse_graph=False) @ v; per_sample_quadratic(m, param_dict(m), "
-            "X, Y, v)")
+
+    code = ("import torch; from torch import nn; from fedland.curvature import HessianOperator, "
+            "per_sample_quadratic; from fedland.models import param_dict\nm = nn.Sequential(nn.Linear(6, 3)); X, "
+            "Y = torch.randn(20, 6), torch.randint(0, 3, (20,)); v = torch.randn(21)\nHessianOperator(m, "
+            "param_dict(m), X, Y, reuse_graph=False) @ v; per_sample_quadratic(m, param_dict(m), X, Y, v)")
     r = subprocess.run(
         [sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120
     )

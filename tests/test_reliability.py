@@ -89,9 +89,9 @@ def test_bad_input_names_parameter_and_writes_nothing(store, kw, exc, msg):
     st.close()
 
 
-@pytest.mark.parametrize("url,msg", [("mysql://x/y", "sqlite:///"), ("postgresql://nobody@127.0.0.1:1/none", "cannot "
-                                                                                                             "be "
-                                                                                                             "opened")])
+@pytest.mark.parametrize(
+    "url,msg", [("mysql://x/y", "sqlite:///"), ("postgresql://nobody@127.0.0.1:1/none", "cannot be opened")]
+)
 def test_bad_store_url(store, url, msg):
     st = Store(store)
     before = st.counts()
