@@ -619,7 +619,7 @@ def bench_scale():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 "
-                                                         "(about 30 minutes on 2 cores)")
+                                                         "(about 80 minutes on 2 cores)")
     ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
     ap.add_argument("--json", default=None)
     ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled sequential landscape "
