@@ -319,8 +319,7 @@ def partition(labels,              # training labels (array or tensor), values i
               seed: int = 0,       # every random choice derives from this
               holdout: float = 0.2,  # fraction of each client's samples kept as its local held-out split
               n_classes: int | None = None,  # C (default: max label + 1)
-              # the scheme's parameters (alpha, min_size, k, shards_per_client, ratios, fractions, sigma, beta)
-              **params,
+              **params,  # scheme parameters: alpha, min_size, k, shards_per_client, ratios, fractions, sigma, beta
              ) -> Partition:
     "Split a training set over `n_clients` clients with `scheme`; same seed → same partition."
     labels = np.asarray(labels.cpu() if hasattr(labels, 'cpu') else labels)

@@ -617,10 +617,9 @@ def landscapes_figure(
     )
     return fig
 
-# setting -> (data shares p_k, values per client, standard errors or None)
-def share_figure(
-    points: dict, y_title: str = 'curvature share', diagonal: bool = True, title: str | None = None, height: int = 380
-) -> go.Figure:
+def share_figure(points: dict,  # setting -> (data shares p_k, values per client, standard errors or None)
+                 y_title: str = 'curvature share', diagonal: bool = True, title: str | None = None,
+                 height: int = 380) -> go.Figure:
     ("Every client of every setting as a point (data share, value): a curvature share, a loss share or a client value "
      "against how much data the client holds.")
     if not points: raise ValueError("share_figure needs at least one setting")

@@ -98,8 +98,7 @@ def leave_one_out(v) -> np.ndarray:
 SOLUTIONS = {'shapley': shapley, 'banzhaf': banzhaf, 'loo': leave_one_out}
 
 # %% ../nbs/07b_valuation.ipynb #v015
-# utility(masks: int array) -> values, shape (len(masks),) or (len(masks), M)
-def shapley_sampled(utility,
+def shapley_sampled(utility,  # utility(masks: int array) -> values, shape (len(masks),) or (len(masks), M)
                     n_players: int,          # K
                     n_permutations: int = 200,  # permutations sampled
                     # truncation: stop a permutation once |v(N) − v(prefix)| ≤ tol (per utility column; the rest get 0);
