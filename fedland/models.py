@@ -212,22 +212,10 @@ def linear_relu_layers(model: nn.Module) -> list | None:
     return [tuple(x) for x in out] if out and not out[-1][2] else None
 
 # %% ../nbs/02_models.ipynb #c026b
-_PL_FUNCTIONS = {
-    F.relu,
-    torch.relu,
-    F.leaky_relu,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-    torch.flatten,
-    torch.add,
-    operator.add,
-    operator.getitem,
-    getattr,
-}
+# functions that act on each channel alone (the stacked engine keeps its models as channel groups through them)
+_CHANNELWISE_FN = {F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
+                   F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
+_PL_FUNCTIONS = _CHANNELWISE_FN | {torch.flatten, torch.add, operator.add, operator.getitem, getattr}
 _PL_METHODS = {'relu', 'flatten', 'reshape', 'view', 'size', 'add'}
 _PL_MODULES = (
     nn.Linear,
@@ -286,17 +274,6 @@ def _own_params(mod: nn.Module) -> list:
     "Names of a module's own parameters (not its children's)."
     return [n for n, p in mod._parameters.items() if p is not None]
 
-_CHANNELWISE_FN = {
-    F.relu,
-    torch.relu,
-    F.leaky_relu,
-    F.max_pool1d,
-    F.max_pool2d,
-    F.avg_pool1d,
-    F.avg_pool2d,
-    F.adaptive_avg_pool1d,
-    F.adaptive_avg_pool2d,
-}
 _CHANNELWISE_MOD = (
     nn.ReLU,
     nn.LeakyReLU,
