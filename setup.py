@@ -7,8 +7,8 @@ config.read('settings.ini', encoding='utf-8')
 cfg = config['DEFAULT']
 
 cfg_keys = 'version description keywords author author_email'.split()
-expected = cfg_keys + "lib_name user branch license status min_python audience language".split()
-for o in expected: assert o in cfg, "missing expected setting: {}".format(o)
+expected = cfg_keys + 'lib_name user branch license status min_python audience language'.split()
+for o in expected: assert o in cfg, 'missing expected setting: {}'.format(o)
 setup_cfg = {o: cfg[o] for o in cfg_keys}
 
 licenses = {'apache2': ('Apache Software License 2.0', 'OSI Approved :: Apache Software License')}

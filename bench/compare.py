@@ -12,29 +12,29 @@ import json
 import sys
 from pathlib import Path
 
-RATIO_KEYS = ("speedup", "vs_floor", "overhead")
+RATIO_KEYS = ('speedup', 'vs_floor', 'overhead')
 
 
-def spreads(tree, path: str = "") -> dict:
+def spreads(tree, path: str = '') -> dict:
     "Every ratio spread in a results tree, by dotted path."
     out = {}
     if not isinstance(tree, dict): return out
-    if {"median", "min", "max"} <= set(tree):
-        if path.rsplit(".", 1)[-1].startswith(RATIO_KEYS): out[path] = tree
+    if {'median', 'min', 'max'} <= set(tree):
+        if path.rsplit('.', 1)[-1].startswith(RATIO_KEYS): out[path] = tree
         return out
-    for k, v in tree.items(): out |= spreads(v, f"{path}.{k}" if path else k)
+    for k, v in tree.items(): out |= spreads(v, f'{path}.{k}' if path else k)
     return out
 
 
 def inside(v: float, s: dict) -> bool:
     "Whether a median lies in a spread's min–max (to float rounding)."
-    return s["min"] * (1 - 1e-9) <= v <= s["max"] * (1 + 1e-9)
+    return s['min'] * (1 - 1e-9) <= v <= s['max'] * (1 + 1e-9)
 
 
 def compare(a: dict, b: dict) -> list:
     "Rows (path, run A, run B, B's median in A's range, A's median in B's range) for the ratios both runs hold."
     sa, sb = spreads(a), spreads(b)
-    return [(p, sa[p], sb[p], inside(sb[p]["median"], sa[p]), inside(sa[p]["median"], sb[p])) for p in sa if p in sb]
+    return [(p, sa[p], sb[p], inside(sb[p]['median'], sa[p]), inside(sa[p]['median'], sb[p])) for p in sa if p in sb]
 
 
 def fmt(s: dict) -> str:
@@ -44,13 +44,13 @@ def fmt(s: dict) -> str:
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("first")
-    ap.add_argument("second")
-    ap.add_argument("--strict", action="store_true", help="exit 1 when a ratio does not reproduce")
+    ap.add_argument('first')
+    ap.add_argument('second')
+    ap.add_argument('--strict', action='store_true', help='exit 1 when a ratio does not reproduce')
     a = ap.parse_args()
     runs = [json.loads(Path(f).read_text()) for f in (a.first, a.second)]
     for f, r in zip((a.first, a.second), runs):
-        m = r.get("machine", {})
+        m = r.get('machine', {})
         print(f"{f}: {m.get('host', '?')}, {m.get('cpu', '?')}, {m.get('date', '?')}, "
               f"matmul {m.get('matmul_gflops', float('nan')):.0f} GFLOP/s")
     rows = compare(*runs)
@@ -59,9 +59,9 @@ def main():
     for p, s1, s2, in1, in2 in rows:
         print(f"{p:<{w}}  {fmt(s1):>24}  {fmt(s2):>24}  {'yes' if in1 else 'NO':>10}  {'yes' if in2 else 'NO':>10}")
     bad = [p for p, _, _, in1, in2 in rows if not (in1 and in2)]
-    print(f"{len(rows) - len(bad)} of {len(rows)} ratios reproduce" + (f"; not: {', '.join(bad)}" if bad else ""))
+    print(f'{len(rows) - len(bad)} of {len(rows)} ratios reproduce' + (f"; not: {', '.join(bad)}" if bad else ''))
     if a.strict and bad: sys.exit(1)
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

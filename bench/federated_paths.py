@@ -7,17 +7,18 @@ import time
 
 from fedland.data import load_dataset
 from fedland.federated import FedConfig, run_federated
-from fedland.models import build_model
+from fedland.models import build_model, tune_allocator
 from fedland.partition import partition
 
-ds = load_dataset("mnist1d")
+tune_allocator()   # as run_experiment does
+ds = load_dataset('mnist1d')
 print(
     f"{'clients':>7} {'model':>6} {'batched s/round':>16} "
     f"{'sequential s/round':>19} {'ratio':>6}  acc (batched, sequential)"
 )
 for K in (10, 100):
-    part = partition(ds.y_train, K, "iid", seed=0)
-    for name in ("mlp", "cnn1d"):
+    part = partition(ds.y_train, K, 'iid', seed=0)
+    for name in ('mlp', 'cnn1d'):
         net = build_model(name, ds.input_shape, 10)
         run_federated(net, ds, part, FedConfig(rounds=1), batched=True, progress=False)   # warm-up
         res = {}
@@ -25,5 +26,5 @@ for K in (10, 100):
             t = time.perf_counter()
             h = run_federated(net, ds, part, FedConfig(rounds=5, lr=0.05, momentum=0.9), batched=b, progress=False)
             res[b] = ((time.perf_counter() - t) / 5, h.rounds.test_acc.iloc[-1])
-        print(f"{K:>7} {name:>6} {res[True][0]:>16.3f} {res[False][0]:>19.3f} {res[False][0] / res[True][0]:>5.1f}×  "
-              f"({res[True][1]:.3f}, {res[False][1]:.3f})")
+        print(f'{K:>7} {name:>6} {res[True][0]:>16.3f} {res[False][0]:>19.3f} {res[False][0] / res[True][0]:>5.1f}×  '
+              f'({res[True][1]:.3f}, {res[False][1]:.3f})')

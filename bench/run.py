@@ -51,12 +51,12 @@ import torch
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
-THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS", "NUMEXPR_NUM_THREADS",
-               "VECLIB_MAXIMUM_THREADS")
+THREAD_VARS = ('OMP_NUM_THREADS', 'MKL_NUM_THREADS', 'OPENBLAS_NUM_THREADS', 'NUMEXPR_NUM_THREADS',
+               'VECLIB_MAXIMUM_THREADS')
 FLOWER_CONFIGS = {   # name -> (CPUs reserved per Ray actor, torch threads per actor)
     "1 CPU, 1 thread per actor (Flower's default)": (1, 1),
-    "2 CPUs, 2 threads per actor": (2, 2),
-    "1 CPU, 2 threads per actor (oversubscribed)": (1, 2),
+    '2 CPUs, 2 threads per actor': (2, 2),
+    '1 CPU, 2 threads per actor (oversubscribed)': (1, 2),
 }
 FLWR_RUN = "flwr run on a local simulation SuperLink (Flower's defaults)"
 MIN_REP_SECONDS = 1.0   # a repetition shorter than this repeats its call until it is this long
@@ -71,13 +71,13 @@ def thread_policy() -> dict:
     torch.set_num_threads(os.cpu_count())
     flower = {n: dict(cpus=c, threads=t) for n, (c, t) in FLOWER_CONFIGS.items()}
     flower[FLWR_RUN] = dict(cpus="Flower's default", threads="torch's default (no thread variable in its environment)")
-    return {"fedland_torch_threads": torch.get_num_threads(), "flower": flower,
-            "environment": {v: os.environ.get(v) for v in THREAD_VARS}}
+    return {'fedland_torch_threads': torch.get_num_threads(), 'flower': flower,
+            'environment': {v: os.environ.get(v) for v in THREAD_VARS}}
 
 
 def _cpu_model() -> str:
     try:
-        return next(l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name"))
+        return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration):
         import platform
         return platform.processor() or platform.machine()
@@ -126,7 +126,7 @@ def ratio(theirs, ours) -> dict:
     return spread([b / a for a, b in zip(ours, theirs)])
 
 
-def _fmt(r, unit="×") -> str:
+def _fmt(r, unit='×') -> str:
     return f"{r['median']:.2f}{unit} [{r['min']:.2f}–{r['max']:.2f}]"
 
 
@@ -150,15 +150,15 @@ def _round_flops(exp):
     return train1 * n_train + fwd1 * n_eval
 
 
-def _fedavg_exp(model, n_clients, rounds, store, engine="local"):
+def _fedavg_exp(model, n_clients, rounds, store, engine='local'):
     from fedland.experiment import Experiment
     return Experiment(
         model=model,
-        dataset="digits" if model == "cnn" else "mnist1d",
+        dataset='digits' if model == 'cnn' else 'mnist1d',
         n_clients=n_clients,
         rounds=rounds,
         seed=0,
-        valuation="none",
+        valuation='none',
         centralized=False,
         landscape=False,
         curvature=False,
@@ -182,19 +182,19 @@ def _flower_run(exp, cpus: int = 1, threads: int = 1):
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        box["res"] = run_experiment(exp, progress=False, clients=FlowerClients(grid, exp))
+        box['res'] = run_experiment(exp, progress=False, clients=FlowerClients(grid, exp))
 
     update_console_handler(level=logging.WARNING)
     os.environ.update({v: str(threads) for v in THREAD_VARS})   # Ray's actors inherit the driver's environment
     try:                                                         # (Flower sets Ray's runtime_env itself)
         run_simulation(app, make_client_app(exp), num_supernodes=exp.n_clients,
-                       backend_config={"client_resources": {"num_cpus": cpus, "num_gpus": 0.0},
-                                       "init_args": {"num_cpus": os.cpu_count(), "logging_level": "ERROR",
-                                                     "log_to_driver": False}})
+                       backend_config={'client_resources': {'num_cpus': cpus, 'num_gpus': 0.0},
+                                       'init_args': {'num_cpus': os.cpu_count(), 'logging_level': 'ERROR',
+                                                     'log_to_driver': False}})
     finally:
         for v in THREAD_VARS: os.environ.pop(v, None)
-    if "res" not in box: raise RuntimeError("the Flower simulation did not finish the experiment")
-    return box["res"]
+    if 'res' not in box: raise RuntimeError('the Flower simulation did not finish the experiment')
+    return box['res']
 
 
 def _toml(v) -> str:
@@ -211,26 +211,26 @@ def _flwr_run(exp):
     import tomllib
     from fedland.experiment import run_experiment
     from fedland.flower import experiment_from_config
-    app = ROOT / "flower_app"
-    keys = tomllib.loads((app / "pyproject.toml").read_text())["tool"]["flwr"]["app"]["config"]
-    cfg = {k: getattr(exp, k.replace("-", "_")) for k in keys if hasattr(exp, k.replace("-", "_"))}
+    app = ROOT / 'flower_app'
+    keys = tomllib.loads((app / 'pyproject.toml').read_text())['tool']['flwr']['app']['config']
+    cfg = {k: getattr(exp, k.replace('-', '_')) for k in keys if hasattr(exp, k.replace('-', '_'))}
     home = tempfile.mkdtemp()   # a Flower home of its own: its local SuperLink is this run's, and is stopped after
-    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS} | {"FLWR_HOME": home}
+    env = {k: v for k, v in os.environ.items() if k not in THREAD_VARS} | {'FLWR_HOME': home}
     bindir = Path(sys.executable).parent
-    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    env['PATH'] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
     try:
-        r = subprocess.run([str(bindir / "flwr"), "run", str(app), "local", "--stream",
-                            "--federation-config", f"num-supernodes={exp.n_clients}",
-                            "--run-config", " ".join(f"{k}={_toml(v)}" for k, v in cfg.items())],
+        r = subprocess.run([str(bindir / 'flwr'), 'run', str(app), 'local', '--stream',
+                            '--federation-config', f'num-supernodes={exp.n_clients}',
+                            '--run-config', ' '.join(f'{k}={_toml(v)}' for k, v in cfg.items())],
                            capture_output=True, text=True, env=env, timeout=3600)
     finally:
-        for pid in (d.name for d in Path("/proc").iterdir() if d.name.isdigit()):
-            try: cmd = (Path("/proc") / pid / "cmdline").read_bytes().decode(errors="replace")
+        for pid in (d.name for d in Path('/proc').iterdir() if d.name.isdigit()):
+            try: cmd = (Path('/proc') / pid / 'cmdline').read_bytes().decode(errors='replace')
             except OSError: continue
             if home in cmd:   # the local SuperLink (its superexec exits with its parent)
                 try: os.kill(int(pid), 15)
                 except ProcessLookupError: pass
-    if r.returncode != 0: raise RuntimeError(f"flwr run failed ({r.returncode}): {r.stdout[-2000:]}{r.stderr[-2000:]}")
+    if r.returncode != 0: raise RuntimeError(f'flwr run failed ({r.returncode}): {r.stdout[-2000:]}{r.stderr[-2000:]}')
     return run_experiment(experiment_from_config(cfg), progress=False)   # reloads the stored run
 
 
@@ -239,39 +239,39 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
      "of whole runs.")
     from fedland.experiment import run_experiment
     configs = [*FLOWER_CONFIGS, FLWR_RUN]
-    per = {"fedland": [], **{c: [] for c in configs}}
+    per = {'fedland': [], **{c: [] for c in configs}}
     accs = {}
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
-        ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f"{d}/local.db"), progress=False)
+        ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f'{d}/local.db'), progress=False)
         theirs = {}
         for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
-            exp = _fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower")
+            exp = _fedavg_exp(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
             theirs[c] = _flower_run(exp, *FLOWER_CONFIGS[c])
         if i == 0: continue  # (`flwr run` starts fresh processes every time: no warm-up to discard)
         theirs[FLWR_RUN] = _flwr_run(
-            _fedavg_exp(model, n_clients, rounds, f"{tempfile.mkdtemp()}/flower.db", engine="flower")
+            _fedavg_exp(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
         )
-        per["fedland"].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
+        per['fedland'].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
         for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
         accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
                     acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
     best = min(configs, key=lambda c: np.median(per[c]))
-    floor = _round_flops(_fedavg_exp(model, n_clients, rounds, "unused.db")) / (matmul * 1e9)
+    floor = _round_flops(_fedavg_exp(model, n_clients, rounds, 'unused.db')) / (matmul * 1e9)
     return dict(
         model=model,
         clients=n_clients,
         rounds=rounds,
-        seconds_per_round_fedland=spread(per["fedland"]),
+        seconds_per_round_fedland=spread(per['fedland']),
         seconds_per_round_flower=spread(per[best]),
         flower_config=best,
-        speedup=ratio(per[best], per["fedland"]),
+        speedup=ratio(per[best], per['fedland']),
         **accs,
         flower_configs={
-            c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per["fedland"])) for c in configs
+            c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per['fedland'])) for c in configs
         },
         floor_seconds_per_round=floor,
-        vs_floor=spread([s / floor for s in per["fedland"]]),
+        vs_floor=spread([s / floor for s in per['fedland']]),
     )
 
 
@@ -280,7 +280,7 @@ def bench_compiled(model, n_clients, rounds, reps, matmul):
      "timing), seconds per round 2..R.")
     from fedland.experiment import prepare
     from fedland.federated import run_federated
-    exp = _fedavg_exp(model, n_clients, rounds, "unused.db")
+    exp = _fedavg_exp(model, n_clients, rounds, 'unused.db')
     ds, part, net = prepare(exp)
     res = {}
     def go(c):
@@ -309,25 +309,25 @@ def bench_sequential(model, reps):
      "dict path it replaced (kept as the fallback), with their results compared bit for bit.")
     from fedland.data import load_dataset
     from fedland.models import build_model, param_dict
-    from fedland.train import LocalConfig, _local_update_dicts, local_update
-    ds = load_dataset("mnist1d")
+    from fedland.train import LocalConfig, local_update
+    ds = load_dataset('mnist1d')
     X, Y = ds.x_train, ds.y_train
     net = build_model(model, ds.input_shape, 10, seed=0)
     th = param_dict(net)
     idx = np.arange(3200)
     cfg = LocalConfig(lr=0.03, momentum=0.9, weight_decay=5e-4, epochs=1)
     res = {}
-    def flat(): res["flat"] = local_update(net, th, X, Y, idx, cfg, seed=0)
-    def dicts(): res["dicts"] = _local_update_dicts(net, th, X, Y, idx, cfg, 0, {}, None, None, None)
+    def flat(): res['flat'] = local_update(net, th, X, Y, idx, cfg, seed=0)
+    def dicts(): res['dicts'] = local_update(net, th, X, Y, idx, cfg, seed=0, flat=False)
     T = alternate(dict(flat=flat, dicts=dicts), reps)
-    steps = res["flat"].steps
-    same = all(torch.equal(res["flat"].params[k], res["dicts"].params[k]) for k in th)
+    steps = res['flat'].steps
+    same = all(torch.equal(res['flat'].params[k], res['dicts'].params[k]) for k in th)
     return dict(
         model=model,
         steps=steps,
-        ms_per_step_flat=spread([1e3 * t / steps for t in T["flat"]]),
-        ms_per_step_dicts=spread([1e3 * t / steps for t in T["dicts"]]),
-        speedup=ratio(T["dicts"], T["flat"]),
+        ms_per_step_flat=spread([1e3 * t / steps for t in T['flat']]),
+        ms_per_step_dicts=spread([1e3 * t / steps for t in T['dicts']]),
+        speedup=ratio(T['dicts'], T['flat']),
         bitwise_equal=same,
     )
 
@@ -335,19 +335,19 @@ def bench_sequential(model, reps):
 # ---------------------------------------------------------------- landscape
 def _landscape_data(name):
     from fedland.data import load_dataset
-    if name in ("mlp", "cnn1d"):
-        ds = load_dataset("mnist1d")
-        return ds.x_train, ds.y_train, ds.input_shape, "MNIST-1D"
-    if name == "cnn":
-        ds = load_dataset("digits")
-        return ds.x_train, ds.y_train, ds.input_shape, "digits"
+    if name in ('mlp', 'cnn1d'):
+        ds = load_dataset('mnist1d')
+        return ds.x_train, ds.y_train, ds.input_shape, 'MNIST-1D'
+    if name == 'cnn':
+        ds = load_dataset('digits')
+        return ds.x_train, ds.y_train, ds.input_shape, 'digits'
     # NIID-Bench's CNN needs 28×28 images: random ones (offline), the same for every tool
     g = torch.Generator().manual_seed(0)
     return (
         torch.rand(4000, 1, 28, 28, generator=g),
         torch.randint(0, 10, (4000,), generator=g),
         (1, 28, 28),
-        ("random 1×28×28"),
+        ('random 1×28×28'),
     )
 
 
@@ -366,7 +366,7 @@ def bench_landscape(name, steps, reps, matmul):
     net = build_model(name, shape, 10, seed=0).eval()
     pl = random_plane(net, seed=0)
     like = param_dict(net)
-    owner = client_ids(partition(Y, K, "dirichlet", alpha=0.5, seed=0, holdout=0.2), len(Y))
+    owner = client_ids(partition(Y, K, 'dirichlet', alpha=0.5, seed=0, holdout=0.2), len(Y))
     xs = np.linspace(-1, 1, steps)
     ours = lambda: evaluate_grid(net, pl, X, Y, owner, steps=steps, progress=False)
     keep = owner >= 0
@@ -376,7 +376,7 @@ def bench_landscape(name, steps, reps, matmul):
         with torch.no_grad():
             for i, (b, a) in enumerate((b, a) for b in xs for a in xs):
                 p = dict(unflatten(pl.origin + float(a) * pl.d1 + float(b) * pl.d2, like))
-                l = F.cross_entropy(functional_call(net, p, (X[keep],)), Y[keep], reduction="none")
+                l = F.cross_entropy(functional_call(net, p, (X[keep],)), Y[keep], reduction='none')
                 L[i] = torch.zeros(K, dtype=torch.float64).index_add_(0, owner[keep], l.double()).numpy()
         return L
 
@@ -421,16 +421,16 @@ def bench_landscape(name, steps, reps, matmul):
         data=data,
         points=steps * steps,
         clients=K,
-        seconds_fedland=spread(T["fedland"]),
-        seconds_loss_landscapes=spread(T["loss_landscapes"]),
-        seconds_plain=spread(T["plain"]),
-        speedup=ratio(T["loss_landscapes"], T["fedland"]),
-        speedup_vs_plain=ratio(T["plain"], T["fedland"]),
+        seconds_fedland=spread(T['fedland']),
+        seconds_loss_landscapes=spread(T['loss_landscapes']),
+        seconds_plain=spread(T['plain']),
+        speedup=ratio(T['loss_landscapes'], T['fedland']),
+        speedup_vs_plain=ratio(T['plain'], T['fedland']),
         max_abs_diff=diff_plain,
         max_abs_diff_loss_landscapes=diff_ll,
         engine=engine,
         engine_probe_seconds=probe,
-        gflops_fraction=flops / float(np.median(T["fedland"])) / 1e9 / matmul,
+        gflops_fraction=flops / float(np.median(T['fedland'])) / 1e9 / matmul,
     )
 
 
@@ -442,7 +442,7 @@ def bench_curvature(name, n_probes, reps):
     from fedland.models import build_model, param_dict
     from fedland.train import LocalConfig, train_centralized
     from fedland.data import load_dataset
-    ds = load_dataset("digits" if name == "cnn" else "mnist1d")
+    ds = load_dataset('digits' if name == 'cnn' else 'mnist1d')
     net = build_model(name, ds.input_shape, 10)
     r = train_centralized(net, ds, LocalConfig(lr=0.03, momentum=0.9, epochs=5), progress=False)
     with torch.no_grad():
@@ -469,18 +469,18 @@ def bench_curvature(name, n_probes, reps):
 
     res = {}
     T = alternate(
-        dict(fedland=lambda: res.__setitem__("ours", ours()), pyhessian=lambda: res.__setitem__("theirs", theirs())),
+        dict(fedland=lambda: res.__setitem__('ours', ours()), pyhessian=lambda: res.__setitem__('theirs', theirs())),
         reps,
     )
-    lam, tr, n_hvp = res["ours"]
-    lam_p, tr_p, se_p = res["theirs"]
+    lam, tr, n_hvp = res['ours']
+    lam_p, tr_p, se_p = res['theirs']
     # fedland's Hutchinson with as many probes
     tr_h = hutchinson(net, param_dict(net), X, Y, n_probes=n_probes, seed=0).trace
     return dict(
         model=name,
-        seconds_fedland=spread(T["fedland"]),
-        seconds_pyhessian=spread(T["pyhessian"]),
-        speedup=ratio(T["pyhessian"], T["fedland"]),
+        seconds_fedland=spread(T['fedland']),
+        seconds_pyhessian=spread(T['pyhessian']),
+        speedup=ratio(T['pyhessian'], T['fedland']),
         lambda_rel_diff=abs(lam - lam_p) / abs(lam_p),
         trace_rel_diff=abs(tr - tr_p) / abs(tr_p),
         trace_rel_se_pyhessian=se_p / abs(tr_p),
@@ -519,12 +519,12 @@ def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
     from fedland.models import build_model
     from fedland.partition import partition
     from fedland.valuation import coalition_values
-    ds = load_dataset("mnist1d")
-    train1, fwd1 = _train_flops("mlp", ds.input_shape)
+    ds = load_dataset('mnist1d')
+    train1, fwd1 = _train_flops('mlp', ds.input_shape)
     out = {}
     for k in ks:
-        part = partition(ds.y_train, k, "dirichlet", alpha=0.5, seed=0)
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        part = partition(ds.y_train, k, 'dirichlet', alpha=0.5, seed=0)
+        net = build_model('mlp', ds.input_shape, 10, seed=0)
         ts = []
         for _ in range(reps if k == 8 else 1):
             t = time.perf_counter()
@@ -547,7 +547,7 @@ def bench_overhead(reps, **fields):
     from fedland.experiment import Experiment, prepare
     from fedland.federated import run_federated
     from fedland.valuation import Reconstruction, validation_sample
-    exp = Experiment(**{"n_clients": 8, **fields, "store": str(Path(tempfile.mkdtemp()) / "x.db")})
+    exp = Experiment(**{'n_clients': 8, **fields, 'store': str(Path(tempfile.mkdtemp()) / 'x.db')})
     ds, part, net = prepare(exp)
     vi = torch.as_tensor(validation_sample(part, exp.valuation_samples, exp.seed))
     plain = lambda: run_federated(net, ds, part, exp.fed_config(), progress=False)
@@ -575,9 +575,9 @@ def bench_overhead(reps, **fields):
         every=exp.valuation_every,
         horizon=exp.valuation_horizon,
         samples=exp.valuation_samples,
-        plain_seconds=spread(T["plain"]),
-        valued_seconds=spread(T["valued"]),
-        overhead=spread([(v - p) / p for p, v in zip(T["plain"], T["valued"])]),
+        plain_seconds=spread(T['plain']),
+        valued_seconds=spread(T['valued']),
+        overhead=spread([(v - p) / p for p, v in zip(T['plain'], T['valued'])]),
     )
 
 
@@ -585,21 +585,21 @@ def bench_overhead(reps, **fields):
 # A child's ru_maxrss starts at its parent's resident set at the fork (Linux carries it across exec), and this process
 # is large by now: the command runs under a small launcher, whose children (the command and its descendants) start from
 # the launcher's size.
-_LAUNCH = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); "
-           "print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)")
+_LAUNCH = ('import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, capture_output=True); '
+           'print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024)')
 
 
 def _child_peak_rss(cmd, env=None):
     "Wall seconds and peak resident set (MB) of the largest process of the command's tree."
     t = time.perf_counter()
-    r = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], check=True, capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, '-c', _LAUNCH, *cmd], check=True, capture_output=True, text=True, env=env)
     return time.perf_counter() - t, float(r.stdout.split()[-1])
 
 
 def bench_main():
     d = tempfile.mkdtemp()
-    secs, rss = _child_peak_rss([sys.executable, "-m", "papermill", str(ROOT / "nbs" / "run.ipynb"), f"{d}/out.ipynb",
-                                 "-p", "alpha", "0.5", "-p", "store", f"{d}/fedland.db", "--no-progress-bar"])
+    secs, rss = _child_peak_rss([sys.executable, '-m', 'papermill', str(ROOT / 'nbs' / 'run.ipynb'), f'{d}/out.ipynb',
+                                 '-p', 'alpha', '0.5', '-p', 'store', f'{d}/fedland.db', '--no-progress-bar'])
     return dict(seconds=secs, peak_rss_mb=rss)
 
 
@@ -611,181 +611,183 @@ SCALE = ("import sys; from fedland.experiment import Experiment, run_experiment;
 
 def bench_scale():
     d = tempfile.mkdtemp()
-    secs, rss = _child_peak_rss([sys.executable, "-c", SCALE, f"{d}/fedland.db"])
-    disk = sum(f.stat().st_size for f in Path(d).rglob("*") if f.is_file()) / 2**20
+    secs, rss = _child_peak_rss([sys.executable, '-c', SCALE, f'{d}/fedland.db'])
+    disk = sum(f.stat().st_size for f in Path(d).rglob('*') if f.is_file()) / 2**20
     return dict(seconds=secs, peak_rss_mb=rss, disk_mb=disk)
 
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 "
-                                                         "(about 80 minutes on 2 cores)")
-    ap.add_argument("--reps", type=int, default=3, help="alternated repetitions of every comparison (default 3)")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: fedavg compiled sequential landscape "
-                                                          "curvature valuation main scale")
-    ap.add_argument("--long-game", action="store_true",
-                    help="with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (one repetition, ~4 minutes)")
-    ap.add_argument("--merge", action="store_true", help="update the sections run in an existing --json file and keep "
-                                                         "the others (and their table rows)")
+    ap.add_argument('--quick', action='store_true', help='fewer rounds, a smaller MLP grid, fewer probes and K = 4…8 '
+                                                         '(about 80 minutes on 2 cores)')
+    ap.add_argument('--reps', type=int, default=3, help='alternated repetitions of every comparison (default 3)')
+    ap.add_argument('--json', default=None)
+    ap.add_argument('--skip', nargs='*', default=[], help='sections to skip: fedavg compiled sequential landscape '
+                                                          'curvature valuation main scale')
+    ap.add_argument('--long-game', action='store_true',
+                    help='with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (one repetition, ~4 minutes)')
+    ap.add_argument('--merge', action='store_true', help='update the sections run in an existing --json file and keep '
+                                                         'the others (and their table rows)')
     a = ap.parse_args()
+    from fedland.models import tune_allocator
+    tune_allocator()   # as run_experiment does: reused evaluation tensors are not faulted in again
     threads = thread_policy()
     old = json.loads(Path(a.json).read_text()) if a.merge and a.json and Path(a.json).exists() else None
     out = {
-        "machine": {
-            "matmul_gflops": matmul_gflops(),
-            "cpus": os.cpu_count(),
-            "torch": torch.__version__,
-            "reps": a.reps,
-            "threads": torch.get_num_threads(),
-            "cpu": _cpu_model(),
-            "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-            "python": sys.version.split()[0],
-            "quick": a.quick,
-            "host": os.uname().nodename,
-            "command": "python bench/run.py " + " ".join(sys.argv[1:]),
-            "thread_settings": threads,
-            "min_rep_seconds": MIN_REP_SECONDS,
+        'machine': {
+            'matmul_gflops': matmul_gflops(),
+            'cpus': os.cpu_count(),
+            'torch': torch.__version__,
+            'reps': a.reps,
+            'threads': torch.get_num_threads(),
+            'cpu': _cpu_model(),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
+            'python': sys.version.split()[0],
+            'quick': a.quick,
+            'host': os.uname().nodename,
+            'command': 'python bench/run.py ' + ' '.join(sys.argv[1:]),
+            'thread_settings': threads,
+            'min_rep_seconds': MIN_REP_SECONDS,
         }
     }
-    mm = out["machine"]["matmul_gflops"]
-    rows = [("machine", "matmul GFLOP/s (2048² float32, median of 5)", f"{mm:.1f}")]
-    done = lambda key: print(f"  {key} done", file=sys.stderr, flush=True)
-    if "fedavg" not in a.skip:
+    mm = out['machine']['matmul_gflops']
+    rows = [('machine', 'matmul GFLOP/s (2048² float32, median of 5)', f'{mm:.1f}')]
+    done = lambda key: print(f'  {key} done', file=sys.stderr, flush=True)
+    if 'fedavg' not in a.skip:
         R = 6 if a.quick else 30
-        runs = [("cnn1d", 10), ("cnn", 10), ("mlp", 10), ("mlp", 100)]
-        F_ = {f"{m}_{k}": bench_fedavg(m, k, R, a.reps, mm) for m, k in runs}
-        done("fedavg")
-        out["fedavg"] = {
-            "speedup_vs_flower_10": F_["mlp_10"]["speedup"]["median"],
-            "speedup_vs_flower_100": F_["mlp_100"]["speedup"]["median"],
-            "speedup_vs_flower_cnn1d": F_["cnn1d_10"]["speedup"]["median"],
-            "speedup_vs_flower_cnn": F_["cnn_10"]["speedup"]["median"],
-            "vs_floor": F_["mlp_10"]["vs_floor"]["median"],
-            "vs_floor_cnn1d": F_["cnn1d_10"]["vs_floor"]["median"],
+        runs = [('cnn1d', 10), ('cnn', 10), ('mlp', 10), ('mlp', 100)]
+        F_ = {f'{m}_{k}': bench_fedavg(m, k, R, a.reps, mm) for m, k in runs}
+        done('fedavg')
+        out['fedavg'] = {
+            'speedup_vs_flower_10': F_['mlp_10']['speedup']['median'],
+            'speedup_vs_flower_100': F_['mlp_100']['speedup']['median'],
+            'speedup_vs_flower_cnn1d': F_['cnn1d_10']['speedup']['median'],
+            'speedup_vs_flower_cnn': F_['cnn_10']['speedup']['median'],
+            'vs_floor': F_['mlp_10']['vs_floor']['median'],
+            'vs_floor_cnn1d': F_['cnn1d_10']['vs_floor']['median'],
             **F_,
         }
         for key, f in F_.items():
-            rows += [("fedavg", f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs "
+            rows += [('fedavg', f"{f['model']}, {f['clients']} clients, {R} rounds × 5 epochs: s/round fedland vs "
                       f"Flower simulation at its fastest ({f['flower_config']})",
                       f"{f['seconds_per_round_fedland']['median']:.3f} vs "
                       f"{f['seconds_per_round_flower']['median']:.3f} s: {_fmt(f['speedup'])}"),
-                     *[("fedavg", f"{f['model']}, {f['clients']} clients, sensitivity: Flower with {c}",
+                     *[('fedavg', f"{f['model']}, {f['clients']} clients, sensitivity: Flower with {c}",
                         f"{g['seconds_per_round']['median']:.3f} s/round: {_fmt(g['speedup'])}")
-                       for c, g in f["flower_configs"].items()],
-                     ("fedavg", f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round "
+                       for c, g in f['flower_configs'].items()],
+                     ('fedavg', f"{f['model']}, {f['clients']} clients: final test accuracy fedland / Flower; s/round "
                                 f"÷ compute floor",
                       f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
-    if "compiled" not in a.skip:
+    if 'compiled' not in a.skip:
         R = 6 if a.quick else 30
-        Cp = {f"{m}_{k}": bench_compiled(m, k, R, a.reps, mm) for m, k in (("cnn1d", 10), ("mlp", 10))}
-        done("compiled")
-        out.setdefault("fedavg", {}).update(compiled=Cp, vs_floor_compiled=Cp["mlp_10"]["vs_floor_compiled"]["median"])
+        Cp = {f'{m}_{k}': bench_compiled(m, k, R, a.reps, mm) for m, k in (('cnn1d', 10), ('mlp', 10))}
+        done('compiled')
+        out.setdefault('fedavg', {}).update(compiled=Cp, vs_floor_compiled=Cp['mlp_10']['vs_floor_compiled']['median'])
         for key, c in Cp.items():
-            rows += [("compiled", f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs "
+            rows += [('compiled', f"{c['model']}, {c['clients']} clients: s/round eager vs compile=True (whole runs "
                                   f"incl. evaluation); ÷ compute floor",
                       f"{c['seconds_per_round_eager']['median']:.3f} vs "
                       f"{c['seconds_per_round_compiled']['median']:.3f} s: {_fmt(c['speedup'])}; "
                       f"floor ×{c['vs_floor_eager']['median']:.1f} → ×{c['vs_floor_compiled']['median']:.1f}")]
-    if "sequential" not in a.skip:
-        Sq = {m: bench_sequential(m, max(a.reps, 5)) for m in ("cnn1d", "mlp")}
-        done("sequential")
-        out["sequential"] = {
-            "speedup_cnn1d": Sq["cnn1d"]["speedup"]["median"],
-            "speedup_mlp": Sq["mlp"]["speedup"]["median"],
+    if 'sequential' not in a.skip:
+        Sq = {m: bench_sequential(m, max(a.reps, 5)) for m in ('cnn1d', 'mlp')}
+        done('sequential')
+        out['sequential'] = {
+            'speedup_cnn1d': Sq['cnn1d']['speedup']['median'],
+            'speedup_mlp': Sq['mlp']['speedup']['median'],
             **Sq,
         }
         for m, q in Sq.items():
-            rows += [("sequential", f"{m}: local_update ms/step, flat parameter vector vs per-tensor dicts (bitwise "
+            rows += [('sequential', f"{m}: local_update ms/step, flat parameter vector vs per-tensor dicts (bitwise "
                                     f"equal: {q['bitwise_equal']})",
                       f"{q['ms_per_step_flat']['median']:.2f} vs {q['ms_per_step_dicts']['median']:.2f} ms: "
                       f"{_fmt(q['speedup'])}")]
-    if "landscape" not in a.skip:
+    if 'landscape' not in a.skip:
         L = {
-            m: bench_landscape(m, (26 if a.quick else 51) if m == "mlp" else 11, a.reps, mm)
-            for m in ("cnn1d", "cnn", "niid_cnn", "mlp")
+            m: bench_landscape(m, (26 if a.quick else 51) if m == 'mlp' else 11, a.reps, mm)
+            for m in ('cnn1d', 'cnn', 'niid_cnn', 'mlp')
         }
-        done("landscape")
-        out["landscape"] = {
-            "speedup_vs_loss_landscapes": L["mlp"]["speedup"]["median"],
-            "speedup_vs_loss_landscapes_cnn1d": L["cnn1d"]["speedup"]["median"],
-            "speedup_vs_loss_landscapes_cnn": L["cnn"]["speedup"]["median"],
-            "speedup_vs_loss_landscapes_niid_cnn": L["niid_cnn"]["speedup"]["median"],
-            "speedup_vs_plain_min": min(l["speedup_vs_plain"]["median"] for l in L.values()),
-            "max_abs_diff": max(l["max_abs_diff"] for l in L.values()),
-            "gflops_fraction": L["mlp"]["gflops_fraction"],
+        done('landscape')
+        out['landscape'] = {
+            'speedup_vs_loss_landscapes': L['mlp']['speedup']['median'],
+            'speedup_vs_loss_landscapes_cnn1d': L['cnn1d']['speedup']['median'],
+            'speedup_vs_loss_landscapes_cnn': L['cnn']['speedup']['median'],
+            'speedup_vs_loss_landscapes_niid_cnn': L['niid_cnn']['speedup']['median'],
+            'speedup_vs_plain_min': min(l['speedup_vs_plain']['median'] for l in L.values()),
+            'max_abs_diff': max(l['max_abs_diff'] for l in L.values()),
+            'gflops_fraction': L['mlp']['gflops_fraction'],
             **L,
         }
         for m, l in L.items():
             rows += [
                 (
-                    "landscape",
+                    'landscape',
                     f"{m} ({l['data']}), {l['points']} points, global + 10 clients (engine "
                     f"{l['engine']}): "
                     "vs loss-landscapes ×11; vs a plain per-point loop",
                     f"{_fmt(l['speedup'])}; {_fmt(l['speedup_vs_plain'])}",
                 ),
                 (
-                    "landscape",
-                    f"{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ matmul",
+                    'landscape',
+                    f'{m}: max |difference| from the plain loop (client losses); achieved GFLOP/s ÷ matmul',
                     f"{l['max_abs_diff']:.1e}; {l['gflops_fraction']:.0%}",
                 ),
             ]
-    if "curvature" not in a.skip:
-        C = {m: bench_curvature(m, 50 if a.quick else 200, max(a.reps, 5)) for m in ("cnn1d", "cnn", "mlp")}
-        done("curvature")
-        out["curvature"] = {
-            "speedup_vs_pyhessian": C["mlp"]["speedup"]["median"],
-            "speedup_vs_pyhessian_cnn1d": C["cnn1d"]["speedup"]["median"],
-            "speedup_vs_pyhessian_cnn": C["cnn"]["speedup"]["median"],
-            "lambda_rel_diff": max(c["lambda_rel_diff"] for c in C.values()),
-            "trace_rel_diff": max(c["trace_rel_diff"] for c in C.values()),
+    if 'curvature' not in a.skip:
+        C = {m: bench_curvature(m, 50 if a.quick else 200, max(a.reps, 5)) for m in ('cnn1d', 'cnn', 'mlp')}
+        done('curvature')
+        out['curvature'] = {
+            'speedup_vs_pyhessian': C['mlp']['speedup']['median'],
+            'speedup_vs_pyhessian_cnn1d': C['cnn1d']['speedup']['median'],
+            'speedup_vs_pyhessian_cnn': C['cnn']['speedup']['median'],
+            'lambda_rel_diff': max(c['lambda_rel_diff'] for c in C.values()),
+            'trace_rel_diff': max(c['trace_rel_diff'] for c in C.values()),
             **C,
         }
         for m, c in C.items():
             rows += [
                 (
-                    "curvature",
-                    f"{m}: λmax (tol 1e-3 both) + trace: fedland (exact trace) vs PyHessian",
-                    _fmt(c["speedup"]),
+                    'curvature',
+                    f'{m}: λmax (tol 1e-3 both) + trace: fedland (exact trace) vs PyHessian',
+                    _fmt(c['speedup']),
                 ),
                 (
-                    "curvature",
-                    f"{m}: relative difference λmax / trace vs PyHessian",
+                    'curvature',
+                    f'{m}: relative difference λmax / trace vs PyHessian',
                     f"{c['lambda_rel_diff']:.1e} / {c['trace_rel_diff']:.1e} ({c['trace_diff_in_pyhessian_se']:.1f} "
                     f"of PyHessian's standard errors; fedland Hutchinson, same probes: {c['hutchinson_rel_diff']:.1e})",
                 ),
             ]
-    if "valuation" not in a.skip:
+    if 'valuation' not in a.skip:
         E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps, mm)
         long_game = a.long_game or not a.quick
-        E30 = bench_exact([8], 1 if a.quick else a.reps, mm, rounds=30, local_epochs=5)["8"] if long_game else None
+        E30 = bench_exact([8], 1 if a.quick else a.reps, mm, rounds=30, local_epochs=5)['8'] if long_game else None
         O = bench_overhead(a.reps)
-        done("valuation")
-        out["valuation"] = {
-            "exact_seconds_k8": E["8"]["seconds"]["median"],
-            "reconstruction_overhead": O["overhead"]["median"],
-            "exact_vs_floor_k8": E["8"]["vs_floor"]["median"],
-            "exact": E,
-            "exact_30x5": E30,
-            "overhead": O,
+        done('valuation')
+        out['valuation'] = {
+            'exact_seconds_k8': E['8']['seconds']['median'],
+            'reconstruction_overhead': O['overhead']['median'],
+            'exact_vs_floor_k8': E['8']['vs_floor']['median'],
+            'exact': E,
+            'exact_30x5': E30,
+            'overhead': O,
         }
         rows += [
             (
-                "valuation",
-                "exact game, K = 8 (255 coalitions, MLP, 20 rounds × 1 epoch, one seed)",
+                'valuation',
+                'exact game, K = 8 (255 coalitions, MLP, 20 rounds × 1 epoch, one seed)',
                 f"{_fmt(E['8']['seconds'], ' s')}",
             ),
             (
-                "valuation",
-                "exact game, K = 8, 20 × 1: client-epochs per second; time ÷ compute floor",
+                'valuation',
+                'exact game, K = 8, 20 × 1: client-epochs per second; time ÷ compute floor',
                 f"{E['8']['client_epochs_per_second']:.0f}; {_fmt(E['8']['vs_floor'])}",
             ),
             *(
                 [
                     (
-                        "valuation",
-                        "exact game, K = 8, 30 rounds × 5 epochs: seconds; client-epochs per second; ÷ floor",
+                        'valuation',
+                        'exact game, K = 8, 30 rounds × 5 epochs: seconds; client-epochs per second; ÷ floor',
                         f"{_fmt(E30['seconds'], ' s')}; {E30['client_epochs_per_second']:.0f}; {_fmt(E30['vs_floor'])}",
                     )
                 ]
@@ -793,58 +795,58 @@ def main():
                 else []
             ),
             (
-                "valuation",
-                "exact game, K = " + "/".join(E),
-                " / ".join(f"{e['seconds']['median']:.0f}" for e in E.values()) + " s",
+                'valuation',
+                'exact game, K = ' + '/'.join(E),
+                ' / '.join(f"{e['seconds']['median']:.0f}" for e in E.values()) + ' s',
             ),
             (
-                "valuation",
+                'valuation',
                 f"reconstruction (every {O['every']} rounds, {O['samples']} samples) on {O['model']} training, "
                 f"K = 8, {O['rounds']} × {O['local_epochs']}",
                 f"+{100 * O['overhead']['median']:.0f} % "
                 f"[{100 * O['overhead']['min']:.0f}–{100 * O['overhead']['max']:.0f} %]",
             ),
         ]
-    if "main" not in a.skip:
+    if 'main' not in a.skip:
         M = bench_main()
-        done("main")
-        out["main"] = M
+        done('main')
+        out['main'] = M
         rows += [
             (
-                "main",
-                "papermill nbs/run.ipynb -p alpha 0.5",
+                'main',
+                'papermill nbs/run.ipynb -p alpha 0.5',
                 f"{M['seconds']:.0f} s, peak RSS {M['peak_rss_mb']:.0f} MB",
             )
         ]
-    if "scale" not in a.skip:
+    if 'scale' not in a.skip:
         S = bench_scale()
-        done("scale")
-        out["scale"] = S
+        done('scale')
+        out['scale'] = S
         rows += [
             (
-                "scale",
-                "1000 clients × 100 rounds (default history policy)",
+                'scale',
+                '1000 clients × 100 rounds (default history policy)',
                 f"{S['seconds']:.0f} s, peak RSS {S['peak_rss_mb']:.0f} MB, disk {S['disk_mb']:.0f} MB",
             )
         ]
     if old is not None:   # the machine line of this run, every other section as it was unless run again
-        ran = {r[0] for r in rows} - {"machine"}
-        fed = {**old.get("fedavg", {}), **out.get("fedavg", {})}
-        out = {**old, **out, **({"fedavg": fed} if fed else {})}
-        order = ["machine", "fedavg", "compiled", "sequential", "landscape", "curvature", "valuation", "main", "scale"]
+        ran = {r[0] for r in rows} - {'machine'}
+        fed = {**old.get('fedavg', {}), **out.get('fedavg', {})}
+        out = {**old, **out, **({'fedavg': fed} if fed else {})}
+        order = ['machine', 'fedavg', 'compiled', 'sequential', 'landscape', 'curvature', 'valuation', 'main', 'scale']
         rows = sorted(
-            [r for r in rows] + [tuple(r) for r in old["table"] if r[0] not in ran and r[0] != "machine"],
+            [r for r in rows] + [tuple(r) for r in old['table'] if r[0] not in ran and r[0] != 'machine'],
             key=lambda r: order.index(r[0]),
         )
-        out["machine"]["merged_from"] = old["machine"]["date"]
-    out["table"] = [list(r) for r in rows]
+        out['machine']['merged_from'] = old['machine']['date']
+    out['table'] = [list(r) for r in rows]
     w = max(len(r[1]) for r in rows)
     for s, what, val in rows:
-        print(f"{s:<10} {what:<{w}}  {val}")
+        print(f'{s:<10} {what:<{w}}  {val}')
     if a.json:
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

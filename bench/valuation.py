@@ -54,37 +54,37 @@ from fedland.curvature import curvature_table
 from fedland.data import load_dataset
 from fedland.experiment import Experiment, prepare
 from fedland.federated import FedConfig, client_ids, run_federated
-from fedland.models import build_model
+from fedland.models import build_model, tune_allocator
 from fedland.partition import partition
 from fedland.valuation import (CoalitionGame, Reconstruction, Valuation, agreement, coalition_values, plant_label_noise,
                                reconstruction_values, run_estimators, validation_sample)
 
 K, SEEDS = 8, (0, 1)
 SETTINGS = {
-    "iid": dict(scheme="iid"),
-    "iid-unbalanced": dict(scheme="iid", sigma=1.0),
-    "dirichlet": dict(scheme="dirichlet", alpha=0.5),
-    "dirichlet-unbalanced": dict(scheme="dirichlet", alpha=0.5, sigma=1.0),
-    "planted": dict(scheme="dirichlet", alpha=0.5),
+    'iid': dict(scheme='iid'),
+    'iid-unbalanced': dict(scheme='iid', sigma=1.0),
+    'dirichlet': dict(scheme='dirichlet', alpha=0.5),
+    'dirichlet-unbalanced': dict(scheme='dirichlet', alpha=0.5, sigma=1.0),
+    'planted': dict(scheme='dirichlet', alpha=0.5),
     # held out: the same kinds of split drawn with another partition seed, scored after the estimators were chosen on
     # the five above
-    "dirichlet-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
-    "dirichlet-unbalanced-s1": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=1),
-    "planted-s1": dict(scheme="dirichlet", alpha=0.5, partition_seed=1),
+    'dirichlet-s1': dict(scheme='dirichlet', alpha=0.5, partition_seed=1),
+    'dirichlet-unbalanced-s1': dict(scheme='dirichlet', alpha=0.5, sigma=1.0, partition_seed=1),
+    'planted-s1': dict(scheme='dirichlet', alpha=0.5, partition_seed=1),
     # held out a second time: drawn with partition seed 2 after the early game's horizon had been chosen on the eight
     # above
-    "dirichlet-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
-    "dirichlet-unbalanced-s2": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, partition_seed=2),
-    "planted-s2": dict(scheme="dirichlet", alpha=0.5, partition_seed=2),
+    'dirichlet-s2': dict(scheme='dirichlet', alpha=0.5, partition_seed=2),
+    'dirichlet-unbalanced-s2': dict(scheme='dirichlet', alpha=0.5, sigma=1.0, partition_seed=2),
+    'planted-s2': dict(scheme='dirichlet', alpha=0.5, partition_seed=2),
 }
 # the sampled section only: its cost target at 10 clients (5 % of the exact game's), and the default model
 SCALE_SETTINGS = {
-    "dirichlet-k10": dict(scheme="dirichlet", alpha=0.5, n_clients=10),
-    "cnn1d-dirichlet": dict(scheme="dirichlet", alpha=0.5, model="cnn1d"),
-    "cnn1d-dirichlet-unbalanced": dict(scheme="dirichlet", alpha=0.5, sigma=1.0, model="cnn1d"),
+    'dirichlet-k10': dict(scheme='dirichlet', alpha=0.5, n_clients=10),
+    'cnn1d-dirichlet': dict(scheme='dirichlet', alpha=0.5, model='cnn1d'),
+    'cnn1d-dirichlet-unbalanced': dict(scheme='dirichlet', alpha=0.5, sigma=1.0, model='cnn1d'),
 }
 # the Experiment default (valuation_game='run', valuation_horizon=10)
-DEFAULT = "reconstruction_shapley (early game, 10 rounds)"
+DEFAULT = 'reconstruction_shapley (early game, 10 rounds)'
 NOISY, RIDER = [2], [5]
 _E = Experiment()
 CFG = dict(
@@ -106,17 +106,17 @@ class StoredGame:
      "without retraining 2 × 255 coalitions.")
 
     def __init__(self, d):
-        self.d, self.seconds, self.acc, self.hits = d, d["exact_seconds"], np.asarray(d["v_full"])[:, None], ()
-    def values(self, method="shapley"):
+        self.d, self.seconds, self.acc, self.hits = d, d['exact_seconds'], np.asarray(d['v_full'])[:, None], ()
+    def values(self, method='shapley'):
         return Valuation(
-            "exact_shapley",
-            "accuracy",
-            np.asarray(self.d["truth"]),
-            np.asarray(self.d["truth_se"]),
-            per_seed=np.asarray(self.d["truth_per_seed"]),
+            'exact_shapley',
+            'accuracy',
+            np.asarray(self.d['truth']),
+            np.asarray(self.d['truth_se']),
+            per_seed=np.asarray(self.d['truth_per_seed']),
         )
-    def seed_agreement(self): return self.d["ceiling"]
-    def split_agreement(self): return self.d["ceiling_split"]
+    def seed_agreement(self): return self.d['ceiling']
+    def split_agreement(self): return self.d['ceiling_split']
 
 
 class Several:
@@ -136,26 +136,26 @@ class Several:
 
 def _values(est) -> np.ndarray:
     "An estimator's values (a Valuation's, or an array's)."
-    return np.asarray(est.values if hasattr(est, "values") else est)
+    return np.asarray(est.values if hasattr(est, 'values') else est)
 
 
 def _one(hist, name):
     return SimpleNamespace(valuations={r: d[name] for r, d in hist.valuations.items()}, n_clients=hist.n_clients)
 
 
-def is_planted(name): return name.startswith("planted")
+def is_planted(name): return name.startswith('planted')
 
 
 def setting_model(name) -> str:
     "The model a setting trains (the MLP unless it names another)."
-    return {**SETTINGS, **SCALE_SETTINGS}[name].get("model", "mlp")
+    return {**SETTINGS, **SCALE_SETTINGS}[name].get('model', 'mlp')
 
 
 def setting_data(name, ds0):
     spec = dict({**SETTINGS, **SCALE_SETTINGS}[name])
-    pseed = spec.pop("partition_seed", 0)
-    spec.pop("model", None)
-    part = partition(ds0.y_train, spec.pop("n_clients", K), seed=pseed, **spec)
+    pseed = spec.pop('partition_seed', 0)
+    spec.pop('model', None)
+    part = partition(ds0.y_train, spec.pop('n_clients', K), seed=pseed, **spec)
     ds = plant_label_noise(ds0, part, NOISY, 1.0) if is_planted(name) else ds0
     cfg = FedConfig(**CFG, free_riders=RIDER if is_planted(name) else [])
     return ds, part, cfg
@@ -171,9 +171,9 @@ class Recorder:
         rs = sorted(self.rounds)
         torch.save(
             {
-                "g0": torch.stack([self.rounds[r][0] for r in rs]),
-                "flats": torch.stack([self.rounds[r][1] for r in rs]),
-                "n": torch.as_tensor(np.stack([self.rounds[r][2] for r in rs])),
+                'g0': torch.stack([self.rounds[r][0] for r in rs]),
+                'flats': torch.stack([self.rounds[r][1] for r in rs]),
+                'n': torch.as_tensor(np.stack([self.rounds[r][2] for r in rs])),
             },
             path,
         )
@@ -187,58 +187,58 @@ def estimators(net, ds, part, cfg, seed, record=None, light=False):
     # the Experiment default (valuation_every=5, valuation_horizon=10)
     early = Reconstruction(net, X, Y, every=5, horizon=EARLY, last_round=cfg.rounds)
     early_rows = lambda h: {
-        f"reconstruction_shapley (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10")),
-        f"reconstruction_loo (early game, {EARLY} rounds)": reconstruction_values(_one(h, "early10"), "loo"),
+        f'reconstruction_shapley (early game, {EARLY} rounds)': reconstruction_values(_one(h, 'early10')),
+        f'reconstruction_loo (early game, {EARLY} rounds)': reconstruction_values(_one(h, 'early10'), 'loo'),
     }
     if light:
         h = run_federated(net, ds, part, cfg, seed=seed, valuer=Several(early10=early), progress=False)
         return early_rows(h), h
     several = Several(
         run=Reconstruction(net, X, Y, every=10, last_round=cfg.rounds),
-        run_renormalized=Reconstruction(net, X, Y, weighting="renormalized", every=10, last_round=cfg.rounds),
-        round_renormalized=Reconstruction(net, X, Y, game="round", weighting="renormalized"),
-        round_aggregate=Reconstruction(net, X, Y, game="round", weighting="aggregate"),
-        window10=Reconstruction(net, X, Y, game="window", every=10, last_round=cfg.rounds),
-        window5=Reconstruction(net, X, Y, game="window", every=5, last_round=cfg.rounds),
+        run_renormalized=Reconstruction(net, X, Y, weighting='renormalized', every=10, last_round=cfg.rounds),
+        round_renormalized=Reconstruction(net, X, Y, game='round', weighting='renormalized'),
+        round_aggregate=Reconstruction(net, X, Y, game='round', weighting='aggregate'),
+        window10=Reconstruction(net, X, Y, game='window', every=10, last_round=cfg.rounds),
+        window5=Reconstruction(net, X, Y, game='window', every=5, last_round=cfg.rounds),
         early10=early,
         record=Recorder(),
     )
     h = run_federated(net, ds, part, cfg, seed=seed, valuer=several, progress=False)
-    if record is not None: several.v["record"].save(record)
+    if record is not None: several.v['record'].save(record)
     out = {
-        "reconstruction_shapley (run game)": reconstruction_values(_one(h, "run")),
-        "reconstruction_loo (run game)": reconstruction_values(_one(h, "run"), "loo"),
-        "reconstruction_shapley (run game, loss)": reconstruction_values(_one(h, "run"), metric="loss"),
-        "reconstruction_shapley (run game, renormalized)": reconstruction_values(_one(h, "run_renormalized")),
-        "reconstruction_shapley (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized")),
-        "reconstruction_loo (round games, renormalized)": reconstruction_values(_one(h, "round_renormalized"), "loo"),
-        "reconstruction_shapley (round games, aggregate)": reconstruction_values(_one(h, "round_aggregate")),
-        "reconstruction_shapley (window game, 10 rounds)": reconstruction_values(_one(h, "window10")),
-        "reconstruction_loo (window game, 10 rounds)": reconstruction_values(_one(h, "window10"), "loo"),
-        "reconstruction_shapley (window game, 5 rounds)": reconstruction_values(_one(h, "window5")),
+        'reconstruction_shapley (run game)': reconstruction_values(_one(h, 'run')),
+        'reconstruction_loo (run game)': reconstruction_values(_one(h, 'run'), 'loo'),
+        'reconstruction_shapley (run game, loss)': reconstruction_values(_one(h, 'run'), metric='loss'),
+        'reconstruction_shapley (run game, renormalized)': reconstruction_values(_one(h, 'run_renormalized')),
+        'reconstruction_shapley (round games, renormalized)': reconstruction_values(_one(h, 'round_renormalized')),
+        'reconstruction_loo (round games, renormalized)': reconstruction_values(_one(h, 'round_renormalized'), 'loo'),
+        'reconstruction_shapley (round games, aggregate)': reconstruction_values(_one(h, 'round_aggregate')),
+        'reconstruction_shapley (window game, 10 rounds)': reconstruction_values(_one(h, 'window10')),
+        'reconstruction_loo (window game, 10 rounds)': reconstruction_values(_one(h, 'window10'), 'loo'),
+        'reconstruction_shapley (window game, 5 rounds)': reconstruction_values(_one(h, 'window5')),
         **early_rows(h),
     }
     owner = client_ids(part, ds.n_train)
     cur = curvature_table(
         net,
-        {"global": h.global_model(), **{f"client:{k}": h.client_model(cfg.rounds, k) for k in range(K)}},
+        {'global': h.global_model(), **{f'client:{k}': h.client_model(cfg.rounds, k) for k in range(K)}},
         ds.x_train,
         ds.y_train,
         owner,
-        lambda_on="own",
+        lambda_on='own',
         n_probes=10,
         m=15,
         progress=False,
     )
-    table = run_estimators(_one(h, "run"), contribution_table(net, h, ds, part, curvature=cur))
-    out.update({k: v for k, v in table.items() if k.startswith("table: ")})
+    table = run_estimators(_one(h, 'run'), contribution_table(net, h, ds, part, curvature=cur))
+    out.update({k: v for k, v in table.items() if k.startswith('table: ')})
     return out, h
 
 
 def scores(truth, runs) -> dict:
     "Spearman ρ and Pearson r of every run's estimate against the truth: median and min–max over the runs."
     ag = [agreement(truth, r) for r in runs]
-    sp, pe = [a["spearman"] for a in ag], [a["pearson"] for a in ag]
+    sp, pe = [a['spearman'] for a in ag], [a['pearson'] for a in ag]
     return dict(spearman=float(np.median(sp)), spearman_min=float(np.min(sp)), spearman_max=float(np.max(sp)),
                 pearson=float(np.median(pe)), pearson_min=float(np.min(pe)), pearson_max=float(np.max(pe)))
 
@@ -246,43 +246,43 @@ def scores(truth, runs) -> dict:
 def merge_validation(old: dict, out: dict) -> dict:
     ("Merge the validation sections of `out` into those of `old` (in `out`): an estimator's row for a setting run now "
      "replaces its old row; the others stay.")
-    new = {(r["setting"], r["estimator"]) for r in out["agreement"]}
-    out["agreement"] = [r for r in old.get("agreement", []) if (r["setting"], r["estimator"]) not in new] + out[
-        "agreement"
+    new = {(r['setting'], r['estimator']) for r in out['agreement']}
+    out['agreement'] = [r for r in old.get('agreement', []) if (r['setting'], r['estimator']) not in new] + out[
+        'agreement'
     ]
     # older files: one planted setting
-    if "exact_per_seed" in old.get("planted", {}): old["planted"] = {"planted": old["planted"]}
-    for key, sub in (("per_setting", "estimates"), ("planted", "per_estimator")):
+    if 'exact_per_seed' in old.get('planted', {}): old['planted'] = {'planted': old['planted']}
+    for key, sub in (('per_setting', 'estimates'), ('planted', 'per_estimator')):
         for n, d in out[key].items():
             if n in old.get(key, {}): d[sub] = {**old[key][n].get(sub, {}), **d[sub]}
         out[key] = {**old.get(key, {}), **out[key]}
-    if not out["iid_spread"]: out["iid_spread"] = old.get("iid_spread", {})
+    if not out['iid_spread']: out['iid_spread'] = old.get('iid_spread', {})
     return out
 
 
 def validate(names, cache: Path, stored: dict | None = None, light: bool = False):
-    ds0 = load_dataset("mnist1d")
+    ds0 = load_dataset('mnist1d')
     rows, planted, spread, per_setting = [], {}, {}, {}
     for name in names:
         ds, part, cfg = setting_data(name, ds0)
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
-        gpath = cache / f"game-{name}.npz"
+        net = build_model('mlp', ds.input_shape, 10, seed=0)
+        gpath = cache / f'game-{name}.npz'
         if gpath.exists(): game = CoalitionGame.load(gpath)
         elif stored and name in stored: game = StoredGame(stored[name])
         else:
             game = coalition_values(
-                net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f"ck-{name}", progress=False
+                net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f'ck-{name}', progress=False
             )
             game.save(gpath)
-        truth = game.values("shapley")
+        truth = game.values('shapley')
         ceiling = game.seed_agreement()
-        split = game.split_agreement() if game.hits is not None else float("nan")
+        split = game.split_agreement() if game.hits is not None else float('nan')
         runs = [
-            estimators(net, ds, part, cfg, s, record=None if light else cache / f"updates-{name}-s{s}.pt", light=light)
+            estimators(net, ds, part, cfg, s, record=None if light else cache / f'updates-{name}-s{s}.pt', light=light)
             for s in SEEDS
         ]
-        print(f"{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f} "
-              f"(seeds), {split:.2f} (test-set halves)", flush=True)
+        print(f'{name}: exact game {game.seconds:.0f} s, v(N) {game.acc[:, -1].round(3)}, ceiling ρ {ceiling:.2f} '
+              f'(seeds), {split:.2f} (test-set halves)', flush=True)
         for est in runs[0][0]:
             rows.append(
                 dict(
@@ -316,7 +316,7 @@ def validate(names, cache: Path, stored: dict | None = None, light: bool = False
                 estimator=DEFAULT,
                 per_estimator={e: [last(_values(r[0][e])) for r in runs] for e in runs[0][0]},
             )
-        if name == "iid":
+        if name == 'iid':
             spread = dict(reconstruction_std_across_clients=[float(np.std(r.values)) for r in rec],
                           truth_seed_spread=float(np.mean(np.std(truth.per_seed, axis=0, ddof=1))),
                           truth_std_across_clients=float(np.std(truth.values)))
@@ -330,45 +330,45 @@ DIAG_HORIZONS = (5, 10, 15, 20)
 def diagnose(names, per_setting):
     ("Noise or bias: every reconstruction game measured on the validation sample, the held-out pool and the test set, "
      "from the same two runs, against the stored exact values.")
-    ds0 = load_dataset("mnist1d")
+    ds0 = load_dataset('mnist1d')
     rows = []
     for name in names:
         ds, part, cfg = setting_data(name, ds0)
-        truth = np.asarray(per_setting[name]["truth"])
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        truth = np.asarray(per_setting[name]['truth'])
+        net = build_model('mlp', ds.input_shape, 10, seed=0)
         est = {}
         for s in SEEDS:
             vi, pool = (torch.as_tensor(validation_sample(part, n, s)) for n in (VAL_SAMPLES, None))
             samples = {
-                f"validation ({len(vi)})": (ds.x_train[vi], ds.y_train[vi]),
-                f"held-out pool ({len(pool)})": (ds.x_train[pool], ds.y_train[pool]),
-                f"test set ({ds.n_test})": (ds.x_test, ds.y_test),
+                f'validation ({len(vi)})': (ds.x_train[vi], ds.y_train[vi]),
+                f'held-out pool ({len(pool)})': (ds.x_train[pool], ds.y_train[pool]),
+                f'test set ({ds.n_test})': (ds.x_test, ds.y_test),
             }
             valuers = {}
             for sn, (X, Y) in samples.items():
-                valuers[f"run|{sn}"] = Reconstruction(net, X, Y, every=cfg.rounds, last_round=cfg.rounds, bootstrap=0)
+                valuers[f'run|{sn}'] = Reconstruction(net, X, Y, every=cfg.rounds, last_round=cfg.rounds, bootstrap=0)
                 for w in DIAG_WINDOWS:
-                    valuers[f"window {w}|{sn}"] = Reconstruction(
-                        net, X, Y, game="window", every=w, last_round=cfg.rounds, bootstrap=0
+                    valuers[f'window {w}|{sn}'] = Reconstruction(
+                        net, X, Y, game='window', every=w, last_round=cfg.rounds, bootstrap=0
                     )
                 for hz in DIAG_HORIZONS:
-                    valuers[f"early {hz}|{sn}"] = Reconstruction(
+                    valuers[f'early {hz}|{sn}'] = Reconstruction(
                         net, X, Y, every=hz, horizon=hz, last_round=cfg.rounds, bootstrap=0
                     )
             h = run_federated(net, ds, part, cfg, seed=s, valuer=Several(**valuers), progress=False)
             for k in valuers: est.setdefault(k, []).append(reconstruction_values(_one(h, k)).values)
         for k, runs in est.items():
-            game, sample = k.split("|")  # two runs: the median is their mean
+            game, sample = k.split('|')  # two runs: the median is their mean
             rows.append(
                 dict(
                     setting=name,
                     game=game,
                     sample=sample,
                     **scores(truth, runs),
-                    runs_agreement=agreement(runs[0], runs[1])["spearman"],
+                    runs_agreement=agreement(runs[0], runs[1])['spearman'],
                 )
             )
-        best = max((r for r in rows if r["setting"] == name), key=lambda r: r["spearman"])
+        best = max((r for r in rows if r['setting'] == name), key=lambda r: r['spearman'])
         print(f"{name}: best game {best['game']} on the {best['sample']}: ρ {best['spearman']:.2f}", flush=True)
     return rows
 
@@ -378,12 +378,12 @@ def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
      "agreement with the exact values.")
     from fedland.landscape import evaluate_span
     from fedland.valuation import membership, shapley
-    ds0 = load_dataset("mnist1d")
+    ds0 = load_dataset('mnist1d')
     out = {}
     for name in names:
         ds, part, cfg = setting_data(name, ds0)
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
-        truth = CoalitionGame.load(cache / f"game-{name}.npz").values("shapley")
+        net = build_model('mlp', ds.input_shape, 10, seed=0)
+        truth = CoalitionGame.load(cache / f'game-{name}.npz').values('shapley')
         pool = validation_sample(part)                              # every held-out sample
         X, Y = ds.x_train[pool], ds.y_train[pool]
         rec = Reconstruction(net, X, Y, every=cfg.rounds, last_round=cfg.rounds)
@@ -391,7 +391,7 @@ def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
         _, acc = evaluate_span(
             net,
             h.global_params[0],
-            torch.as_tensor(h.valuations[cfg.rounds]["contrib"]),
+            torch.as_tensor(h.valuations[cfg.rounds]['contrib']),
             membership(K),
             X,
             Y,
@@ -405,7 +405,7 @@ def sample_size(names, cache: Path, sizes=(128, 256, 512, 800), boots=200):
             n = min(n, len(Y))
             boot = np.stack([shapley(acc[:, rng.integers(0, len(Y), n)].mean(1)) for _ in range(boots)])
             sub = [
-                agreement(truth, shapley(acc[:, rng.choice(len(Y), n, replace=False)].mean(1)))["spearman"]
+                agreement(truth, shapley(acc[:, rng.choice(len(Y), n, replace=False)].mean(1)))['spearman']
                 for _ in range(50)
             ]
             res[str(n)] = dict(shapley_se=float(boot.std(0, ddof=1).mean()), spearman_median=float(np.median(sub)),
@@ -426,20 +426,20 @@ def sampled(names, cache: Path):
      "default budget (timed), and the budget curve from the exact game's own table (the same training, shown equal to "
      "the real call).")
     from fedland.valuation import budget_coalitions, learned_shapley, run_game_control, sampled_values, shapley
-    ds0 = load_dataset("mnist1d")
+    ds0 = load_dataset('mnist1d')
     rows, curve = [], []
     for name in names:
         ds, part, cfg = setting_data(name, ds0)
         K = len(part)
         net = build_model(setting_model(name), ds.input_shape, 10, seed=0)
-        gpath = cache / f"game-{name}.npz"
+        gpath = cache / f'game-{name}.npz'
         if gpath.exists(): game = CoalitionGame.load(gpath)
         else:
             game = coalition_values(
-                net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f"ck-{name}", progress=False
+                net, ds, part, cfg, seeds=list(SEEDS), checkpoint_dir=cache / f'ck-{name}', progress=False
             )
             game.save(gpath)
-        truth = game.values("shapley")
+        truth = game.values('shapley')
         vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, 0))
         early = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=5, horizon=EARLY, last_round=cfg.rounds)
         h = run_federated(net, ds, part, cfg, seed=0, valuer=early, progress=False)     # the user's run (seed 0)
@@ -450,7 +450,7 @@ def sampled(names, cache: Path):
         ctrl = run_game_control(net, h, ds.x_test, ds.y_test)(range(2 ** K))[:, 0]
         masks = budget_coalitions(K, DEFAULT_BUDGET)
         sim = learned_shapley(K, masks, game.acc[:, masks], ctrl[masks], shapley(ctrl))
-        assert np.abs(sim["values"] - sv.values).max() < 1e-5, (
+        assert np.abs(sim['values'] - sv.values).max() < 1e-5, (
             "the budget curve's tables must be the real estimator's training"
         )
         others = []   # the other users' runs (training seeds): the same retrained coalitions, another control
@@ -468,20 +468,20 @@ def sampled(names, cache: Path):
                 setting=name,
                 model=setting_model(name),
                 clients=K,
-                spearman=agreement(truth, sv)["spearman"],
-                pearson=agreement(truth, sv)["pearson"],
-                reconstruction_spearman=agreement(truth, rec)["spearman"],
+                spearman=agreement(truth, sv)['spearman'],
+                pearson=agreement(truth, sv)['pearson'],
+                reconstruction_spearman=agreement(truth, rec)['spearman'],
                 ceiling=game.seed_agreement(),
                 coverage=float(cover.mean()),
                 half_width_points=float(100 * np.mean((sv.hi - sv.lo) / 2)),
                 spread_ratio=float(np.std(sv.values) / np.std(truth.values)),
                 seconds=seconds,
                 exact_seconds=game.seconds,
-                exact_fraction=sv.info["exact_fraction"],
-                coalitions=sv.info["coalitions"],
+                exact_fraction=sv.info['exact_fraction'],
+                coalitions=sv.info['coalitions'],
                 planted_last=lowest2(sv) if is_planted(name) else None,
                 planted_last_per_run=[lowest2(v) for v in (sv, *others)] if is_planted(name) else None,
-                spearman_per_run=[agreement(truth, v)["spearman"] for v in (sv, *others)],
+                spearman_per_run=[agreement(truth, v)['spearman'] for v in (sv, *others)],
                 coverage_per_run=[
                     float(((v.lo <= truth.values) & (truth.values <= v.hi)).mean()) for v in (sv, *others)
                 ],
@@ -501,16 +501,16 @@ def sampled(names, cache: Path):
             for draw in range(DRAWS):
                 ms = budget_coalitions(K, P, seed=draw)
                 est = learned_shapley(K, ms, game.acc[:, ms], ctrl[ms], shapley(ctrl))
-                inside = (est["lo"] <= truth.values) & (truth.values <= est["hi"])
+                inside = (est['lo'] <= truth.values) & (truth.values <= est['hi'])
                 curve.append(
                     dict(
                         setting=name,
                         budget=P,
                         draw=draw,
-                        spearman=agreement(truth, est["values"])["spearman"],
+                        spearman=agreement(truth, est['values'])['spearman'],
                         coverage=float(inside.mean()),
-                        half_width_points=float(100 * np.mean(est["hi"] - est["values"])),
-                        exact_fraction=sum(bin(m).count("1") for m in ms) / (K * 2 ** (K - 1)),
+                        half_width_points=float(100 * np.mean(est['hi'] - est['values'])),
+                        exact_fraction=sum(bin(m).count('1') for m in ms) / (K * 2 ** (K - 1)),
                     )
                 )
     return rows, curve
@@ -530,15 +530,15 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
     from fedland.valuation import sampled_values
     out = []
     for K in sizes:
-        ds = load_dataset("mnist1d", n_samples=max(5000, 125 * K))   # 100 training samples a client
-        base = partition(ds.y_train, K, "iid", seed=0)
+        ds = load_dataset('mnist1d', n_samples=max(5000, 125 * K))   # 100 training samples a client
+        base = partition(ds.y_train, K, 'iid', seed=0)
         train, hold = list(base.train), list(base.holdout)
         train[K - 1], hold[K - 1] = train[0].copy(), hold[0].copy()          # client K−1 holds client 0's data
-        part = Partition(train, hold, base.labels, base.n_classes, scheme="iid+duplicate", seed=0)
+        part = Partition(train, hold, base.labels, base.n_classes, scheme='iid+duplicate', seed=0)
         noisy = list(range(1, 1 + MANY_NOISY))
         ds = plant_label_noise(ds, part, noisy, 1.0)
         cfg = FedConfig(**{**CFG, **MANY_CFG})
-        net = build_model("mlp", ds.input_shape, 10, seed=0)
+        net = build_model('mlp', ds.input_shape, 10, seed=0)
         vi = torch.as_tensor(validation_sample(part, VAL_SAMPLES, 0))
         rec = Reconstruction(net, ds.x_train[vi], ds.y_train[vi], every=5, horizon=EARLY, last_round=cfg.rounds)
         t0 = time.perf_counter()
@@ -550,7 +550,7 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
             runs[P] = sampled_values(
                 net, ds, part, h, cfg, n_permutations=P, seeds=list(SEEDS), progress=False, reuse=runs.get(budget)
             )
-            runs[P].info["wall_seconds"] = time.perf_counter() - t0
+            runs[P].info['wall_seconds'] = time.perf_counter() - t0
         a, b = runs[budget], runs.get(2 * budget, runs[budget])
         inside = (b.values >= a.lo) & (b.values <= a.hi)
         lowest = sorted(np.argsort(a.values)[:MANY_NOISY].tolist())
@@ -559,11 +559,11 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
             K=K,
             n_train=ds.n_train,
             run_seconds=run_seconds,
-            seconds=a.info["wall_seconds"],
-            seconds_doubled=a.info["wall_seconds"] + b.info["wall_seconds"] if b is not a else None,
-            coalitions=a.info["coalitions"],
-            coalitions_doubled=b.info["coalitions"],
-            client_rounds=a.info["client_rounds"],
+            seconds=a.info['wall_seconds'],
+            seconds_doubled=a.info['wall_seconds'] + b.info['wall_seconds'] if b is not a else None,
+            coalitions=a.info['coalitions'],
+            coalitions_doubled=b.info['coalitions'],
+            client_rounds=a.info['client_rounds'],
             half_width_points=float(100 * np.mean((a.hi - a.lo) / 2)),
             half_width_points_max=float(100 * np.max((a.hi - a.lo) / 2)),
             half_width_points_doubled=float(100 * np.mean((b.hi - b.lo) / 2)),
@@ -576,7 +576,7 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
             duplicate_values_points=[float(100 * a.values[0]), float(100 * a.values[K - 1])],
             doubled_inside=float(inside.mean()) if b is not a else None,
             efficiency_gap=float(a.values.sum() - (a.per_seed.sum(1).mean())),
-            reconstruction_spearman=agreement(a, rv)["spearman"],
+            reconstruction_spearman=agreement(a, rv)['spearman'],
             values=a.values.tolist(),
             lo=a.lo.tolist(),
             hi=a.hi.tolist(),
@@ -597,89 +597,90 @@ def many_clients(sizes=MANY, budget=DEFAULT_BUDGET):
 
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--cache", default=None, help="folder for the exact games (reused when present)")
-    ap.add_argument("--skip", nargs="*", default=[], help="sections to skip: validate diagnose samples exact overhead "
-                                                          "sampled many")
+    ap.add_argument('--quick', action='store_true')
+    ap.add_argument('--json', default=None)
+    ap.add_argument('--cache', default=None, help='folder for the exact games (reused when present)')
+    ap.add_argument('--skip', nargs='*', default=[], help='sections to skip: validate diagnose samples exact overhead '
+                                                          'sampled many')
     ap.add_argument(
-        "--local-epochs",
+        '--local-epochs',
         type=int,
-        default=CFG["local_epochs"],
+        default=CFG['local_epochs'],
         help=f"local epochs per round of every run (default {CFG['local_epochs']})",
     )
-    ap.add_argument("--rounds", type=int, default=CFG["rounds"], help=f"rounds of every run (default {CFG['rounds']})")
-    ap.add_argument("--settings", nargs="*", default=None,
+    ap.add_argument('--rounds', type=int, default=CFG['rounds'], help=f"rounds of every run (default {CFG['rounds']})")
+    ap.add_argument('--settings', nargs='*', default=None,
                     help=f"settings to validate (default all: {' '.join(SETTINGS)}; the sampled section also takes "
                          f"{' '.join(SCALE_SETTINGS)})")
     ap.add_argument(
-        "--merge", action="store_true", help="update the sections run in an existing --json file, keep the others"
+        '--merge', action='store_true', help='update the sections run in an existing --json file, keep the others'
     )
-    ap.add_argument("--light", action="store_true", help="validate recomputes the default estimator (the early game) "
+    ap.add_argument('--light', action='store_true', help="validate recomputes the default estimator (the early game) "
                                                          "only; with --merge the other estimators' rows stay")
     ap.add_argument(
-        "--reuse-truth",
-        action="store_true",
-        help="settings without an exact game in --cache take their exact "
-             "values from the --json file (re-scores the estimators in minutes)",
+        '--reuse-truth',
+        action='store_true',
+        help='settings without an exact game in --cache take their exact '
+             'values from the --json file (re-scores the estimators in minutes)',
     )
     a = ap.parse_args()
-    CFG["local_epochs"], CFG["rounds"] = a.local_epochs, a.rounds
+    tune_allocator()   # as run_experiment does: reused evaluation tensors are not faulted in again
+    CFG['local_epochs'], CFG['rounds'] = a.local_epochs, a.rounds
     cache = (
         Path(a.cache or tempfile.mkdtemp()) / f"r{a.rounds}e{a.local_epochs}lr{CFG['lr']:g}wd{CFG['weight_decay']:g}"
     )
     cache.mkdir(parents=True, exist_ok=True)
-    out = {"command": "python bench/valuation.py " + " ".join(sys.argv[1:]),
-           "machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
-                       "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "quick": a.quick},
-           "settings": dict(K=K, seeds=list(SEEDS), model="mlp", validation_samples=VAL_SAMPLES, **CFG)}
+    out = {'command': 'python bench/valuation.py ' + ' '.join(sys.argv[1:]),
+           'machine': {'cpus': os.cpu_count(), 'torch': torch.__version__, 'threads': torch.get_num_threads(),
+                       'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()), 'quick': a.quick},
+           'settings': dict(K=K, seeds=list(SEEDS), model='mlp', validation_samples=VAL_SAMPLES, **CFG)}
     # the results so far (--merge, --reuse-truth, diagnose)
     old = json.loads(Path(a.json).read_text()) if a.json and Path(a.json).exists() else {}
-    if "validate" not in a.skip:
-        names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else list(SETTINGS))
+    if 'validate' not in a.skip:
+        names = a.settings or (['dirichlet-unbalanced', 'planted'] if a.quick else list(SETTINGS))
         rows, planted, spread, per = validate(
-            names, cache, old.get("per_setting", {}) if a.reuse_truth else None, a.light
+            names, cache, old.get('per_setting', {}) if a.reuse_truth else None, a.light
         )
         out.update(agreement=rows, planted=planted, iid_spread=spread, per_setting=per)
-    if "diagnose" not in a.skip:
-        per = out.get("per_setting") or old.get("per_setting", {})
-        if not per: raise SystemExit("diagnose needs the exact values: run the validate section, or pass the --json "
-                                     "file that holds them")
-        out["diagnose"] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
-    if "sampled" not in a.skip:
-        names = a.settings or (["dirichlet-unbalanced", "planted"] if a.quick else [*SETTINGS, *SCALE_SETTINGS])
-        out["sampled"], out["sampled_curve"] = sampled(names, cache)
-    if "many" not in a.skip and not a.settings:   # --settings names the per-setting sections only
-        out["many"] = many_clients((20,) if a.quick else MANY)
-    if "samples" not in a.skip:
-        out["validation_samples"] = sample_size(
-            ["dirichlet", "dirichlet-unbalanced"] if not a.quick else ["dirichlet-unbalanced"], cache
+    if 'diagnose' not in a.skip:
+        per = out.get('per_setting') or old.get('per_setting', {})
+        if not per: raise SystemExit('diagnose needs the exact values: run the validate section, or pass the --json '
+                                     'file that holds them')
+        out['diagnose'] = diagnose([n for n in (a.settings or list(SETTINGS)) if n in per], per)
+    if 'sampled' not in a.skip:
+        names = a.settings or (['dirichlet-unbalanced', 'planted'] if a.quick else [*SETTINGS, *SCALE_SETTINGS])
+        out['sampled'], out['sampled_curve'] = sampled(names, cache)
+    if 'many' not in a.skip and not a.settings:   # --settings names the per-setting sections only
+        out['many'] = many_clients((20,) if a.quick else MANY)
+    if 'samples' not in a.skip:
+        out['validation_samples'] = sample_size(
+            ['dirichlet', 'dirichlet-unbalanced'] if not a.quick else ['dirichlet-unbalanced'], cache
         )
     # rows run now replace theirs, the others stay
-    if a.merge and old and "validate" not in a.skip: merge_validation(old, out)
+    if a.merge and old and 'validate' not in a.skip: merge_validation(old, out)
     # bench/run.py's timings (median and min–max of alternated repetitions)
     from run import bench_exact, bench_overhead
-    if "exact" not in a.skip: out["exact_seconds"] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
-    if "overhead" not in a.skip:
-        out["reconstruction_overhead"] = [
+    if 'exact' not in a.skip: out['exact_seconds'] = bench_exact(range(4, 9) if a.quick else range(4, 11), 3)
+    if 'overhead' not in a.skip:
+        out['reconstruction_overhead'] = [
             bench_overhead(5),
-            bench_overhead(5, model="mlp"),
+            bench_overhead(5, model='mlp'),
             bench_overhead(5, valuation_horizon=None, valuation_every=10),
             bench_overhead(5, local_epochs=1),
         ]
     if a.json:
         if a.merge and old:
             # the agreement table's machine stays
-            if "validate" in a.skip and "machine" in old: out["machine_merged"] = out.pop("machine")
+            if 'validate' in a.skip and 'machine' in old: out['machine_merged'] = out.pop('machine')
             out = {**old, **out}
         Path(a.json).parent.mkdir(parents=True, exist_ok=True)
         Path(a.json).write_text(json.dumps(out, indent=1))
-    if "agreement" in out:
+    if 'agreement' in out:
         import pandas as pd
-        df = pd.DataFrame(out["agreement"])
-        with pd.option_context("display.width", 250, "display.max_rows", 500):
-            print(df.pivot(index="estimator", columns="setting", values="spearman").round(2).to_string())
+        df = pd.DataFrame(out['agreement'])
+        with pd.option_context('display.width', 250, 'display.max_rows', 500):
+            print(df.pivot(index='estimator', columns='setting', values='spearman').round(2).to_string())
 
 
-if __name__ == "__main__":
+if __name__ == '__main__':
     main()

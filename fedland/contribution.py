@@ -87,7 +87,7 @@ def contribution_table(model: nn.Module,       # architecture (and buffers)
     if not kept: raise ValueError("the history kept no client models: run with keep_clients='last' (default) or a "
                                   "list of rounds")
     rnd = kept[-1] if rnd is None else rnd
-    if rnd not in kept: raise ValueError(f"rnd={rnd} has no kept client models; kept rounds: {kept}")
+    if rnd not in kept: raise ValueError(f'rnd={rnd} has no kept client models; kept rounds: {kept}')
     K = len(part)
     dev = next(model.parameters()).device
     X, Y = ds.x_train.to(dev), ds.y_train.to(dev)
@@ -124,7 +124,7 @@ def contribution_table(model: nn.Module,       # architecture (and buffers)
     for _, b in barriers(model, th_g, clients, X, Y, owner, line_steps).iterrows():
         rows[int(b.client)].update(barrier=b.barrier, barrier_own=b.barrier_own)
     if landscape is not None:
-        if landscape.n_clients != K: raise ValueError(f"landscape has {landscape.n_clients} clients, the partition {K}")
+        if landscape.n_clients != K: raise ValueError(f'landscape has {landscape.n_clients} clients, the partition {K}')
         sh = landscape.share()
         g = flatten(th_g)
         a0, b0 = landscape.argmin()

@@ -18,7 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, jvp, jacrev, vmap
-from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers, piecewise_linear_graph
+from .models import param_dict, buffer_dict, flatten, unflatten, linear_relu_layers
+from .stacked import piecewise_linear_graph
 
 # %% ../nbs/06_curvature.ipynb #c007
 def _jvp(*a, **kw):
@@ -34,7 +35,7 @@ class HessianOperator:
                  buffers: dict | None = None, batch_size: int = 4096,
                  # data in one batch: build the gradient graph once, every product reuses it
                  reuse_graph: bool = True):
-        if len(Y) == 0: raise ValueError("the Hessian needs data: X is empty")
+        if len(Y) == 0: raise ValueError('the Hessian needs data: X is empty')
         self.model, self.X, self.Y, self.batch_size = model, X, Y, batch_size
         dev = X.device
         self.params = {k: v.detach().to(dev) for k, v in params.items()}
@@ -160,7 +161,7 @@ def top_eigenvalues(op: HessianOperator, k: int = 1, m: int | None = None, seed:
                     tol: float | None = 1e-5) -> Eigen:
     ("Largest-algebraic k eigenvalues by Lanczos (at most m steps, "
      "default max(30, 3k)), with explicitly computed residuals.")
-    if not isinstance(k, int) or k < 1 or k > op.P: raise ValueError(f"k={k!r} must be an int in 1..{op.P}")
+    if not isinstance(k, int) or k < 1 or k > op.P: raise ValueError(f'k={k!r} must be an int in 1..{op.P}')
     m = m or max(30, 3 * k)
     n0 = op.n_hvp
     a, b, Q = lanczos(op.matvec, op.P, m, seed, op.X.device, tol=tol, k=k)
@@ -195,14 +196,14 @@ def hutchinson(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor,
     ("Hutchinson estimate of tr H with Rademacher probes; with `owner` (client id per sample) also every tr H_k from "
      "the same probes.")
     if not isinstance(n_probes, int) or n_probes < 2:
-        raise ValueError(f"n_probes={n_probes!r} must be an int ≥ 2 (the standard error needs two)")
+        raise ValueError(f'n_probes={n_probes!r} must be an int ≥ 2 (the standard error needs two)')
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
     owner = torch.as_tensor(owner).to(X.device)
     keep = owner >= 0
     X, Y, own = X[keep], Y[keep], owner[keep]
     K = int(own.max()) + 1 if len(own) else 0
     nk = torch.bincount(own, minlength=K).double()
-    if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
+    if K == 0 or (nk == 0).any(): raise ValueError('every client id in owner needs samples')
     P = sum(v.numel() for v in params.values())
     g = torch.Generator().manual_seed(int(seed))
     V = torch.stack([rademacher(P, g) for _ in range(n_probes)])
@@ -228,8 +229,8 @@ def relu_sample_traces(
 ) -> torch.Tensor:
     "tr ∇²ℓ_i for every sample i of a Linear/ReLU stack (exact up to float32 rounding), from the Gauss–Newton diagonal."
     layers = linear_relu_layers(model)
-    if layers is None: raise ValueError(f"the exact trace needs a Linear/ReLU stack without buffers; "
-                                        f"{type(model).__name__} is not one (use hutchinson)")
+    if layers is None: raise ValueError(f'the exact trace needs a Linear/ReLU stack without buffers; '
+                                        f'{type(model).__name__} is not one (use hutchinson)')
     p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
     out = []
     for s in range(0, len(Y), batch_size):
@@ -261,8 +262,8 @@ def sample_traces(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tens
     if linear_relu_layers(model) is not None and not buffers: return relu_sample_traces(model, params, X, Y, batch_size)
     if piecewise_linear_graph(model) is None:
         raise ValueError(
-            f"the exact trace needs a network that is piecewise linear in every parameter "
-            f"(Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use hutchinson)"
+            f'the exact trace needs a network that is piecewise linear in every parameter '
+            f'(Linear/Conv/BatchNorm-eval/ReLU/pooling); {type(model).__name__} is not one (use hutchinson)'
         )
     b = {k: v.to(X.device) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     p = {k: v.detach().to(X.device, torch.float32) for k, v in params.items()}
@@ -292,7 +293,7 @@ def exact_trace(model: nn.Module, params: dict, X: torch.Tensor, Y: torch.Tensor
     own = owner[keep]
     K = int(own.max()) + 1 if len(own) else 0
     nk = torch.bincount(own, minlength=K).double()
-    if K == 0 or (nk == 0).any(): raise ValueError("every client id in owner needs samples")
+    if K == 0 or (nk == 0).any(): raise ValueError('every client id in owner needs samples')
     t = sample_traces(model, params, X[keep], Y[keep], buffers, batch_size)
     gk = (torch.zeros(K, dtype=torch.float64, device=t.device).index_add_(0, own, t) / nk).cpu().numpy()
     w = (nk / nk.sum()).cpu().numpy()

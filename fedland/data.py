@@ -16,6 +16,7 @@ __all__ = ['DATASETS', 'MNIST1D_SAMPLES', 'CIFAR10_URL', 'CIFAR10_MD5', 'Dataset
 # %% ../nbs/00_data.ipynb #c004
 import numpy as np
 import torch
+from .checks import check_int
 
 # %% ../nbs/00_data.ipynb #c006
 DATASETS = ('digits', 'mnist1d', 'mnist', 'fashion_mnist', 'cifar10')
@@ -40,8 +41,8 @@ class Dataset:
     @property
     def n_test(self) -> int: return len(self.y_test)
     def __repr__(self):
-        return (f"Dataset({self.name!r}: {self.n_train} train / {self.n_test} test, "
-                f"input {tuple(self.input_shape)}, {self.n_classes} classes)")
+        return (f'Dataset({self.name!r}: {self.n_train} train / {self.n_test} test, '
+                f'input {tuple(self.input_shape)}, {self.n_classes} classes)')
 
 # %% ../nbs/00_data.ipynb #c008
 def cache_dir(root: str | os.PathLike | None = None) -> Path:
@@ -95,20 +96,19 @@ def _read_mnist1d_cache(path: Path, n_samples: int = MNIST1D_SAMPLES) -> dict:
         with np.load(path, allow_pickle=False) as z: arrs = {k: z[k] for k in _MNIST1D_KEYS}
     except Exception as e:
         raise DatasetFileError(
-            f"MNIST-1D cache {path} is corrupt ({type(e).__name__}: {e}); delete it to regenerate"
+            f'MNIST-1D cache {path} is corrupt ({type(e).__name__}: {e}); delete it to regenerate'
         ) from e
     for k, shape in _mnist1d_shapes(n_samples).items():
         if arrs[k].shape != shape:
-            raise DatasetFileError(f"MNIST-1D cache {path}: array {k!r} has shape {arrs[k].shape}, expected {shape}; "
-                                   f"delete it to regenerate")
+            raise DatasetFileError(f'MNIST-1D cache {path}: array {k!r} has shape {arrs[k].shape}, expected {shape}; '
+                                   f'delete it to regenerate')
     return arrs
 
 def load_mnist1d(root=None,
                  n_samples: int = MNIST1D_SAMPLES,  # samples generated (80 % train, 20 % test); many clients need more
                 ) -> Dataset:
     "MNIST-1D generated locally (never downloaded) with its default arguments, cached as `.npz`."
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 10:
-        raise ValueError(f"n_samples={n_samples!r} must be an int ≥ 10")
+    check_int('n_samples', n_samples, 10)
     default = n_samples == MNIST1D_SAMPLES
     path = cache_dir(root)/'mnist1d'/('mnist1d.npz' if default else f'mnist1d-{n_samples}.npz')
     if not path.exists():
@@ -134,18 +134,18 @@ _IDX_DTYPES = {
 def read_idx(path: str | os.PathLike) -> np.ndarray:
     "Read an IDX file (optionally `.gz`), checking magic number, dimensions and size."
     path = Path(path)
-    if not path.exists(): raise DatasetFileError(f"missing dataset file {path}")
+    if not path.exists(): raise DatasetFileError(f'missing dataset file {path}')
     try: raw = gzip.decompress(path.read_bytes()) if path.suffix == '.gz' else path.read_bytes()
-    except (OSError, EOFError) as e: raise DatasetFileError(f"cannot read {path}: {e}") from e
+    except (OSError, EOFError) as e: raise DatasetFileError(f'cannot read {path}: {e}') from e
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DatasetFileError(f"{path} is not an IDX file (bad magic number)")
+        raise DatasetFileError(f'{path} is not an IDX file (bad magic number)')
     nd = raw[3]
-    if len(raw) < 4 + 4*nd: raise DatasetFileError(f"{path} is truncated (header)")
+    if len(raw) < 4 + 4*nd: raise DatasetFileError(f'{path} is truncated (header)')
     dims = tuple(int.from_bytes(raw[4+4*i:8+4*i], 'big') for i in range(nd))
     dt = np.dtype(_IDX_DTYPES[raw[2]])
     expected = 4 + 4*nd + int(np.prod(dims))*dt.itemsize
     if len(raw) != expected:
-        raise DatasetFileError(f"{path} has {len(raw)} bytes, its header promises {expected}: truncated or corrupt")
+        raise DatasetFileError(f'{path} has {len(raw)} bytes, its header promises {expected}: truncated or corrupt')
     return np.frombuffer(raw, dtype=dt, offset=4+4*nd).reshape(dims).astype(dt.newbyteorder('='))
 
 def write_idx(path: str | os.PathLike, a: np.ndarray):
@@ -179,8 +179,8 @@ def _read_idx_split(name: str, raw: Path, split: str):
     xp, yp = (_find(raw, s) for s in _IDX_FILES[split])
     x, y = read_idx(xp), read_idx(yp)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise DatasetFileError(f"{xp} and {yp} do not match: images {x.shape}, labels {y.shape}")
-    if len(y) and y.max() > 9: raise DatasetFileError(f"{yp} has label {y.max()}, expected 0..9")
+        raise DatasetFileError(f'{xp} and {yp} do not match: images {x.shape}, labels {y.shape}')
+    if len(y) and y.max() > 9: raise DatasetFileError(f'{yp} has label {y.max()}, expected 0..9')
     return _normalise(name, x[:, None]), y
 
 def load_idx_dataset(name: str, root=None, download: bool = True) -> Dataset:
@@ -190,13 +190,13 @@ def load_idx_dataset(name: str, root=None, download: bool = True) -> Dataset:
     raw = base/folder/'raw'
     missing = [s for pair in _IDX_FILES.values() for s in pair if not _find(raw, s).exists()]
     if missing:
-        if not download: raise DatasetFileError(f"missing dataset file {raw/missing[0]} (download=False)")
+        if not download: raise DatasetFileError(f'missing dataset file {raw/missing[0]} (download=False)')
         import torchvision
         cls = {'mnist': torchvision.datasets.MNIST, 'fashion_mnist': torchvision.datasets.FashionMNIST}[name]
         try:
             for train in (True, False): cls(str(base), train=train, download=True)
         except Exception as e:
-            raise DatasetFileError(f"missing dataset file {raw/missing[0]} and the download failed: {e}") from e
+            raise DatasetFileError(f'missing dataset file {raw/missing[0]} and the download failed: {e}') from e
     (xtr, ytr), (xte, yte) = (_read_idx_split(name, raw, s) for s in ('train', 'test'))
     return _as_dataset(name, xtr, ytr, xte, yte, 10, xtr.shape[1:])
 
@@ -209,12 +209,12 @@ _CIFAR_TEST = ('test_batch.bin',)
 def read_cifar_bin(path: str | os.PathLike) -> tuple[np.ndarray, np.ndarray]:
     "Read one CIFAR-10 binary batch: images (N, 3, 32, 32) uint8 and labels (N,)."
     path = Path(path)
-    if not path.exists(): raise DatasetFileError(f"missing dataset file {path}")
+    if not path.exists(): raise DatasetFileError(f'missing dataset file {path}')
     raw = np.fromfile(path, dtype=np.uint8)
     if raw.size == 0 or raw.size % 3073:
-        raise DatasetFileError(f"{path} has {raw.size} bytes, not a multiple of 3073: truncated or corrupt")
+        raise DatasetFileError(f'{path} has {raw.size} bytes, not a multiple of 3073: truncated or corrupt')
     rec = raw.reshape(-1, 3073)
-    if rec[:, 0].max() > 9: raise DatasetFileError(f"{path} has label {rec[:, 0].max()}, expected 0..9")
+    if rec[:, 0].max() > 9: raise DatasetFileError(f'{path} has label {rec[:, 0].max()}, expected 0..9')
     return rec[:, 1:].reshape(-1, 3, 32, 32), rec[:, 0].astype(np.int64)
 
 def write_cifar_bin(path: str | os.PathLike, x: np.ndarray, y: np.ndarray):
@@ -229,12 +229,12 @@ def load_cifar10(root=None, download: bool = True) -> Dataset:
     folder = base/'cifar-10-batches-bin'
     missing = [f for f in _CIFAR_TRAIN + _CIFAR_TEST if not (folder/f).exists()]
     if missing:
-        if not download: raise DatasetFileError(f"missing dataset file {folder/missing[0]} (download=False)")
+        if not download: raise DatasetFileError(f'missing dataset file {folder/missing[0]} (download=False)')
         from torchvision.datasets.utils import download_and_extract_archive
         try:
             download_and_extract_archive(CIFAR10_URL, str(base), md5=CIFAR10_MD5)
         except Exception as e:
-            raise DatasetFileError(f"missing dataset file {folder / missing[0]} and the download failed: {e}") from e
+            raise DatasetFileError(f'missing dataset file {folder / missing[0]} and the download failed: {e}') from e
     tr = [read_cifar_bin(folder/f) for f in _CIFAR_TRAIN]
     xte, yte = read_cifar_bin(folder/_CIFAR_TEST[0])
     xtr, ytr = np.concatenate([a for a, _ in tr]), np.concatenate([b for _, b in tr])
@@ -253,7 +253,7 @@ def load_dataset(name: str,  # one of `DATASETS`
     if key not in DATASETS: raise ValueError(f"name={name!r} is not a known dataset; valid names: "
                                              f"{', '.join(DATASETS)}")
     if n_samples is not None and key != 'mnist1d':
-        raise ValueError(f"n_samples applies to mnist1d, which is generated; {name} has a fixed size")
+        raise ValueError(f'n_samples applies to mnist1d, which is generated; {name} has a fixed size')
     if key == 'digits': return load_digits_dataset()
     if key == 'mnist1d': return load_mnist1d(root, MNIST1D_SAMPLES if n_samples is None else n_samples)
     if key == 'cifar10': return load_cifar10(root, download)

@@ -10,9 +10,10 @@ from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ENGINES', 'CLIENT_HISTORY_MB', 'STUDY_SETTINGS', 'Experiment', 'Result', 'prepare', 'run_experiment',
-           'run_experiments', 'study_experiments', 'study', 'curvature_shares', 'study_values', 'who_group',
-           'study_table', 'value_words', 'study_summary', 'parse_value', 'expand_grid', 'sweep', 'main']
+__all__ = ['TRAINING_ENGINES', 'NUMBER_RULES', 'OPTIONAL_NUMBERS', 'CLIENT_HISTORY_MB', 'STUDY_SETTINGS', 'Experiment', 'Result',
+           'prepare', 'run_experiment', 'run_experiments', 'study_experiments', 'study', 'curvature_shares',
+           'study_values', 'who_group', 'study_table', 'value_words', 'study_summary', 'parse_value', 'expand_grid',
+           'sweep', 'main']
 
 # %% ../nbs/09_experiment.ipynb #c004
 import numpy as np
@@ -21,7 +22,8 @@ import torch
 import fedland
 from .data import DATASETS, load_dataset
 from .partition import SCHEMES, partition as make_partition
-from .models import MODELS, build_model, flatten, n_params
+from .models import MODELS, build_model, flatten, n_params, tune_allocator
+from .checks import check_int, check_real, check_type
 from .train import LocalConfig, train_centralized, TrainingDiverged, CentralizedResult
 from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_ids, config_hash, load_checkpoint
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
@@ -43,15 +45,27 @@ from fedland.valuation import (
 from .store import Store, StoreError, now
 
 # %% ../nbs/09_experiment.ipynb #c006
-def _need(name, v, types, ok, rng):
-    "Type and range check of one field, raising before any work."
-    if isinstance(v, bool) and bool not in types:
-        raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got bool")
-    if not isinstance(v, types): raise TypeError(f"{name} must be {' or '.join(t.__name__ for t in types)}, got "
-                                                 f"{type(v).__name__} {v!r}")
-    if not ok(v): raise ValueError(f"{name}={v!r} is out of range: must be {rng}")
-
-ENGINES = ('local', 'flower')
+TRAINING_ENGINES = ('local', 'flower')
+# the numeric fields of an Experiment and their ranges: fedland.checks builds every error message
+NUMBER_RULES = (
+    ('alpha', check_real, dict(lo=0, lo_open=True)),
+    ('k', check_int, dict(lo=1)),
+    ('unbalance', check_real, dict(lo=0)),
+    ('n_clients', check_int, dict(lo=1)),
+    ('holdout', check_real, dict(lo=0, hi=1, hi_open=True)),
+    ('landscape_steps', check_int, dict(lo=2)),
+    ('landscape_span', check_real, dict(lo=0, lo_open=True)),
+    ('curvature_probes', check_int, dict(lo=2)),
+    ('centralized_epochs', check_int, dict(lo=1)),
+    ('valuation_samples', check_int, dict(lo=1)),
+    ('valuation_every', check_int, dict(lo=1)),
+    ('valuation_horizon', check_int, dict(lo=1)),
+    ('valuation_seeds', check_int, dict(lo=1)),
+    ('valuation_max_clients', check_int, dict(lo=1, hi=16)),
+    ('valuation_budget', check_int, dict(lo=1)),
+    ('label_noise', check_real, dict(lo=0, hi=1)),
+)
+OPTIONAL_NUMBERS = {'centralized_epochs', 'valuation_horizon'}   # None: rounds × local_epochs; the whole run
 # client models of every round are kept when K × R × P floats fit in this (else the last round's only)
 CLIENT_HISTORY_MB = 64.0
 
@@ -127,14 +141,14 @@ class Experiment:
     ray_address: str | None = None # valuation 'sampled' or 'exact': a Ray cluster for the retrained coalitions
 
     def __post_init__(self):
-        _need('name', self.name, (str,), lambda v: True, 'a string')
+        check_type('name', self.name, (str,), 'a string')
         for n, allowed in (
             ('dataset', DATASETS),
             ('model', tuple(MODELS)),
             ('partition', SCHEMES),
             ('algorithm', ALGORITHMS),
             ('landscape_plane', ('pca', 'random')),
-            ('engine', ENGINES),
+            ('engine', TRAINING_ENGINES),
             ('valuation', VALUATIONS),
             ('valuation_metric', METRICS),
             ('valuation_game', GAMES),
@@ -142,48 +156,22 @@ class Experiment:
             v = getattr(self, n)
             if not isinstance(v, str) or v not in allowed:
                 raise ValueError(f"{n}={v!r} is not valid; choose one of {', '.join(allowed)}")
-        _need('alpha', self.alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
-        _need('k', self.k, (int,), lambda v: v >= 1, 'an int ≥ 1')
-        _need('unbalance', self.unbalance, (int, float), lambda v: math.isfinite(v) and v >= 0, '≥ 0')
-        _need('n_clients', self.n_clients, (int,), lambda v: v >= 1, 'an int ≥ 1')
-        _need('holdout', self.holdout, (int, float), lambda v: 0 <= v < 1, 'in [0, 1)')
-        _need('landscape_steps', self.landscape_steps, (int,), lambda v: v >= 2, 'an int ≥ 2')
-        _need('landscape_span', self.landscape_span, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
-        _need('curvature_probes', self.curvature_probes, (int,), lambda v: v >= 2, 'an int ≥ 2')
-        if self.centralized_epochs is not None:
-            _need(
-                'centralized_epochs',
-                self.centralized_epochs,
-                (int,),
-                lambda v: v >= 1,
-                'an int ≥ 1 (or None: rounds × local_epochs)',
-            )
+        for n, check, bounds in NUMBER_RULES:
+            if getattr(self, n) is not None or n not in OPTIONAL_NUMBERS: check(n, getattr(self, n), **bounds)
         for n in ('centralized', 'landscape', 'curvature', 'contributions'):
-            _need(n, getattr(self, n), (bool,), lambda v: True, 'True or False')
-        _need('store', self.store, (str, os.PathLike), lambda v: len(str(v)) > 0, 'a path or URL')
-        _need('valuation_samples', self.valuation_samples, (int,), lambda v: v >= 1, 'an int ≥ 1')
-        _need('valuation_every', self.valuation_every, (int,), lambda v: v >= 1, 'an int ≥ 1')
-        if self.valuation_horizon is not None:
-            _need(
-                'valuation_horizon',
-                self.valuation_horizon,
-                (int,),
-                lambda v: v >= 1,
-                'an int ≥ 1 (or None: the whole run)',
-            )
-        _need('valuation_seeds', self.valuation_seeds, (int,), lambda v: v >= 1, 'an int ≥ 1')
-        _need('valuation_max_clients', self.valuation_max_clients, (int,), lambda v: 1 <= v <= 16, 'an int in 1..16')
-        _need('valuation_budget', self.valuation_budget, (int,), lambda v: v >= 1, 'an int ≥ 1 (random join orders)')
+            check_type(n, getattr(self, n), (bool,), 'True or False')
+        check_type('store', self.store, (str, os.PathLike), 'a path or URL')
+        if not str(self.store): raise ValueError('store must be a path or URL; got an empty string')
         if self.ray_address is not None:
-            _need('ray_address', self.ray_address, (str,), lambda v: len(v) > 0, "a Ray address: 'auto' or host:port")
-        _need('label_noise', self.label_noise, (int, float), lambda v: 0 <= v <= 1, 'in [0, 1]')
+            check_type('ray_address', self.ray_address, (str,), "a Ray address: 'auto' or host:port")
+            if not self.ray_address: raise ValueError("ray_address must be 'auto' or host:port; got an empty string")
         K = len(self.ratios) if self.partition == 'ratios' and self.ratios is not None else self.n_clients
         for n in ('noisy_clients', 'free_riders'):
             v = getattr(self, n)
             if isinstance(v, str): v = _client_list(n, v)
-            _need(n, v, (list, tuple), lambda v: True, 'a list of client ids')
+            check_type(n, v, (list, tuple), 'a list of client ids')
             bad = [k for k in v if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 0 <= k < K]
-            if bad: raise ValueError(f"{n} has {bad}: client ids are ints in 0..{K - 1}")
+            if bad: raise ValueError(f'{n} has {bad}: client ids are ints in 0..{K - 1}')
             setattr(self, n, sorted({int(k) for k in v}))
         if self.valuation == 'exact' and K > self.valuation_max_clients:
             raise ValueError(
@@ -198,7 +186,7 @@ class Experiment:
         if self.partition == 'ratios' and self.ratios is None:
             raise ValueError("partition='ratios' needs ratios (K×C class proportions)")
         if self.unbalance and self.partition in ('shards', 'ratios'):
-            raise ValueError(f"unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}")
+            raise ValueError(f'unbalance applies to iid, dirichlet and pathological, not partition={self.partition!r}')
         self.fed_config()          # validates lr, rounds, fraction, momentum, batch size, epochs, ...
         if not self.name: self.name = self.default_name()
 
@@ -207,7 +195,7 @@ class Experiment:
         p = {'dirichlet': f'dir{self.alpha:g}', 'pathological': f'C{self.k}'}.get(self.partition, self.partition)
         unb = f'-unb{self.unbalance:g}' if self.unbalance else ''
         engine = '' if self.engine == 'local' else '-' + self.engine
-        return f"{self.dataset}-{self.model}-{p}{unb}-K{self.n_clients}-{self.algorithm}-s{self.seed}{engine}"
+        return f'{self.dataset}-{self.model}-{p}{unb}-K{self.n_clients}-{self.algorithm}-s{self.seed}{engine}'
 
     def fed_config(self, n_params: int | None = None) -> FedConfig:
         ("The federated engine's settings; given the model's size, client models of every round are kept when they "
@@ -244,11 +232,8 @@ class Experiment:
     def config(self) -> dict:
         ("Every field that defines the study (not where it runs); fields added later are left out at their defaults, "
          "so earlier runs keep their ids.")
-        return {
-            k: v
-            for k, v in asdict(self).items()
-            if k not in ('store', 'device', 'root', 'ray_address') and not (k in _LATER and v == _LATER[k])
-        }
+        added, where = _DEFAULTS_WHEN_ADDED, ('store', 'device', 'root', 'ray_address')   # where ≠ what
+        return {k: v for k, v in asdict(self).items() if k not in where and not (k in added and v == added[k])}
 
     @property
     def id(self) -> str:
@@ -261,7 +246,9 @@ class Experiment:
          "found there.")
         return cls(**{f.name: params[f.name] for f in fields(cls) if f.name in params})
 
-_LATER = {
+# fields added after the first runs were stored, with the default each had when it was added: `config()` leaves a
+# field out at that value, so that the runs stored before it existed keep their ids
+_DEFAULTS_WHEN_ADDED = {
     'centralized_epochs': None,
     'valuation': 'reconstruction',
     'valuation_metric': 'accuracy',
@@ -295,9 +282,9 @@ class Result:
     game: CoalitionGame | None = None     # the exact coalition game (valuation='exact')
     def __repr__(self):
         acc = self.history.rounds.test_acc.iloc[-1]
-        cen = f", centralized {self.centralized.history.test_acc.iloc[-1]:.3f}" if self.centralized is not None else ''
-        return (f"Result({self.experiment.name!r} [{self.experiment.id}]: federated test acc {acc:.3f}{cen}, "
-                f"{self.status})")
+        cen = f', centralized {self.centralized.history.test_acc.iloc[-1]:.3f}' if self.centralized is not None else ''
+        return (f'Result({self.experiment.name!r} [{self.experiment.id}]: federated test acc {acc:.3f}{cen}, '
+                f'{self.status})')
 
 def _git_rev() -> str:
     "The source checkout's commit, if fedland runs from one."
@@ -385,8 +372,8 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
     f = d / 'centralized.pt'
     if f.exists():
         try: s = torch.load(f, map_location='cpu', weights_only=True)
-        except Exception as e: raise RuntimeError(f"centralized checkpoint {f} is corrupt or unreadable: {e}; delete "
-                                                  f"it to retrain") from e
+        except Exception as e: raise RuntimeError(f'centralized checkpoint {f} is corrupt or unreadable: {e}; delete '
+                                                  f'it to retrain') from e
         hist = pd.DataFrame({k: v.numpy() for k, v in s['history'].items()}).astype({'epoch': int})
         cen = CentralizedResult(hist, s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
     else:
@@ -526,7 +513,7 @@ def prepare(exp: Experiment):
      "every check that needs the data, before anything is written.")
     ds = load_dataset(exp.dataset, root=exp.root)
     if exp.partition == 'pathological' and exp.k > ds.n_classes:
-        raise ValueError(f"k={exp.k} is out of range: must be in 1..{ds.n_classes} for {exp.dataset}")
+        raise ValueError(f'k={exp.k} is out of range: must be in 1..{ds.n_classes} for {exp.dataset}')
     part = make_partition(
         ds.y_train,
         exp.n_clients,
@@ -560,10 +547,11 @@ def run_experiment(exp: Experiment,
                   ) -> Result:
     ("Run (or resume, or reload) one experiment: centralized baseline, federated training (with per-round client "
      "valuation), landscape, curvature, contributions — all into the store.")
-    if not isinstance(exp, Experiment): raise TypeError(f"run_experiment takes an Experiment, got {type(exp).__name__}")
+    if not isinstance(exp, Experiment): raise TypeError(f'run_experiment takes an Experiment, got {type(exp).__name__}')
     if exp.engine == 'local' and clients is not None:
         raise ValueError("clients= is for engine='flower' experiments; engine='local' trains in this process")
     ds, part, net = prepare(exp)
+    tune_allocator()   # large evaluation tensors are reused, not faulted in again (fedland.models)
     st = Store(exp.store)
     try:
         if exp.engine != 'local' and clients is None: _trained_elsewhere(exp, st)   # before anything is written
@@ -623,7 +611,7 @@ def run_experiment(exp: Experiment,
             raise
         except (KeyboardInterrupt, SystemExit): raise                  # interrupted: stays 'running', resumes next time
         except Exception as e:
-            _mark(st, exp, 'failed', f"{type(e).__name__}: {e}", created)
+            _mark(st, exp, 'failed', f'{type(e).__name__}: {e}', created)
             raise
         if not (len(old) and old.status.iloc[0] == 'finished'): _mark(st, exp, 'finished', created=created)
         return Result(exp, ds, part, hist, cen, ls, cur, con, valuations=vals, game=game)
@@ -646,9 +634,9 @@ def study_experiments(alpha: float = 0.1,      # Dirichlet concentration of the 
                       **fields) -> dict:       # every other Experiment field, shared by the four
     "The four experiments of the study by setting name; the IID balanced one also trains the centralized baseline."
     if 'partition' in fields or 'centralized' in fields:
-        raise ValueError("the study sets partition and centralized itself; give alpha and unbalance")
-    _need('alpha', alpha, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
-    _need('unbalance', unbalance, (int, float), lambda v: math.isfinite(v) and v > 0, '> 0')
+        raise ValueError('the study sets partition and centralized itself; give alpha and unbalance')
+    check_real('alpha', alpha, 0, lo_open=True)
+    check_real('unbalance', unbalance, 0, lo_open=True)
     split = {
         'IID, balanced': dict(partition='iid'),
         'IID, unbalanced': dict(partition='iid', unbalance=float(unbalance)),
@@ -683,7 +671,7 @@ def study_values(res):
 
 def who_group(ks: list, weights) -> str:
     "A group of clients in words: one client with its data share, or several named as indistinguishable."
-    if len(ks) == 1: return f"client {ks[0]} ({100 * weights[ks[0]]:.0f} % of data)"
+    if len(ks) == 1: return f'client {ks[0]} ({100 * weights[ks[0]]:.0f} % of data)'
     return f"clients {', '.join(str(k) for k in sorted(ks))} (indistinguishable)"
 
 def study_table(results: dict) -> pd.DataFrame:
@@ -735,7 +723,7 @@ def value_words(row, base) -> str:
     spread, out = row['value spread (sd, points)'], ''
     if str(base['values from']) == row['values from'] and base['value spread (sd, points)'] > 0:
         wider = spread / base['value spread (sd, points)']
-        out += f"; client values spread {wider:.1f}× as wide ({spread:.2f} points sd)"
+        out += f'; client values spread {wider:.1f}× as wide ({spread:.2f} points sd)'
     if np.isfinite(row['value vs data share (Spearman)']):
         out += f", their ranking follows data size with Spearman ρ {row['value vs data share (Spearman)']:.2f}"
     if row['most valuable'] == row['least valuable']:
@@ -784,7 +772,7 @@ def expand_grid(grid: dict, fixed: dict | None = None) -> list:
                              f"{', '.join(sorted(_FIELDS))}")
     for k, v in grid.items():
         if not isinstance(v, (list, tuple)) or not v:
-            raise ValueError(f"grid values of {k!r} must be a non-empty list, got {v!r}")
+            raise ValueError(f'grid values of {k!r} must be a non-empty list, got {v!r}')
     keys = list(grid)
     return [{**fixed, **dict(zip(keys, combo))} for combo in itertools.product(*(grid[k] for k in keys))]
 
@@ -822,10 +810,9 @@ def sweep(grid: dict,                       # parameter -> list of values; every
           progress: bool = True) -> pd.DataFrame:
     ("Run a parameter grid through papermill, `jobs` at a time "
      "into one store; skip finished runs, resume interrupted ones.")
-    if isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ValueError(f"jobs={jobs!r} must be an int ≥ 1")
+    check_int('jobs', jobs, 1)
     notebook, out = Path(notebook), Path(out)
-    if not notebook.exists(): raise ValueError(f"notebook={str(notebook)!r} does not exist")
+    if not notebook.exists(): raise ValueError(f'notebook={str(notebook)!r} does not exist')
     combos = [{**c, 'store': str(store)} for c in expand_grid(grid, fixed)]
     exps = [Experiment(**c) for c in combos]                        # validates every run before any starts
     st = Store(store)
@@ -891,7 +878,7 @@ def main(argv: list | None = None) -> int:
     sp.add_argument('--timeout', type=float, default=None, help='seconds per run')
     a = ap.parse_args(argv)
     def kv(s, many):
-        if '=' not in s: ap.error(f"expected NAME=VALUE, got {s!r}")
+        if '=' not in s: ap.error(f'expected NAME=VALUE, got {s!r}')
         k, v = s.split('=', 1)
         return k.strip(), ([parse_value(x) for x in v.split(',')] if many else parse_value(v))
     try:
@@ -899,7 +886,7 @@ def main(argv: list | None = None) -> int:
         fixed = dict(kv(s, False) for s in a.fixed)
         res = sweep(grid, fixed, a.notebook, a.out, a.store, a.jobs, a.timeout)
     except (ValueError, TypeError, StoreError) as e:
-        print(f"fedland sweep: error: {e}", file=sys.stderr)
+        print(f'fedland sweep: error: {e}', file=sys.stderr)
         return 2
     with pd.option_context('display.width', 200, 'display.max_colwidth', 60):
         print(res.drop(columns=['notebook']).to_string(index=False))

@@ -11,7 +11,8 @@ from pathlib import Path
 # %% auto #0
 __all__ = ['ALGORITHMS', 'CHECKPOINT', 'RECORDING_FIELDS', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer',
            'ClientModels', 'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients',
-           'client_ids', 'client_step', 'Server', 'run_federated']
+           'check_fit', 'client_ids', 'client_step', 'Server', 'run_identity', 'resume_checkpoint', 'local_clients',
+           'run_federated']
 
 # %% ../nbs/04_federated.ipynb #c004
 import numpy as np
@@ -30,9 +31,8 @@ from fedland.train import (
     reduce_by_client,
     resolve_device,
     TrainingDiverged,
-    _check_pos,
-    _check_count,
 )
+from .checks import check_int, check_real
 
 # %% ../nbs/04_federated.ipynb #c007
 ALGORITHMS = ('fedavg', 'fedprox', 'fedavgm', 'fedadam', 'scaffold')
@@ -74,22 +74,19 @@ class FedConfig:
         if not isinstance(self.algorithm, str) or self.algorithm.lower() not in ALGORITHMS:
             raise ValueError(f"algorithm={self.algorithm!r} is unknown; valid algorithms: {', '.join(ALGORITHMS)}")
         self.algorithm = self.algorithm.lower()
-        _check_count('rounds', self.rounds)
-        _check_pos('fraction', self.fraction)
-        if self.fraction > 1: raise ValueError(f"fraction={self.fraction} is out of range: must be in (0, 1]")
+        check_int('rounds', self.rounds, 1)
+        check_real('fraction', self.fraction, 0, 1, lo_open=True)
         if self.algorithm == 'fedprox' and self.mu == 0: self.mu = 0.01
         self.local  # validates the local settings
         if self.server_lr is None: self.server_lr = 0.01 if self.algorithm == 'fedadam' else 1.0
-        _check_pos('server_lr', self.server_lr)
-        _check_pos('tau', self.tau)
+        check_real('server_lr', self.server_lr, 0, lo_open=True)
+        check_real('tau', self.tau, 0, lo_open=True)
         for n in ('server_momentum', 'beta1', 'beta2'):
-            v = getattr(self, n)
-            _check_pos(n, v, True)
-            if v >= 1: raise ValueError(f"{n}={v} is out of range: must be in [0, 1)")
+            check_real(n, getattr(self, n), 0, 1, hi_open=True)
         if self.bn not in ('aggregate', 'local'): raise ValueError(f"bn={self.bn!r} must be 'aggregate' or 'local'")
         if self.batched not in (True, False, 'auto'):
             raise ValueError(f"batched={self.batched!r} must be True, False or 'auto'")
-        if not isinstance(self.compile, bool): raise TypeError(f"compile={self.compile!r} must be True or False")
+        if not isinstance(self.compile, bool): raise TypeError(f'compile={self.compile!r} must be True or False')
         if isinstance(self.keep_clients, str):
             if self.keep_clients not in ('last', 'all', 'none'):
                 raise ValueError(
@@ -98,15 +95,15 @@ class FedConfig:
         else:
             self.keep_clients = sorted(int(r) for r in self.keep_clients)
             bad = [r for r in self.keep_clients if not 1 <= r <= self.rounds]
-            if bad: raise ValueError(f"keep_clients has rounds {bad} outside 1..rounds={self.rounds}")
-        if self.client_every is not None: _check_count('client_every', self.client_every)
-        _check_pos('max_memory_mb', self.max_memory_mb, True)
-        _check_count('seed', self.seed, 0)
+            if bad: raise ValueError(f'keep_clients has rounds {bad} outside 1..rounds={self.rounds}')
+        if self.client_every is not None: check_int('client_every', self.client_every, 1)
+        check_real('max_memory_mb', self.max_memory_mb, 0)
+        check_int('seed', self.seed, 0)
         if isinstance(self.free_riders, (str, bytes)) or not hasattr(self.free_riders, '__iter__'):
-            raise TypeError(f"free_riders must be a list of client ids, got {self.free_riders!r}")
+            raise TypeError(f'free_riders must be a list of client ids, got {self.free_riders!r}')
         for k in self.free_riders:
             if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
-                raise ValueError(f"free_riders has {k!r}: client ids are ints ≥ 0")
+                raise ValueError(f'free_riders has {k!r}: client ids are ints ≥ 0')
         self.free_riders = sorted({int(k) for k in self.free_riders})
 
     @property
@@ -195,10 +192,10 @@ class ClientModels:
         "Client k's parameters of round r as a flat vector."
         key = (int(r), int(k))
         if key in self.ram: return self.ram[key]
-        if key not in self.disk: raise KeyError(f"client {k} of round {r} was not kept (kept rounds: {self.rounds()})")
+        if key not in self.disk: raise KeyError(f'client {k} of round {r} was not kept (kept rounds: {self.rounds()})')
         f = self._file(key)
         try: return torch.from_numpy(np.load(f, allow_pickle=False))
-        except Exception as e: raise RuntimeError(f"client-model file {f} is missing or corrupt: {e}") from e
+        except Exception as e: raise RuntimeError(f'client-model file {f} is missing or corrupt: {e}') from e
     def keys(self) -> list: return sorted(set(self.ram) | self.disk)
     def rounds(self) -> list: return sorted({r for r, _ in self.keys()})
     def clients(self, r: int) -> list: return sorted(k for rr, k in self.keys() if rr == r)
@@ -259,8 +256,8 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     ("Read a checkpoint with `weights_only=True` (tensors and "
      "plain containers only); a damaged file is an error naming it.")
     try: return torch.load(path, map_location='cpu', weights_only=True)
-    except Exception as e: raise RuntimeError(f"checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); "
-                                              f"delete it to start over") from e
+    except Exception as e: raise RuntimeError(f'checkpoint {path} is corrupt or unreadable ({type(e).__name__}: {e}); '
+                                              f'delete it to start over') from e
 
 def config_hash(ident: dict) -> str:
     "Stable hash of a run's identity (settings, data, partition, model)."
@@ -302,6 +299,7 @@ def _restore(ck, hist, srv) -> int:
     srv.load_state(ck)
     return ck['round']
 
+
 # %% ../nbs/04_federated.ipynb #c026
 def sample_clients(n_clients: int, fraction: float, seed: int, rnd: int) -> list:
     "Clients sampled in round `rnd`: ⌈fraction·K⌉ (at least 1) without replacement, from `(seed, rnd)`, in id order."
@@ -309,21 +307,21 @@ def sample_clients(n_clients: int, fraction: float, seed: int, rnd: int) -> list
     if m == n_clients: return list(range(n_clients))
     return sorted(np.random.default_rng([seed, rnd, 0x5A]).choice(n_clients, m, replace=False).tolist())
 
-def _check_fit(model, ds, part):
+def check_fit(model, ds, part):
     "The model must accept the dataset's inputs and output its class count; the partition must index its training set."
     try:
         with torch.no_grad(): out = model.eval()(ds.x_train[:2].to(next(model.parameters()).device))
-    except RuntimeError as e: raise ValueError(f"model does not fit dataset {ds.name!r} (input shape "
-                                               f"{ds.input_shape}): {e}") from e
+    except RuntimeError as e: raise ValueError(f'model does not fit dataset {ds.name!r} (input shape '
+                                               f'{ds.input_shape}): {e}') from e
     finally: model.train()
-    if out.shape[-1] != ds.n_classes: raise ValueError(f"model outputs {out.shape[-1]} classes but dataset "
-                                                       f"{ds.name!r} has {ds.n_classes}")
+    if out.shape[-1] != ds.n_classes: raise ValueError(f'model outputs {out.shape[-1]} classes but dataset '
+                                                       f'{ds.name!r} has {ds.n_classes}')
     top = max((int(ix.max()) for ix in list(part) + part.holdout if len(ix)), default=-1)
-    if top >= ds.n_train: raise ValueError(f"partition indexes sample {top} but dataset {ds.name!r} has {ds.n_train} "
-                                           f"training samples")
-    if any(len(ix) == 0 for ix in part): raise ValueError("partition has a client without training samples")
+    if top >= ds.n_train: raise ValueError(f'partition indexes sample {top} but dataset {ds.name!r} has {ds.n_train} '
+                                           f'training samples')
+    if any(len(ix) == 0 for ix in part): raise ValueError('partition has a client without training samples')
 
-def client_ids(part, n: int, device="cpu") -> torch.Tensor:
+def client_ids(part, n: int, device='cpu') -> torch.Tensor:
     "Client id of every training sample (−1 for samples no client trains on)."
     owner = torch.full((n,), -1, dtype=torch.long)
     for k, ix in enumerate(part): owner[torch.as_tensor(np.asarray(ix))] = k
@@ -380,7 +378,7 @@ class Server:
             if not math.isfinite(x.loss) or not torch.isfinite(f).all():
                 hist.status, hist.error = (
                     'failed',
-                    (f"training diverged in round {r} at client {k} (local loss {x.loss})"),
+                    (f'training diverged in round {r} at client {k} (local loss {x.loss})'),
                 )
                 hist.buffers = self.buffers
                 raise TrainingDiverged(hist.error, hist)
@@ -463,6 +461,45 @@ class Server:
 # what a run records, not what it trains: not part of its identity
 RECORDING_FIELDS = ('keep_clients', 'client_every', 'max_memory_mb', 'eval_batch_size')
 
+def run_identity(fed: dict,    # the run's federated settings (`asdict` of its FedConfig, less fields it leaves out)
+                 what: dict,   # what it trains on besides them: data, partition, model, θ₀, ...
+                ) -> tuple:
+    ("A resumable run's identity and its legacy identity: hashes of `fed` without the recording fields (which change "
+     "what is kept, not what is trained) and with them (checkpoints written before they left it), each with `what`.")
+    trained = {k: v for k, v in fed.items() if k not in RECORDING_FIELDS}
+    return config_hash({'fed': trained, **what}), config_hash({'fed': fed, **what})
+
+def resume_checkpoint(path: str | os.PathLike | None,
+                      identity: tuple,   # the hashes a checkpoint of this run may carry (`run_identity`)
+                      whose: str,        # how the error names the runs it belongs to instead
+                     ) -> dict | None:
+    "The checkpoint at `path` when there is one; None when there is none; a ValueError when it belongs to another run."
+    if path is None or not Path(path).exists(): return None
+    ck = load_checkpoint(path)
+    if ck.get('hash') not in identity:
+        raise ValueError(f'checkpoint {path} belongs to {whose}; use another checkpoint_dir')
+    return ck
+
+def _check_run(model, ds, part, cfg: FedConfig, coalition) -> list | None:
+    "Every check of a federated run's inputs, before any work; the coalition as sorted client ids (or None)."
+    check_fit(model, ds, part)
+    buffers = has_batchnorm(model) or bool(buffer_dict(model))
+    if cfg.batched is True and buffers:
+        raise ValueError("batched=True needs a model without BatchNorm buffers; use batched='auto' or False")
+    if cfg.compile and (cfg.batched is False or buffers):
+        raise ValueError("compile=True compiles the batched local step: it needs batched=True or 'auto' and a model "
+                         'without BatchNorm buffers')
+    K = len(part)
+    bad = [k for k in cfg.free_riders if k >= K]
+    if bad: raise ValueError(f'free_riders has client ids {bad} outside 0..{K - 1}')
+    if coalition is None: return None
+    coalition = sorted({int(k) for k in coalition})
+    if not coalition or coalition[0] < 0 or coalition[-1] >= K:
+        raise ValueError(f'coalition={coalition} must be a non-empty list of client ids in 0..{K - 1}')
+    if cfg.fraction != 1: raise ValueError(f'coalition needs fraction=1 (every member trains every round), got '
+                                           f'fraction={cfg.fraction}')
+    return coalition
+
 def _free_ride(model, srv, X, Y, idx, hold, res, bs) -> tuple:
     ("A planted free rider's reply: the model it received, unchanged, "
      "with its data size (and the step count SCAFFOLD expects).")
@@ -475,6 +512,41 @@ def _free_ride(model, srv, X, Y, idx, hold, res, bs) -> tuple:
     return LocalResult(p, b, res.n_samples, res.steps, gl, ga), dict(
         global_loss=gl, global_acc=ga, local_test_loss=tl, local_test_acc=ta
     )
+
+def local_clients(model: nn.Module, X: torch.Tensor, Y: torch.Tensor,  # architecture; the training set on its device
+                  part,                 # `Partition`: each client's training and held-out indices into X
+                  cfg: FedConfig,
+                  batched: bool,        # every sampled client in one stacked update (models without buffers)
+                 ):
+    ("The clients' side of a round in this process, as an engine `clients(r, sampled, server, seeds, corrections) -> "
+     "(results, metrics)`: the interface Flower's SuperNodes serve too (`fedland.flower`).")
+    idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
+    K, lcfg, bs = len(part), cfg.local, cfg.eval_batch_size
+    owner = client_ids(part, len(Y), X.device)
+    own = owner >= 0
+    def sequential(r, sampled, srv, seeds, corrs):
+        out = [
+            client_step(model, srv.params, srv.client_buffers(k), X, Y, idx[k], hold[k], lcfg, s,
+                        None if corrs is None else corrs[i], bs)
+            for i, (k, s) in enumerate(zip(sampled, seeds))
+        ]
+        return [o[0] for o in out], [o[1] for o in out]
+    def stacked(r, sampled, srv, seeds, corrs):
+        "`client_step` for every sampled client at once: θ_g on every client's data in one pass, one stacked update."
+        l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, bs)
+        gl = reduce_by_client(l[own], owner[own], K).tolist()
+        ga = reduce_by_client(c[own].float(), owner[own], K).tolist()
+        res = local_update_batched(
+            model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs, compile=cfg.compile
+        )
+        new = {n: torch.stack([x.params[n] for x in res]) for n in srv.params}
+        tl, ta = evaluate_stacked(model, new, X, Y, [hold[k] for k in sampled])
+        mets = [
+            dict(global_loss=gl[k], global_acc=ga[k], local_test_loss=tl[i], local_test_acc=ta[i])
+            for i, k in enumerate(sampled)
+        ]
+        return res, mets
+    return stacked if batched else sequential
 
 def run_federated(model: nn.Module,           # architecture and initial weights θ_0 (not modified)
                   ds,                         # `fedland.data.Dataset`
@@ -500,28 +572,18 @@ def run_federated(model: nn.Module,           # architecture and initial weights
      "`checkpoint_dir` if it holds one).")
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     dev = resolve_device(device)
-    _check_fit(model, ds, part)
-    if cfg.batched is True and (has_batchnorm(model) or buffer_dict(model)):
-        raise ValueError("batched=True needs a model without BatchNorm buffers; use batched='auto' or False")
+    coalition = _check_run(model, ds, part, cfg, coalition)
     model = model.to(dev)
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
-    K, lcfg = len(part), cfg.local
-    bad = [k for k in cfg.free_riders if k >= K]
-    if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
-    if coalition is not None:
-        coalition = sorted({int(k) for k in coalition})
-        if not coalition or coalition[0] < 0 or coalition[-1] >= K:
-            raise ValueError(f"coalition={coalition} must be a non-empty list of client ids in 0..{K - 1}")
-        if cfg.fraction != 1: raise ValueError(f"coalition needs fraction=1 (every member trains every round), got "
-                                               f"fraction={cfg.fraction}")
-    idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
-    owner = client_ids(part, len(Y), dev)
-    own = owner >= 0
+    K = len(part)
     params = {k: v.detach().clone().to(dev) for k, v in param_dict(model).items()}
     buffers = {k: v.detach().clone().to(dev) for k, v in buffer_dict(model).items()}
+    # identity: the settings that train, and what they train on
     spec = [(k, tuple(v.shape)) for k, v in params.items()]
-    ident = {
-        'fed': asdict(cfg),
+    fed = asdict(cfg)
+    if not cfg.free_riders: del fed['free_riders']   # runs without planted clients keep their identity
+    if not cfg.compile: del fed['compile']           # (and runs without compiled steps)
+    what = {
         'dataset': ds.name,
         'n_train': ds.n_train,
         'model': type(model).__name__,
@@ -529,93 +591,35 @@ def run_federated(model: nn.Module,           # architecture and initial weights
         'partition': {'scheme': part.scheme, 'params': part.params, 'seed': part.seed, 'sizes': part.sizes.tolist()},
         'theta0': float(flatten(params).double().sum()),
     }
-    if not cfg.free_riders: del ident['fed']['free_riders']   # runs without planted clients keep their identity
-    if not cfg.compile: del ident['fed']['compile']           # (and runs without compiled steps)
-    if coalition is not None: ident['coalition'] = coalition
-    # checkpoints written before what is recorded left the identity
-    legacy = config_hash(ident)
-    for f in RECORDING_FIELDS: ident['fed'].pop(f)
-    h = config_hash(ident)
+    if coalition is not None: what['coalition'] = coalition
+    identity = run_identity(fed, what)
+    h = identity[0]
     ckpath = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     spill = spill_dir or (Path(checkpoint_dir) / 'clients' if checkpoint_dir else None)
-    hist = History(
-        {
-            **ident['fed'],
-            **{f: getattr(cfg, f) for f in RECORDING_FIELDS},
-            'dataset': ds.name,
-            'model': type(model).__name__,
-            'hash': h,
-        },
-        spec,
-        part.weights,
-        cfg.max_memory_mb * 2**20,
-        spill,
-    )
+    settings = {k: v for k, v in fed.items() if k not in RECORDING_FIELDS}
+    recorded = {f: getattr(cfg, f) for f in RECORDING_FIELDS}
+    meta = {**settings, **recorded, 'dataset': ds.name, 'model': type(model).__name__, 'hash': h}
+    hist = History(meta, spec, part.weights, cfg.max_memory_mb * 2**20, spill)
+    # resume, or round 0
     srv, start = Server(cfg, params, buffers, K, valuer), 1
     test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
-    if ckpath is not None and ckpath.exists():
-        ck = load_checkpoint(ckpath)
-        if ck.get('hash') not in (h, legacy):
-            raise ValueError(
-                f"checkpoint {ckpath} belongs to a different run (settings, "
-                f"data, partition or model differ); use another checkpoint_dir"
-            )
-        start = _restore(ck, hist, srv) + 1
+    ck = resume_checkpoint(ckpath, identity, 'a different run (settings, data, partition or model differ)')
+    if ck is not None: start = _restore(ck, hist, srv) + 1
     else:
         tl, ta = test_eval(params, buffers)
         hist.global_params.append(flatten(params).cpu())
         hist.round_rows.append(dict(round=0, train_loss=math.nan, test_loss=tl, test_acc=ta, n_sampled=0, seconds=0.0))
+    # the rounds: the clients' side from the engine (this process's, or e.g. Flower SuperNodes), the server's here
     batched = cfg.batched is True or (cfg.batched == 'auto' and not buffers)
-    if cfg.compile and not batched: raise ValueError("compile=True compiles the batched local step: it needs "
-                                                     "batched=True or 'auto' and a model without BatchNorm buffers")
+    engine = clients if clients is not None else local_clients(model, X, Y, part, cfg, batched)
+    idx, hold = [np.asarray(ix) for ix in part], [np.asarray(h) for h in part.holdout]
     from tqdm.auto import tqdm
     bar = tqdm(range(start, cfg.rounds + 1), desc=f'{cfg.algorithm} ({K} clients)', disable=not progress, leave=False)
     for r in bar:
         t0 = time.perf_counter()
         sampled = srv.sample(r) if coalition is None else coalition
         seeds = [(cfg.seed, r, k) for k in sampled]
-        corrs = srv.corrections(sampled)
-        if clients is not None:   # e.g. Flower SuperNodes running `client_step` (fedland.flower)
-            res, mets = clients(r, sampled, srv, seeds, corrs)
-        elif batched:   # the batched equivalent of client_step for every sampled client at once
-            # θ_g on every client's data: one pass
-            l, c = per_sample_losses(model, X, Y, srv.params, srv.buffers, cfg.eval_batch_size)
-            gl, ga = (
-                reduce_by_client(l[own], owner[own], K).tolist(),
-                reduce_by_client(c[own].float(), owner[own], K).tolist(),
-            )
-            res = local_update_batched(
-                model, srv.params, X, Y, [idx[k] for k in sampled], lcfg, seeds, corrs=corrs, compile=cfg.compile
-            )
-            tl_, ta_ = evaluate_stacked(
-                model,
-                {n: torch.stack([x.params[n] for x in res]) for n in srv.params},
-                X,
-                Y,
-                [hold[k] for k in sampled],
-            )
-            mets = [
-                dict(global_loss=gl[k], global_acc=ga[k], local_test_loss=tl_[i], local_test_acc=ta_[i])
-                for i, k in enumerate(sampled)
-            ]
-        else:
-            out = [
-                client_step(
-                    model,
-                    srv.params,
-                    srv.client_buffers(k),
-                    X,
-                    Y,
-                    idx[k],
-                    hold[k],
-                    lcfg,
-                    s,
-                    None if corrs is None else corrs[i],
-                    cfg.eval_batch_size,
-                )
-                for i, (k, s) in enumerate(zip(sampled, seeds))
-            ]
-            res, mets = [o[0] for o in out], [o[1] for o in out]
+        res, mets = engine(r, sampled, srv, seeds, srv.corrections(sampled))
         for i, k in enumerate(sampled):
             if k in cfg.free_riders:
                 res[i], mets[i] = _free_ride(model, srv, X, Y, idx[k], hold[k], res[i], cfg.eval_batch_size)

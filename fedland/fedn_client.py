@@ -29,12 +29,12 @@ def to_arrays(params: dict, buffers: dict) -> list:
 def from_arrays(arrays: list, net: torch.nn.Module) -> tuple:
     "(params, buffers) of `net`'s architecture from FEDn's list of arrays; shapes are checked."
     like = {**param_dict(net), **buffer_dict(net)}
-    if len(arrays) != len(like): raise ValueError(f"the model file has {len(arrays)} arrays; {type(net).__name__} "
-                                                  f"needs {len(like)}")
+    if len(arrays) != len(like): raise ValueError(f'the model file has {len(arrays)} arrays; {type(net).__name__} '
+                                                  f'needs {len(like)}')
     out = {}
     for (n, v), a in zip(like.items(), arrays):
         if tuple(a.shape) != tuple(v.shape):
-            raise ValueError(f"array for {n} has shape {tuple(a.shape)}; the model needs {tuple(v.shape)}")
+            raise ValueError(f'array for {n} has shape {tuple(a.shape)}; the model needs {tuple(v.shape)}')
         out[n] = torch.as_tensor(np.asarray(a)).to(v.dtype)
     P = param_dict(net)
     return {n: out[n] for n in P}, {n: out[n] for n in like if n not in P}
@@ -43,9 +43,9 @@ def from_arrays(arrays: list, net: torch.nn.Module) -> tuple:
 def package_experiment(package_dir: str | os.PathLike = '.') -> Experiment:
     "The experiment of a compute package: `FEDLAND_EXPERIMENT` or `<package>/experiment.json` (Experiment fields)."
     f = Path(os.environ.get('FEDLAND_EXPERIMENT') or Path(package_dir) / 'experiment.json')
-    if not f.exists(): raise ValueError(f"no experiment file {f}: put one in the package or set FEDLAND_EXPERIMENT")
+    if not f.exists(): raise ValueError(f'no experiment file {f}: put one in the package or set FEDLAND_EXPERIMENT')
     try: cfg = json.loads(f.read_text())
-    except json.JSONDecodeError as e: raise ValueError(f"experiment file {f} is not valid JSON: {e}") from e
+    except json.JSONDecodeError as e: raise ValueError(f'experiment file {f} is not valid JSON: {e}') from e
     return Experiment(**cfg)
 
 def partition_id(exp: Experiment) -> int:
@@ -54,9 +54,9 @@ def partition_id(exp: Experiment) -> int:
     try:
         k = int(v)
     except ValueError:
-        raise ValueError(f"FEDLAND_PARTITION_ID={v!r} must be an int in 0..{exp.n_clients - 1}") from None
-    if not 0 <= k < exp.n_clients: raise ValueError(f"FEDLAND_PARTITION_ID={k} is out of range: must be in "
-                                                    f"0..{exp.n_clients - 1} (n_clients={exp.n_clients})")
+        raise ValueError(f'FEDLAND_PARTITION_ID={v!r} must be an int in 0..{exp.n_clients - 1}') from None
+    if not 0 <= k < exp.n_clients: raise ValueError(f'FEDLAND_PARTITION_ID={k} is out of range: must be in '
+                                                    f'0..{exp.n_clients - 1} (n_clients={exp.n_clients})')
     return k
 
 # %% ../nbs/12_fedn.ipynb #c011
@@ -122,7 +122,7 @@ def main(argv: list | None = None) -> int:
     "Command line of the package scripts: `build [OUT]`, `startup`, `train IN OUT`, `validate IN OUT`."
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] not in ('build', 'startup', 'train', 'validate'):
-        print("usage: build [OUT] | startup | train IN OUT | validate IN OUT", file=sys.stderr)
+        print('usage: build [OUT] | startup | train IN OUT | validate IN OUT', file=sys.stderr)
         return 2
     cmd, args = argv[0], argv[1:]
     exp = package_experiment(Path.cwd())
@@ -134,7 +134,7 @@ def main(argv: list | None = None) -> int:
         prepare(exp)
         return 0  # load (and cache) the data and check the partition
     if len(args) != 2:
-        print(f"usage: {cmd} IN OUT", file=sys.stderr)
+        print(f'usage: {cmd} IN OUT', file=sys.stderr)
         return 2
     (train if cmd == 'train' else validate)(args[0], args[1], exp, k)
     return 0

@@ -39,7 +39,7 @@ def experiment_from_config(run_config: dict, **override) -> Experiment:
         if name in ('ratios', 'fractions', 'root', 'valuation_horizon') and v == '': v = None
         elif name in ('ratios', 'fractions') and isinstance(v, str):
             try: v = json.loads(v)
-            except json.JSONDecodeError as e: raise ValueError(f"run config {key}={v!r} must be a JSON list") from e
+            except json.JSONDecodeError as e: raise ValueError(f'run config {key}={v!r} must be a JSON list') from e
         kw[name] = v
     kw.update(override)
     if kw.get('engine', 'flower') != 'flower':
@@ -50,7 +50,7 @@ def app_setting(run_config: dict, key: str) -> float:
     "An engine setting of the run config (`APP_KEYS`), checked."
     v = run_config.get(key, APP_KEYS[key])
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0:
-        raise ValueError(f"{key}={v!r} must be a number of seconds > 0")
+        raise ValueError(f'{key}={v!r} must be a number of seconds > 0')
     return float(v)
 
 # %% ../nbs/11_flower.ipynb #c011
@@ -85,12 +85,12 @@ def prepared(exp: Experiment) -> tuple:
 def partition_id(context: Context, exp: Experiment) -> int:
     "The client this SuperNode serves: its `partition-id` node config, checked against the experiment."
     nc = context.node_config
-    if 'partition-id' not in nc: raise ValueError("this SuperNode has no partition-id: start it with --node-config "
-                                                  "\"partition-id=K num-partitions=N\"")
+    if 'partition-id' not in nc: raise ValueError('this SuperNode has no partition-id: start it with --node-config '
+                                                  '\"partition-id=K num-partitions=N\"')
     k = nc['partition-id']
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < exp.n_clients:
-        raise ValueError(f"partition-id={k!r} is out of range: must be an int in 0..{exp.n_clients - 1} "
-                         f"(n_clients={exp.n_clients})")
+        raise ValueError(f'partition-id={k!r} is out of range: must be an int in 0..{exp.n_clients - 1} '
+                         f'(n_clients={exp.n_clients})')
     n = nc.get('num-partitions', exp.n_clients)
     if n != exp.n_clients: raise ValueError(f"num-partitions={n!r} of this SuperNode differs from the run's "
                                             f"n_clients={exp.n_clients}")
@@ -197,21 +197,21 @@ class FlowerClients:
                 for rep in self.grid.send_and_receive(msgs, timeout=max(1.0, t_end - time.monotonic())):
                     n = rep.metadata.src_node_id
                     asked.add(n)
-                    if rep.has_error(): raise RuntimeError(f"SuperNode {n} cannot serve this run: {rep.error.reason}")
+                    if rep.has_error(): raise RuntimeError(f'SuperNode {n} cannot serve this run: {rep.error.reason}')
                     info = rep.content['node']
                     k = int(info['partition-id'])
                     if info['fedland'] != fedland.__version__:
                         raise RuntimeError(f"SuperNode {n} (client {k}) runs fedland {info['fedland']}, the server "
                                            f"{fedland.__version__}: install the same version everywhere")
                     if info['fingerprint'] != partition_fingerprint(part, k):
-                        raise RuntimeError(f"SuperNode {n} (client {k}) built a different partition than the server: "
-                                           f"same dataset files, seed and fedland version needed")
+                        raise RuntimeError(f'SuperNode {n} (client {k}) built a different partition than the server: '
+                                           f'same dataset files, seed and fedland version needed')
                     if self.node_of.get(k, n) != n:
-                        raise RuntimeError(f"SuperNodes {self.node_of[k]} and {n} both serve partition-id={k}")
+                        raise RuntimeError(f'SuperNodes {self.node_of[k]} and {n} both serve partition-id={k}')
                     self.node_of[k] = n
                     log(
                         logging.INFO,
-                        "fedland: client %d is SuperNode %d (%d training samples)",
+                        'fedland: client %d is SuperNode %d (%d training samples)',
                         k,
                         n,
                         int(info['n-train']),
@@ -219,10 +219,10 @@ class FlowerClients:
             if len(self.node_of) < K:
                 if time.monotonic() > t_end:
                     miss = sorted(set(range(K)) - set(self.node_of))
-                    raise TimeoutError(f"after node-timeout={self.node_timeout:g} s no SuperNode serves clients "
-                                       f"{miss} (of 0..{K - 1}); "
-                                       f"start one per missing client with --node-config \"partition-id=K "
-                                       f"num-partitions={K}\"")
+                    raise TimeoutError(f'after node-timeout={self.node_timeout:g} s no SuperNode serves clients '
+                                       f'{miss} (of 0..{K - 1}); '
+                                       f'start one per missing client with --node-config \"partition-id=K '
+                                       f'num-partitions={K}\"')
                 time.sleep(self.poll)
         return self.node_of
 
@@ -249,13 +249,13 @@ class FlowerClients:
             rep.metadata.src_node_id: rep for rep in self.grid.send_and_receive(msgs, timeout=self.round_timeout)
         }
         missing = [k for k in sampled if self.node_of[k] not in replies]
-        if missing: raise TimeoutError(f"round {r}: no reply from clients {missing} within "
-                                       f"round-timeout={self.round_timeout:g} s")
+        if missing: raise TimeoutError(f'round {r}: no reply from clients {missing} within '
+                                       f'round-timeout={self.round_timeout:g} s')
         results, metrics = [], []
         for k in sampled:
             rep = replies[self.node_of[k]]
-            if rep.has_error(): raise RuntimeError(f"round {r}: client {k} (SuperNode {self.node_of[k]}) failed: "
-                                                   f"{rep.error.reason}")
+            if rep.has_error(): raise RuntimeError(f'round {r}: client {k} (SuperNode {self.node_of[k]}) failed: '
+                                                   f'{rep.error.reason}')
             m = rep.content['metrics']
             results.append(
                 LocalResult(
@@ -270,7 +270,7 @@ class FlowerClients:
             metrics.append({n: float(m[n]) for n in ('global_loss', 'global_acc', 'local_test_loss', 'local_test_acc')})
         self.seconds.append(time.perf_counter() - t0)
         log(
-            logging.INFO, "fedland: round %d/%d, %d clients, %.2f s", r, self.exp.rounds, len(sampled), self.seconds[-1]
+            logging.INFO, 'fedland: round %d/%d, %d clients, %.2f s', r, self.exp.rounds, len(sampled), self.seconds[-1]
         )
         return results, metrics
 
@@ -283,7 +283,7 @@ def server_main(grid: Grid, context: Context, exp: Experiment | None = None):
     eng = FlowerClients(grid, exp, app_setting(rc, 'node-timeout'), app_setting(rc, 'round-timeout'))
     log(
         logging.INFO,
-        "fedland: experiment %s [%s], %d clients, %d rounds, store %s",
+        'fedland: experiment %s [%s], %d clients, %d rounds, store %s',
         exp.name,
         exp.id,
         exp.n_clients,
@@ -291,7 +291,7 @@ def server_main(grid: Grid, context: Context, exp: Experiment | None = None):
         exp.store,
     )
     res = run_experiment(exp, progress=False, clients=eng)
-    log(logging.INFO, "fedland: %r", res)
+    log(logging.INFO, 'fedland: %r', res)
     return res
 
 def make_server_app(exp: Experiment | None = None) -> ServerApp:

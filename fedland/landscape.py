@@ -10,7 +10,7 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['GRID_ENGINES', 'ENGINE_CHOICES', 'as_params', 'random_direction', 'Plane', 'random_plane', 'plane_from_directions',
-           'model_plane', 'pca_plane', 'line', 'fit_range', 'Landscape', 'grid_losses', 'choose_engine',
+           'model_plane', 'pca_plane', 'line', 'fit_range', 'Landscape', 'logit_nll', 'grid_losses', 'choose_engine',
            'evaluate_grid', 'evaluate_span']
 
 # %% ../nbs/05_landscape.ipynb #c004
@@ -19,17 +19,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
-from fedland.models import (
-    param_dict,
-    buffer_dict,
-    flatten,
-    unflatten,
-    piecewise_linear_graph,
-    _NotBatchable,
-    _conv,
-    _graph_logits,
-    _own_params,
-)
+from .models import param_dict, buffer_dict, flatten, unflatten
+from .stacked import NotBatchable, graph_logits, grouped_conv, own_params, piecewise_linear_graph
+from .checks import check_int, check_real
 
 # %% ../nbs/05_landscape.ipynb #c007
 def _spec(params: dict) -> list:
@@ -40,7 +32,7 @@ def as_params(x) -> dict:
     "Trainable parameters of a model, or a dict of tensors as given (detached)."
     if isinstance(x, nn.Module): return dict(param_dict(x))
     if isinstance(x, dict): return {k: v.detach() for k, v in x.items()}
-    raise TypeError(f"expected an nn.Module or a dict of parameter tensors, got {type(x).__name__}")
+    raise TypeError(f'expected an nn.Module or a dict of parameter tensors, got {type(x).__name__}')
 
 def random_direction(params,                # model or parameter dict the direction is scaled to
                      seed: int = 0,         # seed of the Gaussian draw
@@ -55,7 +47,7 @@ def random_direction(params,                # model or parameter dict the direct
     if norm not in ('filter', 'layer', None): raise ValueError(f"norm={norm!r} must be 'filter', 'layer' or None")
     if ignore not in ('biasbn', None): raise ValueError(f"ignore={ignore!r} must be 'biasbn' or None")
     if layers is not None and not any(k.startswith(tuple(layers)) for k in p):
-        raise ValueError(f"layers={layers!r} match no parameter; names are {list(p)[:6]}…")
+        raise ValueError(f'layers={layers!r} match no parameter; names are {list(p)[:6]}…')
     g = torch.Generator().manual_seed(int(seed))
     d = {}
     for k, w in p.items():
@@ -106,20 +98,20 @@ def _as_flat(x, spec=None) -> torch.Tensor:
     else:
         p = as_params(x)
         if spec is not None and _spec(p) != [(n, tuple(s)) for n, s in spec]:
-            raise ValueError("models have different architectures (parameter names or shapes differ)")
+            raise ValueError('models have different architectures (parameter names or shapes differ)')
         v = flatten(p)
     n = sum(math.prod(s) for _, s in spec) if spec is not None else v.numel()
-    if v.ndim != 1 or v.numel() != n: raise ValueError(f"parameter vector has {v.numel()} entries, the model has {n}")
+    if v.ndim != 1 or v.numel() != n: raise ValueError(f'parameter vector has {v.numel()} entries, the model has {n}')
     return v.float()
 
 def _check_direction(d, params: dict, name: str) -> torch.Tensor:
     "A direction (dict or flat) as a flat vector matching `params`."
     if isinstance(d, dict):
         if _spec({k: v for k, v in d.items()}) != _spec(params):
-            raise ValueError(f"{name} does not match the model (parameter names or shapes differ)")
+            raise ValueError(f'{name} does not match the model (parameter names or shapes differ)')
         d = flatten(d)
     n = sum(v.numel() for v in params.values())
-    if d.ndim != 1 or d.numel() != n: raise ValueError(f"{name} has {d.numel()} entries, the model has {n} parameters")
+    if d.ndim != 1 or d.numel() != n: raise ValueError(f'{name} has {d.numel()} entries, the model has {n} parameters')
     return d.detach().float()
 
 def random_plane(
@@ -151,10 +143,10 @@ def model_plane(origin, a, b) -> Plane:
     spec = _spec(p)
     o = flatten(p).float()
     u, v = _as_flat(a, spec) - o, _as_flat(b, spec) - o
-    if u.norm() == 0: raise ValueError("model a equals the origin: no plane")
+    if u.norm() == 0: raise ValueError('model a equals the origin: no plane')
     e1 = u / u.norm()
     w = v - (v @ e1) * e1
-    if w.norm() <= 1e-7 * v.norm().clamp(min=1e-30): raise ValueError("the three models are collinear: no plane")
+    if w.norm() <= 1e-7 * v.norm().clamp(min=1e-30): raise ValueError('the three models are collinear: no plane')
     e2 = w / w.norm()
     return Plane(o, e1, e2, spec, 'models', {'a': (float(u @ e1), 0.0), 'b': (float(v @ e1), float(v @ e2))})
 
@@ -162,7 +154,7 @@ def pca_plane(trajectory: list, spec=None, final=None) -> Plane:
     ("Plane through the final model along the top two principal "
      "directions of (θ_t − θ_final); `info` has explained variance.")
     T = torch.stack([_as_flat(t, spec) for t in trajectory]).double()
-    if len(T) < 3: raise ValueError(f"trajectory has {len(T)} models; a PCA plane needs at least 3")
+    if len(T) < 3: raise ValueError(f'trajectory has {len(T)} models; a PCA plane needs at least 3')
     f = T[-1] if final is None else _as_flat(final, spec).double()
     M = T - f
     _, S, Vh = torch.linalg.svd(M - M.mean(0), full_matrices=False)
@@ -189,7 +181,7 @@ def fit_range(plane: Plane, models, margin: float = 0.25) -> dict:
     ("`xrange`/`yrange` covering the projections of `models` (dict "
      "or list), widened by `margin` × their extent on each side.")
     vs = list(models.values()) if isinstance(models, dict) else list(models)
-    if not vs: raise ValueError("fit_range needs at least one model")
+    if not vs: raise ValueError('fit_range needs at least one model')
     pts = np.array([plane.project(v)[:2] for v in vs])
     lo, hi = pts.min(0), pts.max(0)
     m = margin * np.maximum(hi - lo, 1e-3)
@@ -227,7 +219,7 @@ class Landscape:
     def leave_one_out(self, k: int) -> np.ndarray:
         "Landscape without client k: L_{−k} = (L − p_k L_k)/(1 − p_k)."
         p = self.weights[k]
-        if p >= 1: raise ValueError(f"client {k} holds all the data: no leave-one-out landscape")
+        if p >= 1: raise ValueError(f'client {k} holds all the data: no leave-one-out landscape')
         return (self.loss - p * self.client_loss[k]) / (1 - p)
     def save(self, path: str | os.PathLike):
         "Write an `.npz` artifact (atomic; no pickles)."
@@ -257,11 +249,11 @@ class Landscape:
             pts = {str(n): tuple(float(v) for v in c) for n, c in zip(a['point_names'], a['point_coords'])}
             return cls(a['x'], a.get('y'), a['loss'], a['acc'], a['client_loss'], a['client_acc'], a['weights'],
                        a.get('test_loss'), a.get('test_acc'), pts, str(a['kind']))
-        except Exception as e: raise RuntimeError(f"landscape artifact {path} is corrupt or unreadable "
-                                                  f"({type(e).__name__}: {e})") from e
+        except Exception as e: raise RuntimeError(f'landscape artifact {path} is corrupt or unreadable '
+                                                  f'({type(e).__name__}: {e})') from e
 
 # %% ../nbs/05_landscape.ipynb #c023
-def _nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def logit_nll(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     ("Cross-entropy per sample of logits (..., n, C) and labels (n,), as logsumexp − logit of the label (4× faster on "
      "a CPU than log_softmax).")
     return torch.logsumexp(out, -1) - out.gather(-1, y.expand(*out.shape[:-1]).unsqueeze(-1)).squeeze(-1)
@@ -278,12 +270,12 @@ def _first_layer(mod, name, x, dirs, cf, cache):
         W = torch.cat([d[name + '.weight'] for d in dirs])
         b = torch.cat([d[name + '.bias'] for d in dirs]) if mod.bias is not None else None
         if isinstance(mod, nn.Linear):
-            if x.ndim != 2: raise _NotBatchable(name)
+            if x.ndim != 2: raise NotBatchable(name)
             cache[name] = ('gb', F.linear(x, W, b).view(B, J, -1).transpose(0, 1).contiguous(), None)   # (J, B, out)
         else:
-            if mod.groups != 1: raise _NotBatchable(name)
+            if mod.groups != 1: raise NotBatchable(name)
             # (B, J·C, *S), channels innermost
-            y = _conv(mod, x, W, b, 1)
+            y = grouped_conv(mod, x, W, b, 1)
             # (B·∏S, J, C): a view
             cache[name] = ('ch', y.movedim(1, -1).reshape(-1, J, mod.out_channels), y.shape[2:])
     kind, y, S = cache[name]
@@ -300,13 +292,13 @@ def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk,
     stacks = {}   # layer name -> its directions stacked (J, ...) per parameter
     def stack(name, mod):
         if name not in stacks:
-            stacks[name] = {n: torch.stack([d[f'{name}.{n}'] for d in dirs]) for n in _own_params(mod)}
+            stacks[name] = {n: torch.stack([d[f'{name}.{n}'] for d in dirs]) for n in own_params(mod)}
         return stacks[name]
     for s in range(0, len(Y), batch_size):
         x, y, oh, cache = X[s:s + batch_size], Y[s:s + batch_size], onehot[s:s + batch_size], {}
         for g in range(0, G, chunk):
             cf = coef[g:g + chunk]
-            out = _graph_logits(
+            out = graph_logits(
                 gm,
                 x,
                 lambda name, mod: {n: _combine(cf, D) for n, D in stack(name, mod).items()},
@@ -316,7 +308,7 @@ def _graph_grid_losses(gm, dirs, coef, X, Y, onehot, buffers, batch_size, chunk,
                 lambda mod, name, h: _first_layer(mod, name, h, dirs, cf, cache),
             )
             c = len(out)
-            l = _nll(out, y)
+            l = logit_nll(out, y)
             # both per-client sums in one GEMM
             lc = torch.stack([l, (out.argmax(-1) == y[None]).to(l.dtype)]).view(2 * c, len(y)) @ oh
             L[g:g + c] += lc[:c].double()
@@ -347,7 +339,7 @@ def _vmap_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
         out = f(stacked, X[s:s + batch_size])
         y = Y[s:s + batch_size]
         B = len(y)
-        l = _nll(out, y)
+        l = logit_nll(out, y)
         c = (out.argmax(-1) == y[None]).to(l.dtype)
         oh = onehot[s:s + batch_size].to(l.dtype)
         L += (l @ oh).double()
@@ -363,7 +355,7 @@ def _loop_losses(model, spec, buffers, flats, X, Y, onehot, batch_size):
         p = dict(unflatten(flat, {n: torch.empty(s_) for n, s_ in spec}))
         for s in range(0, len(X), batch_size):
             out, y = functional_call(model, (p, buffers), (X[s:s + batch_size],)), Y[s:s + batch_size]
-            l = _nll(out, y)
+            l = logit_nll(out, y)
             lc = torch.stack([l, (out.argmax(-1) == y).to(l.dtype)]) @ onehot[s:s + batch_size].to(l.dtype)
             L[g] += lc[0].double()
             C[g] += lc[1].double()
@@ -420,7 +412,7 @@ def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tenso
         for e in list(secs):
             t = time.perf_counter()
             try: grid_losses(model, directions, cf, Xp, Yp, oh, buffers, e, batch_size, chunk_points)
-            except _NotBatchable:
+            except NotBatchable:
                 del secs[e]
                 continue
             secs[e] = min(secs[e], time.perf_counter() - t)
@@ -430,7 +422,7 @@ def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tenso
 def _grid(v, steps: int, span: float) -> np.ndarray:
     "Coordinates: `steps` points over [−span, span], or over an explicit (lo, hi) range."
     lo, hi = (-span, span) if v is None else v
-    if not hi > lo: raise ValueError(f"range {v} must have hi > lo")
+    if not hi > lo: raise ValueError(f'range {v} must have hi > lo')
     return np.linspace(lo, hi, steps)
 
 @torch.no_grad()
@@ -453,28 +445,25 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
                   engine: str = 'auto',
                  ) -> Landscape:
     "Global, per-client and test losses on a 1-D or 2-D grid, from one pass over the data per grid point."
-    if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
-        raise ValueError(f"steps={steps!r} must be an int ≥ 2")
-    if not (isinstance(span, (int, float)) and math.isfinite(span) and span > 0):
-        raise ValueError(f"span={span!r} must be > 0")
-    if plane.ndim == 1 and yrange is not None: raise ValueError("yrange given for a 1-D line")
+    check_int('steps', steps, 2)
+    check_real('span', span, 0, lo_open=True)
+    if plane.ndim == 1 and yrange is not None: raise ValueError('yrange given for a 1-D line')
     if engine not in GRID_ENGINES: raise ValueError(f"engine={engine!r} must be one of {', '.join(GRID_ENGINES)}")
     for n_, v_ in (('chunk_points', chunk_points), ('batch_size', batch_size)):
-        if v_ is not None and (isinstance(v_, bool) or not isinstance(v_, (int, np.integer)) or v_ < 1):
-            raise ValueError(f"{n_}={v_!r} must be an int ≥ 1 (or None for the default)")
+        if v_ is not None: check_int(n_, v_, 1)   # None: the engine's default
     spec = [(n, tuple(s)) for n, s in plane.spec]
     if spec != _spec(param_dict(model)):
-        raise ValueError("plane does not match the model (parameter names or shapes differ)")
+        raise ValueError('plane does not match the model (parameter names or shapes differ)')
     dev = next(model.parameters()).device
     if owner is None: owner = torch.zeros(len(Y), dtype=torch.long)
     owner = torch.as_tensor(owner).to(dev)
-    if len(owner) != len(Y): raise ValueError(f"owner has {len(owner)} entries for {len(Y)} samples")
+    if len(owner) != len(Y): raise ValueError(f'owner has {len(owner)} entries for {len(Y)} samples')
     K = int(owner.max()) + 1 if len(owner) else 0
     keep = owner >= 0
     n_k = torch.bincount(owner[keep], minlength=K)
     if K == 0 or (n_k == 0).any():
         raise ValueError(
-            f"client {int((n_k == 0).nonzero()[0]) if K else 0} has no data: every client id in owner needs samples"
+            f'client {int((n_k == 0).nonzero()[0]) if K else 0} has no data: every client id in owner needs samples'
         )
     X, Y, own = X.to(dev)[keep], Y.to(dev)[keep], owner[keep]
     onehot = F.one_hot(own, K).float()
@@ -540,16 +529,16 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
     D = torch.as_tensor(directions, dtype=torch.float32).to(dev)
     cf = torch.as_tensor(np.asarray(coefs, dtype=np.float32)).to(dev)
     if D.ndim != 2 or D.shape[1] != len(o):
-        raise ValueError(f"directions must have shape (J, {len(o)}), got {tuple(D.shape)}")
+        raise ValueError(f'directions must have shape (J, {len(o)}), got {tuple(D.shape)}')
     if cf.ndim != 2 or cf.shape[1] != len(D):
-        raise ValueError(f"coefs must have shape (G, {len(D)}), got {tuple(cf.shape)}")
+        raise ValueError(f'coefs must have shape (G, {len(D)}), got {tuple(cf.shape)}')
     owner = torch.zeros(len(Y), dtype=torch.long) if owner is None else torch.as_tensor(owner)
     owner = owner.to(dev)
     keep = owner >= 0
     X, Y, own = X.to(dev)[keep], Y.to(dev)[keep], owner[keep]
     K = int(own.max()) + 1 if len(own) else 0
     n_k = torch.bincount(own, minlength=K)
-    if K == 0 or (n_k == 0).any(): raise ValueError("every client id in owner needs samples")
+    if K == 0 or (n_k == 0).any(): raise ValueError('every client id in owner needs samples')
     onehot = F.one_hot(own, K).float()
     bufs = {k: v.to(dev) for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
     dirs, cf = torch.cat([o[None], D]), torch.cat([torch.ones(len(cf), 1, device=dev), cf], 1)

@@ -4,18 +4,19 @@
 
 # %% ../nbs/02_models.ipynb #c003
 from __future__ import annotations
-import ctypes, ctypes.util, math, operator, os, sys, weakref
+import ctypes, ctypes.util, math, os, sys
 from collections import OrderedDict
 
 # %% auto #0
-__all__ = ['MODELS', 'ALLOCATOR_TUNED', 'MLP', 'CNN1D', 'CNN', 'NIIDBenchCNN', 'BasicBlock', 'ResNet', 'build_model',
-           'param_dict', 'buffer_dict', 'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params',
-           'same_architecture', 'linear_relu_layers', 'piecewise_linear_graph', 'stacked_forward', 'tune_allocator']
+__all__ = ['MODELS', 'MLP', 'CNN1D', 'CNN', 'NIIDBenchCNN', 'BasicBlock', 'ResNet', 'build_model', 'param_dict', 'buffer_dict',
+           'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params', 'same_architecture',
+           'linear_relu_layers', 'tune_allocator']
 
 # %% ../nbs/02_models.ipynb #c004
 import torch
 from torch import nn
 import torch.nn.functional as F
+from .checks import check_int
 
 # %% ../nbs/02_models.ipynb #c007
 class MLP(nn.Module):
@@ -113,8 +114,8 @@ def _construct(name, shape, n_classes, **kw):
         if len(shape) != 1 and not (len(shape) == 2 and shape[0] == 1):
             raise ValueError(f"model='cnn1d' needs 1-D inputs (length,), got input shape {shape}")
         return CNN1D(shape[-1], n_classes, **kw)
-    if len(shape) != 3: raise ValueError(f"model={name!r} needs image inputs (channels, height, width), got input "
-                                         f"shape {shape}")
+    if len(shape) != 3: raise ValueError(f'model={name!r} needs image inputs (channels, height, width), got input '
+                                         f'shape {shape}')
     return MODELS[name](shape, n_classes, **kw)
 
 def build_model(name: str,            # one of `MODELS`
@@ -128,18 +129,18 @@ def build_model(name: str,            # one of `MODELS`
     if not isinstance(name, str) or name.lower() not in MODELS:
         raise ValueError(f"model={name!r} is unknown; valid models: {', '.join(MODELS)}")
     shape = tuple(int(s) for s in input_shape)
-    if not isinstance(n_classes, int) or n_classes < 2: raise ValueError(f"n_classes={n_classes!r} must be an int ≥ 2")
+    check_int('n_classes', n_classes, 2)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         try:
             m = _construct(name.lower(), shape, n_classes, **kwargs)
         except (RuntimeError, ZeroDivisionError) as e:
-            raise ValueError(f"model={name!r} cannot be built for input shape {shape}: {e}") from e
+            raise ValueError(f'model={name!r} cannot be built for input shape {shape}: {e}') from e
     try:
         with torch.no_grad(): out = m.eval()(torch.zeros(2, *shape))
-    except RuntimeError as e: raise ValueError(f"model={name!r} does not fit input shape {shape}: {e}") from e
-    if tuple(out.shape) != (2, n_classes): raise ValueError(f"model={name!r} outputs {tuple(out.shape)[1:]} for input "
-                                                            f"shape {shape}, expected ({n_classes},)")
+    except RuntimeError as e: raise ValueError(f'model={name!r} does not fit input shape {shape}: {e}') from e
+    if tuple(out.shape) != (2, n_classes): raise ValueError(f'model={name!r} outputs {tuple(out.shape)[1:]} for input '
+                                                            f'shape {shape}, expected ({n_classes},)')
     return m.train()
 
 # %% ../nbs/02_models.ipynb #c018
@@ -162,8 +163,8 @@ def flatten(params: dict) -> torch.Tensor:
 def unflatten(vec: torch.Tensor, like: dict) -> OrderedDict:
     "Split a flat vector into tensors shaped like `like`'s values."
     n = sum(p.numel() for p in like.values())
-    if vec.ndim != 1 or vec.numel() != n: raise ValueError(f"vector has shape {tuple(vec.shape)}, expected ({n},) for "
-                                                           f"these parameters")
+    if vec.ndim != 1 or vec.numel() != n: raise ValueError(f'vector has shape {tuple(vec.shape)}, expected ({n},) for '
+                                                           f'these parameters')
     out, i = OrderedDict(), 0
     for k, p in like.items():
         out[k] = vec[i:i + p.numel()].view_as(p)
@@ -211,263 +212,6 @@ def linear_relu_layers(model: nn.Module) -> list | None:
         else: return None
     return [tuple(x) for x in out] if out and not out[-1][2] else None
 
-# %% ../nbs/02_models.ipynb #c026b
-# functions that act on each channel alone (the stacked engine keeps its models as channel groups through them)
-_CHANNELWISE_FN = {F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
-                   F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
-_PL_FUNCTIONS = _CHANNELWISE_FN | {torch.flatten, torch.add, operator.add, operator.getitem, getattr}
-_PL_METHODS = {'relu', 'flatten', 'reshape', 'view', 'size', 'add'}
-_PL_MODULES = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.Flatten,
-    nn.Identity,
-    nn.Dropout,
-)
-_GRAPHS = weakref.WeakKeyDictionary()
-
-def _piecewise_linear(gm) -> bool:
-    "Whether every node of a traced graph is a piecewise-linear operation and no parametric layer is called twice."
-    mods, used = dict(gm.named_modules()), set()
-    for n in gm.graph.nodes:
-        if n.op == 'call_module':
-            m = mods[n.target]
-            if not isinstance(m, _PL_MODULES): return False
-            if isinstance(m, (nn.Conv1d, nn.Conv2d)) and (m.padding_mode != 'zeros' or isinstance(m.padding, str)):
-                return False
-            if any(True for _ in m.parameters(recurse=False)):
-                if n.target in used: return False
-                used.add(n.target)
-        elif n.op == 'call_function' and n.target not in _PL_FUNCTIONS: return False
-        elif n.op == 'call_method' and n.target not in _PL_METHODS: return False
-        elif n.op == 'get_attr': return False
-    return True
-
-def piecewise_linear_graph(model: nn.Module):
-    ("The `torch.fx` graph of `model` when it is piecewise linear in every parameter (Linear, Conv, BatchNorm in eval "
-     "mode, ReLU, pooling, reshapes, sums; each parametric layer used once), else None.")
-    if model in _GRAPHS: return _GRAPHS[model]
-    try:
-        from torch import fx
-        gm = fx.symbolic_trace(model)
-        out = gm if _piecewise_linear(gm) else None
-    except Exception: out = None   # not traceable (data-dependent control flow, ...): the general paths apply
-    _GRAPHS[model] = out
-    return out
-
-# %% ../nbs/02_models.ipynb #c026g
-class _NotBatchable(Exception): ("A traced network the stacked engine cannot run (e.g. a Linear layer on 3-D input): "
-                                 "use a per-model path.")
-
-def _own_params(mod: nn.Module) -> list:
-    "Names of a module's own parameters (not its children's)."
-    return [n for n, p in mod._parameters.items() if p is not None]
-
-_CHANNELWISE_MOD = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.Identity,
-    nn.Dropout,
-)
-_SUMS = {operator.add, torch.add}
-_VIEWS = {'view', 'reshape', 'flatten', 'squeeze', 'unsqueeze', torch.flatten, operator.getitem}
-_RELUS = {F.relu, torch.relu}
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
-_CL = torch.channels_last
-_MODULES = weakref.WeakKeyDictionary()   # traced graph -> its modules by name
-
-def _channels_last(v):
-    "v with its channels (dim 1) innermost in memory."
-    if v.ndim == 4: return v.contiguous(memory_format=_CL)
-    return v.transpose(1, -1).contiguous().transpose(1, -1) if v.ndim == 3 else v.contiguous()
-
-class _ChToGB(torch.autograd.Function):
-    ("'ch' (B, G·C, *S), channels innermost, to 'gb' (G·B, C, *S) in one copy; the gradient goes back "
-     "channels-innermost too (autograd's reshape would hand the convolution and ReLU before it a gradient in the "
-     "other layout, 15× slower to consume).")
-    @staticmethod
-    def forward(v, G, B):
-        return (
-            v.movedim(1, -1)
-            .reshape(B, *v.shape[2:], G, v.shape[1] // G)
-            .movedim((-2, -1), (0, 2))
-            .reshape(G * B, v.shape[1] // G, *v.shape[2:])
-        )
-    @staticmethod
-    def setup_context(ctx, inputs, output): ctx.G, ctx.B = inputs[1], inputs[2]
-    @staticmethod
-    def backward(ctx, g):
-        G, B = ctx.G, ctx.B
-        C, S = g.shape[1], g.shape[2:]
-        return g.reshape(G, B, C, *S).movedim((0, 2), (-2, -1)).reshape(B, *S, G * C).movedim(-1, 1), None, None
-
-def _to_gb(v, rep, G, B):
-    "A model-dependent value as 'gb': model-major batches (G·B, ...)."
-    return v if rep == 'gb' else _ChToGB.apply(v, G, B)
-
-def _to_ch(v, rep, G, B):
-    "A model-dependent value as 'ch': the models as channel groups (B, G·C, ...), channels innermost in memory."
-    if rep == 'ch': return v
-    s = v.shape
-    return _channels_last(v.reshape(G, B, *s[1:]).transpose(0, 1).reshape(B, G * s[1], *s[2:]))
-
-def _conv(mod, x, w, b, groups):
-    ("A convolution as conv2d on channels-last tensors (1-D ones as height 1): oneDNN's fast kernels (5× the NCL "
-     "conv1d on a CPU).")
-    one = isinstance(mod, nn.Conv1d)
-    if one: x, w = x.unsqueeze(2), w.unsqueeze(2)
-    st, pd, dl = (
-        ((1, mod.stride[0]), (0, mod.padding[0]), (1, mod.dilation[0]))
-        if one
-        else (mod.stride, mod.padding, mod.dilation)
-    )
-    y = F.conv2d(x.contiguous(memory_format=_CL), w.contiguous(memory_format=_CL), b, st, pd, dl, groups)
-    return y.squeeze(2) if one else y
-
-def _stacked_layer(mod, name, v, rep, P, buffers, G, B):
-    ("A parametric layer on model-dependent activations, every model with its own weights P (name → (G, ...)): bmm "
-     "for Linear ('gb'), one grouped channels-last conv for all models ('ch'), a per-channel affine map for BatchNorm "
-     "in eval mode.")
-    if isinstance(mod, nn.Linear):
-        h = _to_gb(v, rep, G, B)
-        if h.ndim != 2: raise _NotBatchable(name)
-        hv, Wt = h.view(G, B, -1), P['weight'].transpose(1, 2)
-        return (torch.baddbmm(P['bias'][:, None, :], hv, Wt) if 'bias' in P else torch.bmm(hv, Wt)).view(
-            G * B, -1
-        ), 'gb'
-    x = _to_ch(v, rep, G, B)
-    if isinstance(mod, (nn.Conv1d, nn.Conv2d)):
-        w = P['weight'].reshape(G * mod.out_channels, *P['weight'].shape[2:])
-        return _conv(mod, x, w, P['bias'].reshape(-1) if 'bias' in P else None, G * mod.groups), 'ch'
-    rm, rv = buffers.get(name + '.running_mean'), buffers.get(name + '.running_var')
-    if rm is None or rv is None or mod.training: raise _NotBatchable(name)
-    ex = [1] * (x.ndim - 2)
-    sc = torch.rsqrt(rv + mod.eps).repeat(G)
-    sh = -rm.repeat(G) * sc
-    if 'weight' in P: sc, sh = sc * P['weight'].reshape(-1), sh * P['weight'].reshape(-1) + P['bias'].reshape(-1)
-    return x * sc.view(1, -1, *ex) + sh.view(1, -1, *ex), 'ch'
-
-def _arg(a, env, rep, target, G, B):
-    ("A node argument in the representation `target` (None: as computed); model-independent batches are repeated for "
-     "every model.")
-    if isinstance(a, (tuple, list)): return type(a)(_arg(b, env, rep, target, G, B) for b in a)
-    if not isinstance(a, torch.fx.Node): return a
-    v, r = env[a], rep[a]
-    if target is None or not isinstance(v, torch.Tensor): return v
-    if r is None:
-        if not (v.ndim and len(v) == B): return v
-        return (
-            _channels_last(v.repeat(1, G, *[1] * (v.ndim - 2))) if target == 'ch' else v.repeat(G, *[1] * (v.ndim - 1))
-        )
-    return _to_ch(v, r, G, B) if target == 'ch' else _to_gb(v, r, G, B)
-
-def _graph_logits(gm, x, params_of, buffers, G, shared=True, first=None) -> torch.Tensor:
-    """Logits (G, B, C) of G models on a batch: the traced graph run once on model-dependent activations held as 'gb'
-    (G·B, ...) or 'ch' (B, G·C, ...). `x` is (B, ...) for every model (`shared`) or (G·B, ...), one batch per model;
-    `params_of(name, module)` gives a layer's stacked parameters; `first(module, name, x)`, if given, computes a
-    Linear/conv layer on the shared input itself."""
-    mods = _MODULES.get(gm)
-    if mods is None: mods = _MODULES[gm] = dict(gm.named_modules())
-    B = len(x) if shared else len(x) // G
-    env, rep, fresh = {}, {}, set()
-    for n in gm.graph.nodes:
-        if n.op == 'placeholder':
-            env[n], rep[n] = x, None if shared else 'gb'
-            continue
-        if n.op == 'output':
-            a = n.args[0]
-            if rep[a] is None: raise _NotBatchable('output')
-            return _to_gb(env[a], rep[a], G, B).view(G, B, -1)
-        m = mods.get(n.target) if n.op == 'call_module' else None
-        if isinstance(m, _LAYERS) and _own_params(m):
-            a = n.args[0]
-            h, r = env[a], rep[a]
-            if r is None and first is not None and isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d)):
-                env[n], rep[n] = first(m, n.target, h)
-            else:
-                if r is None: h, r = h.repeat(G, *[1] * (h.ndim - 1)), 'gb'
-                env[n], rep[n] = _stacked_layer(m, n.target, h, r, params_of(n.target, m), buffers, G, B)
-            fresh.add(n)
-            continue
-        reps = {rep[a] for a in n.all_input_nodes if rep[a] is not None}
-        per_channel = (
-            isinstance(m, _CHANNELWISE_MOD)
-            or (n.op == 'call_function' and n.target in _CHANNELWISE_FN)
-            or (n.op == 'call_method' and n.target == 'relu')
-        )
-        target = None if not reps else 'ch' if reps == {'ch'} and (per_channel or n.target in _SUMS) else 'gb'
-        args, kw = (
-            [_arg(a, env, rep, target, G, B) for a in n.args],
-            {k: _arg(v, env, rep, target, G, B) for k, v in n.kwargs.items()},
-        )
-        src = n.all_input_nodes[0] if len(n.all_input_nodes) == 1 else None
-        relu = (
-            isinstance(m, nn.ReLU)
-            or (n.op == 'call_function' and n.target in _RELUS)
-            or (n.op == 'call_method' and n.target == 'relu')
-        )
-        if relu and src in fresh and len(src.users) == 1 and rep[src] == target and not torch.is_grad_enabled():
-            env[n] = torch.relu_(args[0])
-            # our own temporary, used only here: in place (not under autograd, where it would cost a copy of the slice)
-            fresh.add(n)
-        else:
-            if n.op == 'call_module': env[n] = m(*args, **kw)
-            elif n.op == 'call_function': env[n] = n.target(*args, **kw)
-            else: env[n] = getattr(args[0], n.target)(*args[1:], **kw)
-            if (
-                target is not None
-                and not isinstance(m, (nn.Identity, nn.Dropout, nn.Flatten))
-                and n.target not in _VIEWS
-            ):
-                fresh.add(n)
-        rep[n] = target if isinstance(env[n], torch.Tensor) else None
-    raise _NotBatchable('no output')
-
-def stacked_forward(model: nn.Module,       # architecture (its own weights are not used)
-                    params: dict,            # stacked parameters: name -> (G, *shape), one model per row
-                    x: torch.Tensor,         # (G, B, ...) one batch per model, or (B, ...) for every model (`shared`)
-                    shared: bool = False,
-                    buffers: dict | None = None,  # BatchNorm statistics (eval mode only; default: the model's)
-                   ) -> torch.Tensor | None:
-    ("Logits (G, B, C) of G models in one pass of the traced graph — grouped channels-last convolutions and batched "
-     "matmuls instead of G forwards; differentiable. None where the network is not piecewise linear, cannot be "
-     "batched, or would draw dropout masks.")
-    gm = piecewise_linear_graph(model)
-    if gm is None or (model.training and any(isinstance(m, nn.Dropout) and m.p > 0 for m in model.modules())):
-        return None
-    G = len(next(iter(params.values())))
-    if not shared and len(x) != G: raise ValueError(f"x holds {len(x)} batches for {G} stacked models")
-    pof = lambda name, mod: {n: params[f'{name}.{n}'] for n in _own_params(mod)}
-    try:
-        return _graph_logits(
-            gm,
-            x if shared else x.reshape(-1, *x.shape[2:]),
-            pof,
-            buffer_dict(model) if buffers is None else buffers,
-            G,
-            shared,
-        )
-    except _NotBatchable:
-        return None
-
-
 # %% ../nbs/02_models.ipynb #c027n
 def tune_allocator(trim_threshold: int = 1 << 30,   # free heap kept before memory goes back to the OS (bytes)
                    mmap_threshold: int = 1 << 28,   # blocks at least this large are mapped separately (bytes)
@@ -480,5 +224,3 @@ def tune_allocator(trim_threshold: int = 1 << 30,   # free heap kept before memo
         # M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
         return bool(libc.mallopt(-1, int(trim_threshold)) and libc.mallopt(-3, int(mmap_threshold)))
     except (OSError, AttributeError): return False   # musl or another libc: nothing to tune
-
-ALLOCATOR_TUNED = tune_allocator()

@@ -15,6 +15,7 @@ __all__ = ['SCHEMES', 'PartitionWarning', 'split_counts', 'label_entropy', 'tv_d
 import numpy as np
 import pandas as pd
 from fastcore.basics import patch
+from .checks import check_int, check_real
 
 # %% ../nbs/01_partition.ipynb #c006
 SCHEMES = ('iid', 'dirichlet', 'pathological', 'shards', 'ratios')
@@ -79,7 +80,7 @@ class Partition(Sequence):
         self.holdout = [np.asarray(h, dtype=np.int64) for h in holdout]
         self.labels, self.n_classes = np.asarray(labels), int(n_classes)
         self.scheme, self.params, self.seed = scheme, dict(params or {}), seed
-        if len(self.train) != len(self.holdout): raise ValueError("train and holdout must have one entry per client")
+        if len(self.train) != len(self.holdout): raise ValueError('train and holdout must have one entry per client')
 
     def __len__(self): return len(self.train)
     def __getitem__(self, k): return self.train[k]
@@ -110,8 +111,8 @@ class Partition(Sequence):
         return self._counts(self.holdout)
     def __repr__(self):
         s = self.sizes
-        return (f"Partition({self.scheme!r}, {self.n_clients} clients, {s.sum()} train + "
-                f"{sum(len(h) for h in self.holdout)} held out, sizes {s.min()}..{s.max()})")
+        return (f'Partition({self.scheme!r}, {self.n_clients} clients, {s.sum()} train + '
+                f'{sum(len(h) for h in self.holdout)} held out, sizes {s.min()}..{s.max()})')
 
 # %% ../nbs/01_partition.ipynb #c018
 @patch
@@ -154,40 +155,20 @@ def plot(self: Partition, title: str | None = None):
     return fig
 
 # %% ../nbs/01_partition.ipynb #c021
-def _check_int(name, v, lo, hi=None):
-    "`v` must be an int in [lo, hi]."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(v).__name__}")
-    if v < lo or (hi is not None and v > hi):
-        raise ValueError(f"{name}={v} is out of range: must be in {lo}..{hi if hi is not None else '∞'}")
-
-def _check_real(name, v, lo=None, hi=None, lo_open=True, hi_open=False):
-    "`v` must be a finite real in the given (half-)open interval."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {type(v).__name__}")
-    lb, rb = '(' if lo_open else '[', ')' if hi_open else ']'
-    bad = (
-        not math.isfinite(v)
-        or (lo is not None and (v <= lo if lo_open else v < lo))
-        or (hi is not None and (v >= hi if hi_open else v > hi))
-    )
-    if bad: raise ValueError(f"{name}={v} is out of range: must be in {lb}{lo if lo is not None else '-∞'}, "
-                             f"{hi if hi is not None else '∞'}{rb}")
-
 def _check_ratios(ratios, fractions, n_clients, n_classes):
     "Validate the class-ratio matrix and subset fractions; return them normalised as arrays."
     if ratios is None: raise ValueError("scheme='ratios' needs ratios=<n_clients × n_classes matrix>")
     try: r = np.asarray(ratios, dtype=float)
-    except (TypeError, ValueError) as e: raise ValueError(f"ratios must be a numeric matrix: {e}") from e
-    if r.shape != (n_clients, n_classes): raise ValueError(f"ratios has shape {r.shape}, expected (n_clients, "
-                                                           f"n_classes) = ({n_clients}, {n_classes})")
-    if not np.isfinite(r).all(): raise ValueError("ratios has NaN or infinite entries; entries must be finite and ≥ 0")
-    if (r < 0).any(): raise ValueError("ratios has negative entries; entries must be ≥ 0")
+    except (TypeError, ValueError) as e: raise ValueError(f'ratios must be a numeric matrix: {e}') from e
+    if r.shape != (n_clients, n_classes): raise ValueError(f'ratios has shape {r.shape}, expected (n_clients, '
+                                                           f'n_classes) = ({n_clients}, {n_classes})')
+    if not np.isfinite(r).all(): raise ValueError('ratios has NaN or infinite entries; entries must be finite and ≥ 0')
+    if (r < 0).any(): raise ValueError('ratios has negative entries; entries must be ≥ 0')
     zero = np.flatnonzero(r.sum(1) == 0)
-    if len(zero): raise ValueError(f"ratios row {zero[0]} is all zero; every client needs a positive class proportion")
+    if len(zero): raise ValueError(f'ratios row {zero[0]} is all zero; every client needs a positive class proportion')
     f = np.ones(n_clients) if fractions is None else np.asarray(fractions, dtype=float)
-    if f.shape != (n_clients,): raise ValueError(f"fractions has shape {f.shape}, expected ({n_clients},)")
-    for i, v in enumerate(f): _check_real(f'fractions[{i}]', float(v), 0, 1)
+    if f.shape != (n_clients,): raise ValueError(f'fractions has shape {f.shape}, expected ({n_clients},)')
+    for i, v in enumerate(f): check_real(f'fractions[{i}]', float(v), 0, 1, lo_open=True)
     return r / r.sum(1, keepdims=True), f
 
 def _validate(labels, n_clients, scheme, seed, holdout, params, n_classes):
@@ -199,19 +180,19 @@ def _validate(labels, n_clients, scheme, seed, holdout, params, n_classes):
                                 f"{', '.join(_PARAMS[scheme]) or 'no parameters'}")
     p = {**_PARAMS[scheme], **params}
     N = len(labels)
-    if N == 0: raise ValueError("labels is empty; need at least one sample per client")
-    _check_int('n_clients', n_clients, 1, N)
-    _check_int('seed', seed, 0)
-    _check_real('holdout', holdout, 0, 1, lo_open=False, hi_open=True)
-    if 'alpha' in p: _check_real('alpha', p['alpha'], 0)
-    if 'min_size' in p: _check_int('min_size', p['min_size'], 0, N // n_clients)
-    if 'max_tries' in p: _check_int('max_tries', p['max_tries'], 1)
-    if 'k' in p: _check_int('k', p['k'], 1, n_classes)
-    if 'shards_per_client' in p: _check_int('shards_per_client', p['shards_per_client'], 1, N // n_clients)
-    if 'sigma' in p: _check_real('sigma', p['sigma'], 0, lo_open=False)
+    if N == 0: raise ValueError('labels is empty; need at least one sample per client')
+    check_int('n_clients', n_clients, 1, N)
+    check_int('seed', seed, 0)
+    check_real('holdout', holdout, 0, 1, hi_open=True)
+    if 'alpha' in p: check_real('alpha', p['alpha'], 0, lo_open=True)
+    if 'min_size' in p: check_int('min_size', p['min_size'], 0, N // n_clients)
+    if 'max_tries' in p: check_int('max_tries', p['max_tries'], 1)
+    if 'k' in p: check_int('k', p['k'], 1, n_classes)
+    if 'shards_per_client' in p: check_int('shards_per_client', p['shards_per_client'], 1, N // n_clients)
+    if 'sigma' in p: check_real('sigma', p['sigma'], 0)
     if p.get('beta') is not None:
-        _check_real('beta', p['beta'], 0)
-        if p['sigma']: raise ValueError("give sigma (lognormal sizes) or beta (Dirichlet sizes), not both")
+        check_real('beta', p['beta'], 0, lo_open=True)
+        if p['sigma']: raise ValueError('give sigma (lognormal sizes) or beta (Dirichlet sizes), not both')
     if scheme == 'ratios':
         p['ratios'], p['fractions'] = _check_ratios(p['ratios'], p['fractions'], n_clients, n_classes)
     return p
@@ -244,9 +225,9 @@ def _dirichlet(labels, K, C, rng, alpha, min_size, max_tries, sigma, beta):
         parts = [np.concatenate(p) for p in parts]
         smallest = min(len(p) for p in parts)
         if smallest >= min_size: return parts
-    raise ValueError(f"dirichlet: no partition with every client ≥ min_size={min_size} samples after "
-                     f"max_tries={max_tries} "
-                     f"(smallest client had {smallest}); lower min_size, raise alpha or max_tries")
+    raise ValueError(f'dirichlet: no partition with every client ≥ min_size={min_size} samples after '
+                     f'max_tries={max_tries} '
+                     f'(smallest client had {smallest}); lower min_size, raise alpha or max_tries')
 
 def _pathological(labels, K, C, rng, k, sigma, beta):
     "NIID-Bench #C=k: client i holds class i mod C plus k−1 other distinct classes; each class split among its holders."
@@ -263,8 +244,8 @@ def _pathological(labels, K, C, rng, k, sigma, beta):
         holders = [i for i in range(K) if c in held[i]]
         if not holders: continue
         idx = rng.permutation(np.flatnonzero(labels == c))
-        if len(idx) < len(holders): raise ValueError(f"pathological: class {c} has {len(idx)} samples but "
-                                                     f"{len(holders)} clients hold it; lower n_clients or k")
+        if len(idx) < len(holders): raise ValueError(f'pathological: class {c} has {len(idx)} samples but '
+                                                     f'{len(holders)} clients hold it; lower n_clients or k')
         cuts = np.cumsum(split_counts(len(idx), q[holders], 1))[:-1]
         for i, chunk in zip(holders, np.split(idx, cuts)): parts[i].append(chunk)
     return [np.concatenate(p) for p in parts]
@@ -286,13 +267,13 @@ def _ratios(labels, K, C, rng, ratios, fractions):
         got = []
         for c in range(C):
             n = min(int(want[c]), len(pools[c]))
-            if n < want[c]: short.append(f"client {k} class {c}: {n} of {want[c]} (short {want[c] - n})")
+            if n < want[c]: short.append(f'client {k} class {c}: {n} of {want[c]} (short {want[c] - n})')
             got.append(np.asarray(pools[c][:n], dtype=np.int64))
             del pools[c][:n]
         parts.append(np.concatenate(got))
     if short:
         warnings.warn(
-            "ratios: classes ran out, clients got fewer samples than targeted — " + '; '.join(short),
+            'ratios: classes ran out, clients got fewer samples than targeted — ' + '; '.join(short),
             PartitionWarning,
             stacklevel=3,
         )
@@ -324,10 +305,10 @@ def partition(labels,              # training labels (array or tensor), values i
     "Split a training set over `n_clients` clients with `scheme`; same seed → same partition."
     labels = np.asarray(labels.cpu() if hasattr(labels, 'cpu') else labels)
     if labels.ndim != 1 or (labels.size and not np.issubdtype(labels.dtype, np.integer)):
-        raise ValueError("labels must be a 1-D array of integer class ids")
-    if labels.size and labels.min() < 0: raise ValueError("labels must be ≥ 0")
+        raise ValueError('labels must be a 1-D array of integer class ids')
+    if labels.size and labels.min() < 0: raise ValueError('labels must be ≥ 0')
     C = int(n_classes if n_classes is not None else (labels.max() + 1 if labels.size else 0))
-    if labels.size and labels.max() >= C: raise ValueError(f"n_classes={C} but labels go up to {labels.max()}")
+    if labels.size and labels.max() >= C: raise ValueError(f'n_classes={C} but labels go up to {labels.max()}')
     p = _validate(labels, n_clients, scheme, seed, holdout, params, C)
     rng = np.random.default_rng(seed)
     parts = _SCHEME_FNS[scheme](labels, n_clients, C, rng, **p)

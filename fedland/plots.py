@@ -25,8 +25,8 @@ def _zfield(ls, z: str, k: int | None = None) -> np.ndarray:
     elif z == 'loo': a = np.stack([ls.leave_one_out(j) for j in range(ls.n_clients)])
     else:
         a = getattr(ls, z, None)
-        if a is None: raise ValueError(f"z={z!r} is not in this landscape; choose loss, acc, test_loss, test_acc, "
-                                       f"client_loss, client_acc, share or loo")
+        if a is None: raise ValueError(f'z={z!r} is not in this landscape; choose loss, acc, test_loss, test_acc, '
+                                       f'client_loss, client_acc, share or loo')
     return a if k is None else a[k]
 
 _OFFSETS = [(0, 1), (0, -1), (1, 0), (-1, 0), (1, 1), (-1, 1), (1, -1), (-1, -1)]   # label directions tried, in order
@@ -121,7 +121,7 @@ def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'con
      "the stored rounds).")
     if kind not in ('contour', 'surface'): raise ValueError(f"kind={kind!r} must be 'contour' or 'surface'")
     Z = _zfield(ls, z, k)
-    if ls.y is None or Z.ndim != 2: raise ValueError("a 2-D landscape is needed; use line_figure for lines")
+    if ls.y is None or Z.ndim != 2: raise ValueError('a 2-D landscape is needed; use line_figure for lines')
     Zp = np.log10(np.maximum(Z, 1e-12)) if log else Z
     label = ('log10 ' if log else '') + z + (f' (client {k})' if k is not None else '')
     if kind == 'surface':
@@ -158,7 +158,7 @@ def clients_figure(
     ("Small multiples, one per client, on ONE colour scale (same zmin/zmax): z is 'client_loss', 'client_acc', "
      "'share' or 'loo'.")
     Z = _zfield(ls, z)
-    if Z.ndim != 3: raise ValueError("clients_figure needs a 2-D landscape with per-client fields")
+    if Z.ndim != 3: raise ValueError('clients_figure needs a 2-D landscape with per-client fields')
     Zp = np.log10(np.maximum(Z, 1e-12)) if log else Z
     K = len(Zp)
     rows = math.ceil(K / cols)
@@ -216,7 +216,7 @@ def clients_figure(
 
 def line_figure(ls, clients: bool = True, title: str | None = None, height: int = 350):
     "A 1-D landscape: global loss, optionally every client's loss, and the test loss."
-    if ls.y is not None: raise ValueError("line_figure needs a 1-D landscape")
+    if ls.y is not None: raise ValueError('line_figure needs a 1-D landscape')
     fig = go.Figure(go.Scatter(x=ls.x, y=ls.loss, name='global L', line=dict(color='black', width=3)))
     if ls.test_loss is not None:
         fig.add_trace(go.Scatter(x=ls.x, y=ls.test_loss, name='test', line=dict(color='black', dash='dash')))
@@ -253,18 +253,18 @@ class Explorer:
         from fedland.store import Store, load_runs
         self.store = store if not isinstance(store, (str, os.PathLike)) else Store(store)
         self.runs = load_runs(self.store)
-        if not len(self.runs['experiments']): raise ValueError(f"store {self.store.url!r} holds no experiments yet")
+        if not len(self.runs['experiments']): raise ValueError(f'store {self.store.url!r} holds no experiments yet')
     def run_ids(self) -> list: return self.runs['experiments'].id.tolist()
     def _landscape(self, run: str):
         from fedland.landscape import Landscape
         r = self.runs['landscapes']
         r = r[r.experiment_id == run]
-        if not len(r): raise ValueError(f"run {run} has no stored landscape")
+        if not len(r): raise ValueError(f'run {run} has no stored landscape')
         return Landscape.load(self.store.artifact_path(r.path.iloc[-1]))
     def figure(self, run: str, metric: str = 'test_acc', client='all', rnd: int | None = None):
         ("The figure for one choice: a per-round metric (all clients "
          "or one), test accuracy curves, or a landscape field.")
-        if run not in self.run_ids(): raise ValueError(f"run={run!r} is not in the store")
+        if run not in self.run_ids(): raise ValueError(f'run={run!r} is not in the store')
         name = self.runs['experiments'].set_index('id').name[run]
         if metric == 'test_acc':
             r = self.runs['rounds']
@@ -323,13 +323,13 @@ def valuation_figure(vals,                     # a `Valuation`, or a dict name -
     "Clients ranked by value (the first valuation's order), whiskers its interval (exact: the seeds' standard error)."
     # reconstruction has no calibrated interval: no whiskers, and its name says so
     vals = {v.method: v for v in [vals]} if not isinstance(vals, dict) else dict(vals)
-    if not vals: raise ValueError("valuation_figure needs at least one Valuation")
+    if not vals: raise ValueError('valuation_figure needs at least one Valuation')
     first = next(iter(vals.values()))
     order = first.ranking()
     fig = go.Figure()
     for name, v in vals.items():
-        if v.n_clients != first.n_clients: raise ValueError(f"{name} has {v.n_clients} clients, {first.method} "
-                                                            f"{first.n_clients}")
+        if v.n_clients != first.n_clients: raise ValueError(f'{name} has {v.n_clients} clients, {first.method} '
+                                                            f'{first.n_clients}')
         scale = 100 if v.metric == 'accuracy' else 1
         y = scale * np.asarray(v.values)[order]
         label = name.replace('_', ' ')
@@ -346,13 +346,13 @@ def valuation_figure(vals,                     # a `Valuation`, or a dict name -
     ties = [g for g in first.groups() if len(g) > 1]
     note = '; '.join(f"clients {', '.join(map(str, g))} indistinguishable" for g in ties)
     head = title or f'client values ({unit})'
-    fig.update_layout(title=head + (f"<br><sup>{note}</sup>" if note else ''), yaxis_title=unit, barmode='group',
+    fig.update_layout(title=head + (f'<br><sup>{note}</sup>' if note else ''), yaxis_title=unit, barmode='group',
                       height=height, margin=dict(t=60 if note else 50, b=40))
     return fig
 
 def valuation_heatmap(val, title: str | None = None, height: int | None = None) -> go.Figure:
     "Client × round matrix of a valuation's per-round values: when each client helped (blue) or hurt (red)."
-    if val.per_round is None: raise ValueError(f"{val.method} has no per-round values")
+    if val.per_round is None: raise ValueError(f'{val.method} has no per-round values')
     scale = 100 if val.metric == 'accuracy' else 1
     z = scale * np.asarray(val.per_round).T
     m = float(np.abs(z).max()) or 1.0
@@ -399,6 +399,51 @@ def _round_shares(hist, r: int) -> np.ndarray:
         out[c.client.to_numpy()] = w / w.sum()
     return out
 
+def _values_so_far(valuation, rounds: list, K: int) -> dict:
+    "Each client's value summed over the valued rounds up to r, for every round r (zeros before the first one)."
+    cum = np.cumsum(np.asarray(valuation.per_round), 0)
+    scale = 100 if valuation.metric == 'accuracy' else 1   # accuracy in points
+    out = {}
+    for r in rounds:
+        done = [i for i, q in enumerate(valuation.rounds) if q <= r]
+        out[r] = scale * cum[done[-1]] if done else np.zeros(K)
+    return out
+
+def _round_traces(pos: pd.DataFrame, hist, r: int, lo, hi, per_val: dict | None) -> list:
+    "One frame of `rounds_figure`: the global trajectory so far, round r's client models, loss shares, values so far."
+    names = [f'client {k}' for k in range(hist.n_clients)]
+    g = pos[(pos['round'] <= r) & (pos.model == 'global')].sort_values('round')
+    c = pos[(pos['round'] == r) & (pos.model != 'global')]
+    cxy = np.clip(c[['a', 'b']].to_numpy(float), lo, hi) if len(c) else np.zeros((0, 2))
+    where = zip(c.model, c.a, c.b, c.distance)
+    hover = [f'{m}, round {r}: ({a:.3f}, {b:.3f}), off-plane {d:.3g}' for m, a, b, d in where]
+    out = [
+        go.Scatter(x=g.a, y=g.b, mode='lines+markers', line=dict(color='red'), marker=dict(size=4),
+                   name='global trajectory', hoverinfo='skip'),
+        go.Scatter(x=cxy[:, 0], y=cxy[:, 1], mode='markers+text', text=[m.replace('client ', '') for m in c.model],
+                   textposition='top center', textfont=dict(size=10),
+                   marker=dict(color='white', size=8, line=dict(color='black', width=1)), name='client models',
+                   hovertext=hover, hoverinfo='text'),
+        go.Bar(x=names, y=_round_shares(hist, r), marker_color='steelblue', name='loss share', showlegend=False),
+    ]
+    if per_val is not None:
+        v = per_val[r]
+        colours = ['#2166ac' if x >= 0 else '#b2182b' for x in v]
+        out.append(go.Bar(x=names, y=v, marker_color=colours, name='value so far', showlegend=False))
+    return out
+
+def _play_controls(rounds: list) -> dict:
+    "Layout of an animation over rounds: a slider with one step per round, and play / pause buttons."
+    still = dict(mode='immediate', frame=dict(duration=0, redraw=True), transition=dict(duration=0))
+    steps = [dict(method='animate', label=str(r), args=[[str(r)], still]) for r in rounds]
+    playing = dict(frame=dict(duration=400, redraw=True), fromcurrent=True)
+    play = dict(label='▶ play', method='animate', args=[None, playing])
+    pause = dict(label='❚❚', method='animate', args=[[None], dict(mode='immediate', frame=dict(duration=0))])
+    buttons = dict(type='buttons', showactive=False, direction='left', x=1, y=1.13, xanchor='right', yanchor='bottom',
+                   buttons=[play, pause])
+    return dict(sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix='round '), pad=dict(t=40))],
+                updatemenus=[buttons])
+
 def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` (the background and the coordinates)
                   # the `History` of the run (global model every round; client models of the kept rounds)
                   hist,
@@ -412,21 +457,14 @@ def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` 
                                                           "ls.plane = plane)")
     pos = round_positions(hist, ls.plane)
     rounds = sorted(pos['round'].unique())
-    if not rounds: raise ValueError("the history has no rounds")
-    K, box = hist.n_clients, ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
+    if not rounds: raise ValueError('the history has no rounds')
+    box = ((float(ls.x.min()), float(ls.x.max())), (float(ls.y.min()), float(ls.y.max())))
     lo, hi = np.array([box[0][0], box[1][0]]), np.array([box[0][1], box[1][1]])
     per_val, value_title = None, []
     if valuation is not None:
-        if valuation.per_round is None: raise ValueError(f"{valuation.method} has no per-round values")
-        cum = np.cumsum(np.asarray(valuation.per_round), 0)
-        scale = 100 if valuation.metric == 'accuracy' else 1
+        if valuation.per_round is None: raise ValueError(f'{valuation.method} has no per-round values')
+        per_val = _values_so_far(valuation, rounds, hist.n_clients)
         value_title = [f"value so far{'' if valuation.lo is not None else ' (uncalibrated)'}"]
-        per_val = {
-            r: scale * cum[max([i for i, q in enumerate(valuation.rounds) if q <= r], default=-1)]
-            if any(q <= r for q in valuation.rounds)
-            else np.zeros(K)
-            for r in rounds
-        }
     cols = 3 if per_val is not None else 2
     fig = make_subplots(
         rows=1,
@@ -439,98 +477,24 @@ def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` 
     fig.add_trace(
         go.Contour(x=ls.x, y=ls.y, z=Z, colorscale='Viridis', ncontours=25, showscale=False, hoverinfo='skip'), 1, 1
     )
-    names = [f'client {k}' for k in range(K)]
-    def frame_traces(r):
-        p = pos[pos['round'] <= r]
-        g = p[p.model == 'global'].sort_values('round')
-        c = pos[(pos['round'] == r) & (pos.model != 'global')]
-        cxy = np.clip(c[['a', 'b']].to_numpy(float), lo, hi) if len(c) else np.zeros((0, 2))
-        ids = [m.replace('client ', '') for m in c.model]
-        out = [
-            go.Scatter(
-                x=g.a,
-                y=g.b,
-                mode='lines+markers',
-                line=dict(color='red'),
-                marker=dict(size=4),
-                name='global trajectory',
-                hoverinfo='skip',
-            ),
-            go.Scatter(
-                x=cxy[:, 0],
-                y=cxy[:, 1],
-                mode='markers+text',
-                text=ids,
-                textposition='top center',
-                textfont=dict(size=10),
-                marker=dict(color='white', size=8, line=dict(color='black', width=1)),
-                name='client models',
-                hovertext=[
-                    f'{m}, round {r}: ({a:.3f}, {b:.3f}), off-plane {d:.3g}'
-                    for m, a, b, d in zip(c.model, c.a, c.b, c.distance)
-                ],
-                hoverinfo='text',
-            ),
-            go.Bar(x=names, y=_round_shares(hist, r), marker_color='steelblue', name='loss share', showlegend=False),
-        ]
-        if per_val is not None:
-            v = per_val[r]
-            out.append(
-                go.Bar(
-                    x=names,
-                    y=v,
-                    marker_color=['#2166ac' if x >= 0 else '#b2182b' for x in v],
-                    name='value so far',
-                    showlegend=False,
-                )
-            )
-        return out
-    for i, t in enumerate(frame_traces(rounds[0])): fig.add_trace(t, 1, 1 if i < 2 else i)
+    frame = lambda r: _round_traces(pos, hist, r, lo, hi, per_val)
+    for i, t in enumerate(frame(rounds[0])): fig.add_trace(t, 1, 1 if i < 2 else i)
     idx = list(range(1, 1 + len(fig.data) - 1))
-    fig.frames = [go.Frame(data=frame_traces(r), traces=idx, name=str(r)) for r in rounds]
+    fig.frames = [go.Frame(data=frame(r), traces=idx, name=str(r)) for r in rounds]
     fig.update_xaxes(range=list(box[0]), title_text='a', row=1, col=1)
     fig.update_yaxes(range=list(box[1]), title_text='b', row=1, col=1)
-    fig.update_yaxes(
-        range=[0, max(0.05, float(np.nanmax([np.nanmax(_round_shares(hist, r)) for r in rounds])) * 1.1)], row=1, col=2
-    )
+    top_share = float(np.nanmax([np.nanmax(_round_shares(hist, r)) for r in rounds]))
+    fig.update_yaxes(range=[0, max(0.05, top_share * 1.1)], row=1, col=2)
     if per_val is not None:
         m = max(1e-9, float(np.abs(np.stack(list(per_val.values()))).max()) * 1.1)
-        fig.update_yaxes(
-            range=[-m, m], title_text='points' if valuation.metric == 'accuracy' else 'value', row=1, col=3
-        )
-    steps = [
-        dict(
-            method='animate',
-            label=str(r),
-            args=[[str(r)], dict(mode='immediate', frame=dict(duration=0, redraw=True), transition=dict(duration=0))],
-        )
-        for r in rounds
-    ]
+        unit = 'points' if valuation.metric == 'accuracy' else 'value'
+        fig.update_yaxes(range=[-m, m], title_text=unit, row=1, col=3)
     fig.update_layout(
         title=title or f'round by round on the {ls.kind} plane (log10 global loss)',
         height=height,
         showlegend=False,
         margin=dict(t=60, b=90),
-        sliders=[dict(active=0, steps=steps, currentvalue=dict(prefix='round '), pad=dict(t=40))],
-        updatemenus=[
-            dict(
-                type='buttons',
-                showactive=False,
-                direction='left',
-                x=1,
-                y=1.13,
-                xanchor='right',
-                yanchor='bottom',
-                buttons=[
-                    dict(
-                        label='▶ play',
-                        method='animate',
-                        args=[None, dict(frame=dict(duration=400, redraw=True), fromcurrent=True)],
-                    ),
-                    dict(label='❚❚', method='animate', args=[[None], dict(mode='immediate', frame=dict(duration=0))]),
-                ],
-            )
-        ],
+        **_play_controls(rounds),
     )
     return fig
 
@@ -539,7 +503,7 @@ def rounds_widget(ls, hist, valuation=None, log: bool = True):
     import ipywidgets as W
     from IPython.display import display
     rounds = sorted(round_positions(hist, ls.plane)['round'].unique()) if ls.plane is not None else []
-    if not rounds: raise ValueError("rounds_widget needs a landscape with its plane and a history with rounds")
+    if not rounds: raise ValueError('rounds_widget needs a landscape with its plane and a history with rounds')
     full = rounds_figure(ls, hist, valuation, log)
     slider, out = W.IntSlider(min=rounds[0], max=rounds[-1], value=rounds[-1], description='round'), W.Output()
     def show(*_):
@@ -566,9 +530,9 @@ def landscapes_figure(
 ) -> go.Figure:
     ("Small multiples of several landscapes' field `z` on one "
      "colour scale, each with its projected models and trajectory.")
-    if not landscapes: raise ValueError("landscapes_figure needs at least one landscape")
+    if not landscapes: raise ValueError('landscapes_figure needs at least one landscape')
     Zs = {n: _zfield(ls, z) for n, ls in landscapes.items()}
-    if any(Z.ndim != 2 for Z in Zs.values()): raise ValueError(f"z={z!r} must be a 2-D field of 2-D landscapes")
+    if any(Z.ndim != 2 for Z in Zs.values()): raise ValueError(f'z={z!r} must be a 2-D field of 2-D landscapes')
     Zs = {n: np.log10(np.maximum(Z, 1e-12)) if log else Z for n, Z in Zs.items()}
     lo, hi = min(float(np.nanmin(Z)) for Z in Zs.values()), max(float(np.nanmax(Z)) for Z in Zs.values())
     n = len(landscapes)
@@ -622,7 +586,7 @@ def share_figure(points: dict,  # setting -> (data shares p_k, values per client
                  height: int = 380) -> go.Figure:
     ("Every client of every setting as a point (data share, value): a curvature share, a loss share or a client value "
      "against how much data the client holds.")
-    if not points: raise ValueError("share_figure needs at least one setting")
+    if not points: raise ValueError('share_figure needs at least one setting')
     fig = go.Figure()
     for name, (w, v, *se) in points.items():
         w, v = np.asarray(w, float), np.asarray(v, float)

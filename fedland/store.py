@@ -87,7 +87,7 @@ def _kind(column: str) -> str:
 
 def _ddl(table: str) -> str:
     "CREATE TABLE statement valid on SQLite and PostgreSQL."
-    cols = [f"{c} {_kind(c)}" for c in TABLES[table]]
+    cols = [f'{c} {_kind(c)}' for c in TABLES[table]]
     key = 'UNIQUE' if table in NULLABLE_KEYS else 'PRIMARY KEY'
     return f"CREATE TABLE IF NOT EXISTS {table} ({', '.join(cols)}, {key} ({', '.join(KEYS[table])}))"
 
@@ -103,27 +103,27 @@ class Store:
                  # artifact directory (default: beside the SQLite file, or ./runs/artifacts)
                  artifacts: str | os.PathLike | None = None):
         if not isinstance(url, (str, os.PathLike)):
-            raise TypeError(f"store must be a path or URL string, got {type(url).__name__}")
+            raise TypeError(f'store must be a path or URL string, got {type(url).__name__}')
         url = str(url)
         self.url, self.kind = url, 'postgresql' if url.startswith(('postgresql://', 'postgres://')) else 'sqlite'
         if self.kind == 'sqlite':
             path = Path(url[len('sqlite:///'):] if url.startswith('sqlite:///') else url)
             if '://' in url and not url.startswith('sqlite:///'):
-                raise ValueError(f"store={url!r}: use a file path, sqlite:///path or postgresql://…")
+                raise ValueError(f'store={url!r}: use a file path, sqlite:///path or postgresql://…')
             self.path = path
             try:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 self._conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
                 self._conn.execute('PRAGMA busy_timeout = 30000')
                 self._retry(lambda: self._conn.execute('PRAGMA journal_mode = WAL'))
-            except (sqlite3.Error, OSError) as e: raise StoreError(f"store={url!r} cannot be opened: {e}") from e
+            except (sqlite3.Error, OSError) as e: raise StoreError(f'store={url!r} cannot be opened: {e}') from e
             self.artifacts = Path(artifacts) if artifacts else path.parent / 'artifacts'
         else:
             try: import psycopg
             except ImportError as e: raise StoreError("a PostgreSQL store needs psycopg: pip install "
                                                       "'psycopg[binary]'") from e
             try: self._conn = psycopg.connect(url, autocommit=True, connect_timeout=10)
-            except Exception as e: raise StoreError(f"store={url!r} cannot be opened: {e}") from e
+            except Exception as e: raise StoreError(f'store={url!r} cannot be opened: {e}') from e
             self.artifacts = Path(artifacts) if artifacts else Path('runs') / 'artifacts'
         self.transaction(lambda cur: [cur.execute(_ddl(t)) for t in TABLES])
         self.transaction(self._add_columns)
@@ -131,10 +131,10 @@ class Store:
     def _add_columns(self, cur):
         "Add the columns a store written by an older fedland lacks (NULL in its old rows); nothing stored is changed."
         for t, cols in TABLES.items():
-            cur.execute(f"SELECT * FROM {t} LIMIT 0")
+            cur.execute(f'SELECT * FROM {t} LIMIT 0')
             have = {d[0] for d in cur.description}
             for c in cols:
-                if c not in have: cur.execute(f"ALTER TABLE {t} ADD COLUMN {c} {_kind(c)}")
+                if c not in have: cur.execute(f'ALTER TABLE {t} ADD COLUMN {c} {_kind(c)}')
 
     def _sql(self, q: str) -> str: return q.replace('?', '%s') if self.kind == 'postgresql' else q
     def _retry(self, f, tries: int = 60):
@@ -173,7 +173,7 @@ class Store:
             # NULL matches NULL
             eq = lambda k: f'{k} IS NOT DISTINCT FROM ?' if k in NULLABLE_KEYS.get(table, ()) else f'{k} = ?'
             c.executemany(
-                self._sql(f"DELETE FROM {table} WHERE " + ' AND '.join(eq(k) for k in keys)),
+                self._sql(f'DELETE FROM {table} WHERE ' + ' AND '.join(eq(k) for k in keys)),
                 [[_py(r.get(k)) for k in keys] for r in rows],
             )
             c.executemany(
@@ -199,12 +199,12 @@ class Store:
         col = 'id' if name == 'experiments' else 'experiment_id'
         nulls = NULLABLE_KEYS.get(name, ())
         order = [k + ' NULLS FIRST' if k in nulls else k for k in KEYS[name]]   # one order on both databases
-        q = f"SELECT * FROM {name}" + (f" WHERE {col} = ?" if experiment_id else '') + ' ORDER BY ' + ', '.join(order)
+        q = f'SELECT * FROM {name}' + (f' WHERE {col} = ?' if experiment_id else '') + ' ORDER BY ' + ', '.join(order)
         return self.query(q, (experiment_id,) if experiment_id else ())
 
     def counts(self) -> dict:
         "Row count of every table."
-        return {t: int(self.query(f"SELECT COUNT(*) AS n FROM {t}").n.iloc[0]) for t in TABLES}
+        return {t: int(self.query(f'SELECT COUNT(*) AS n FROM {t}').n.iloc[0]) for t in TABLES}
 
     def save_artifact(self, rel: str, writer) -> str:
         ("Write an artifact through `writer(path)` atomically under "
@@ -219,7 +219,7 @@ class Store:
         except Exception: pass
     def __enter__(self): return self
     def __exit__(self, *a): self.close()
-    def __repr__(self): return f"Store({self.kind}: {self.url})"
+    def __repr__(self): return f'Store({self.kind}: {self.url})'
 
 def _py(v):
     "Plain Python values for the database drivers (NaN stays a float NaN)."

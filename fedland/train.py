@@ -9,8 +9,8 @@ from dataclasses import dataclass, field, asdict
 
 # %% auto #0
 __all__ = ['LocalConfig', 'batch_schedule', 'sgd_update', 'LocalResult', 'local_update', 'local_update_batched',
-           'per_sample_losses', 'evaluate', 'reduce_by_client', 'evaluate_stacked', 'resolve_device',
-           'CentralizedResult', 'TrainingDiverged', 'train_centralized']
+           'local_update_stacked', 'per_sample_losses', 'evaluate', 'reduce_by_client', 'evaluate_stacked',
+           'resolve_device', 'CentralizedResult', 'TrainingDiverged', 'train_centralized']
 
 # %% ../nbs/03_train.ipynb #c004
 import numpy as np
@@ -19,22 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
-from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten, stacked_forward
+from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten
+from .stacked import stacked_forward
+from .checks import check_int, check_real
 
 # %% ../nbs/03_train.ipynb #c007
-def _check_pos(name, v, allow_zero=False):
-    "`v` must be a finite number > 0 (or ≥ 0)."
-    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise TypeError(f"{name} must be a number; got {type(v).__name__}")
-    if not math.isfinite(v) or v < 0 or (v == 0 and not allow_zero):
-        raise ValueError(f"{name}={v} is out of range: must be {'≥' if allow_zero else '>'} 0 and finite")
-
-def _check_count(name, v, lo=1):
-    "`v` must be an int ≥ lo."
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
-        raise TypeError(f"{name} must be an int; got {type(v).__name__}")
-    if v < lo: raise ValueError(f"{name}={v} is out of range: must be an int ≥ {lo}")
-
 @dataclass
 class LocalConfig:
     "Settings of the local optimizer (also used for centralized training)."
@@ -46,14 +35,13 @@ class LocalConfig:
     steps: int | None = None    # exact number of local steps instead of epochs
     mu: float = 0.0             # FedProx proximal coefficient μ ≥ 0
     def __post_init__(self):
-        _check_pos('lr', self.lr)
-        _check_pos('weight_decay', self.weight_decay, True)
-        _check_pos('mu', self.mu, True)
-        _check_pos('momentum', self.momentum, True)
-        if self.momentum >= 1: raise ValueError(f"momentum={self.momentum} is out of range: must be in [0, 1)")
-        _check_count('batch_size', self.batch_size)
-        _check_count('epochs', self.epochs)
-        if self.steps is not None: _check_count('steps', self.steps)
+        check_real('lr', self.lr, 0, lo_open=True)
+        check_real('weight_decay', self.weight_decay, 0)
+        check_real('mu', self.mu, 0)
+        check_real('momentum', self.momentum, 0, 1, hi_open=True)
+        check_int('batch_size', self.batch_size, 1)
+        check_int('epochs', self.epochs, 1)
+        if self.steps is not None: check_int('steps', self.steps, 1)
 
 # %% ../nbs/03_train.ipynb #c011
 def batch_schedule(n: int, batch_size: int, epochs: int = 1, steps: int | None = None, seed=0) -> list:
@@ -162,10 +150,11 @@ def local_update(model: nn.Module,   # architecture (its own weights are not use
                  anchor: dict | None = None,   # θ_g for the FedProx term (default: `params`)
                  corr: dict | None = None,     # SCAFFOLD correction c − c_k
                  momentum: dict | None = None, # starting momentum buffers (default zeros)
+                 flat: bool = True,            # one flat parameter vector where the model allows; False: dicts
                 ) -> LocalResult:
     "Train one client from `params` on `X[idx]` and return its new parameters and metrics."
     buffers = {k: v.detach().clone() for k, v in (buffer_dict(model) if buffers is None else buffers).items()}
-    fc = _flat_copy(model, params, buffers)
+    fc = _flat_copy(model, params, buffers) if flat else None
     if fc is None: return _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum)
     work, p = fc
     ps = list(work.parameters())
@@ -238,11 +227,11 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
     ("`local_update` for many clients, stacked (from one start, "
      "or each from its own); same results as the sequential path.")
     if has_batchnorm(model) or len(buffer_dict(model)):
-        raise ValueError("batched local updates need a model without buffers (BatchNorm): use the sequential path")
+        raise ValueError('batched local updates need a model without buffers (BatchNorm): use the sequential path')
     out = []
     for s in range(0, len(idxs), chunk):
         sl = lambda d: None if d is None else {k: v[s:s + chunk] for k, v in d.items()} if stacked else d
-        P, M, loss, acc, steps = _batched_chunk(
+        P, M, loss, acc, steps = local_update_stacked(
             model,
             sl(params),
             X,
@@ -312,7 +301,7 @@ def _step_fn(model, cfg: LocalConfig):
     if key not in cache: cache[key] = torch.compile(step, dynamic=None)
     return cache[key]
 
-def _batched_chunk(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked=False, compiled=False):
+def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, stacked=False, compiled=False):
     ("Train one chunk of clients with stacked parameters and padded, masked batches; return stacked parameters, "
      "momenta, losses, accuracies, steps.")
     dev, K, B = X.device, len(idxs), cfg.batch_size
@@ -454,7 +443,7 @@ def resolve_device(device: str | torch.device | None = 'cpu') -> torch.device:
     "`'cpu'`, `'cuda'`, `'cuda:N'`, or `'auto'` (CUDA when available); an unavailable CUDA is an error."
     if device is None or device == 'auto': return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
     try: d = torch.device(device)
-    except (RuntimeError, TypeError) as e: raise ValueError(f"device={device!r} is not a device: {e}") from e
+    except (RuntimeError, TypeError) as e: raise ValueError(f'device={device!r} is not a device: {e}') from e
     if d.type == 'cuda' and not torch.cuda.is_available():
         raise ValueError(f"device={device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
     return d
@@ -507,7 +496,7 @@ def train_centralized(model: nn.Module, ds,      # architecture and `Dataset`
     for e in bar:
         r = local_update(model, params, X, Y, idx, one, seed=(seed, e), buffers=buffers, momentum=mom)
         if not math.isfinite(r.loss) or not torch.isfinite(flatten(r.params)).all():
-            raise TrainingDiverged(f"centralized training diverged at epoch {e} (loss {r.loss})", pd.DataFrame(rows))
+            raise TrainingDiverged(f'centralized training diverged at epoch {e} (loss {r.loss})', pd.DataFrame(rows))
         params, buffers, mom = r.params, r.buffers, r.momentum
         tl, ta = ev(params, buffers, Xt, Yt)
         rows.append(dict(epoch=e, train_loss=r.loss, train_acc=r.acc, test_loss=tl, test_acc=ta))

@@ -25,25 +25,26 @@ from torch import nn
 from torch.func import functional_call, vmap
 from scipy import stats
 from .models import param_dict, buffer_dict, flatten, unflatten
-from .train import evaluate, per_sample_losses, resolve_device, TrainingDiverged, _batched_chunk, _check_count
+from .train import evaluate, per_sample_losses, resolve_device, TrainingDiverged, local_update_stacked
+from .checks import check_int, check_real
 from fedland.federated import (
     FedConfig,
     ServerOptimizer,
     run_federated,
     sample_clients,
     config_hash,
-    RECORDING_FIELDS,
+    run_identity,
+    resume_checkpoint,
     save_checkpoint,
-    load_checkpoint,
-    _check_fit,
+    check_fit,
 )
-from .landscape import evaluate_span, _nll
+from .landscape import evaluate_span, logit_nll
 from .contribution import CONTRIBUTION_METRICS
 
 # %% ../nbs/07b_valuation.ipynb #v007
 def coalition_masks(n_players: int) -> np.ndarray:
     "Every coalition S ⊆ {0..K−1} as a bitmask (bit k set ⇔ client k ∈ S), in order 0..2^K−1."
-    _check_players(n_players)
+    check_int('n_players', n_players, 1, 24)
     return np.arange(2 ** n_players, dtype=np.int64)
 
 def members(mask: int, n_players: int) -> list:
@@ -59,17 +60,13 @@ def popcount(masks) -> np.ndarray:
         c += (m >> b) & 1
     return c
 
-def _check_players(K):
-    if isinstance(K, bool) or not isinstance(K, (int, np.integer)) or not 1 <= K <= 24:
-        raise ValueError(f"n_players={K!r} must be an int in 1..24")
-
 def _table(v) -> tuple:
     "A game table as float64 with its player count; its length must be 2^K."
     v = np.asarray(v, dtype=np.float64)
     K = int(round(math.log2(len(v)))) if v.ndim == 1 and len(v) > 1 else -1
     if K < 1 or len(v) != 2**K:
-        raise ValueError(f"a game table has 2^K entries v[S] indexed by bitmask; got shape {v.shape}")
-    if not np.isfinite(v).all(): raise ValueError("the game table has NaN or infinite values")
+        raise ValueError(f'a game table has 2^K entries v[S] indexed by bitmask; got shape {v.shape}')
+    if not np.isfinite(v).all(): raise ValueError('the game table has NaN or infinite values')
     return v, K
 
 def _marginals(v, K, k) -> tuple:
@@ -109,10 +106,10 @@ def shapley_sampled(utility,  # utility(masks: int array) -> values, shape (len(
                    ) -> tuple:
     ("Monte-Carlo Shapley values with their standard errors (permutation sampling with truncation, as in "
      "TMC/GTG-Shapley); returns (values, se, utility evaluations).")
-    _check_count('n_players', n_players)
-    _check_count('n_permutations', n_permutations, 2)
+    check_int('n_players', n_players, 1)
+    check_int('n_permutations', n_permutations, 2)
     tol = np.asarray(tol, dtype=np.float64)
-    if not (np.isfinite(tol).all() and (tol >= 0).all()): raise ValueError(f"tol={tol.tolist()!r} must be ≥ 0")
+    if not (np.isfinite(tol).all() and (tol >= 0).all()): raise ValueError(f'tol={tol.tolist()!r} must be ≥ 0')
     K, cache = n_players, {}
     kind = np.int64 if K <= 62 else object       # past 62 players a coalition is a Python int
     def u(ms):
@@ -148,7 +145,7 @@ METRICS = ('accuracy', 'loss')
 
 def _points(x: float, metric: str) -> str:
     "A value in the metric's display units: points of accuracy, or loss."
-    return f"{100 * x:.2f}" if metric == 'accuracy' else f"{x:.4f}"
+    return f'{100 * x:.2f}' if metric == 'accuracy' else f'{x:.4f}'
 
 @dataclass
 class Valuation:
@@ -203,7 +200,7 @@ class Valuation:
     def from_rows(cls, df: pd.DataFrame) -> 'Valuation':
         "Rebuild from `valuations` rows of one method and metric."
         if not len(df) or df.method.nunique() != 1 or df.metric.nunique() != 1:
-            raise ValueError("from_rows needs the rows of exactly one method and metric")
+            raise ValueError('from_rows needs the rows of exactly one method and metric')
         tot, pr = df[df['round'].isna()].sort_values('client'), df[df['round'].notna()]
         per, rounds = None, None
         if len(pr):
@@ -222,34 +219,34 @@ class Valuation:
         unit = ' points of test accuracy' if m == 'accuracy' else ' of test loss'
         for ks in self.groups():
             shares = ', '.join(f'{100 * weights[k]:.0f}' for k in ks) if weights is not None else ''
-            share = f" ({shares} % of the data)" if shares else ''
+            share = f' ({shares} % of the data)' if shares else ''
             if len(ks) > 1:
                 lo, hi = min(self.lo[ks]), max(self.hi[ks])
                 who = _client_list(ks)
-                out.append(f"Clients {who}{share} are worth the same within their {self.level_text()} intervals: "
-                           f"{_points(lo, m)} to {_points(hi, m)}{unit} ({how}).")
+                out.append(f'Clients {who}{share} are worth the same within their {self.level_text()} intervals: '
+                           f'{_points(lo, m)} to {_points(hi, m)}{unit} ({how}).')
                 continue
             k = ks[0]
             v = float(self.values[k])
             if self.lo is not None:
-                pm = f" ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})"
+                pm = f' ({self.level_text()} interval {_points(self.lo[k], m)} to {_points(self.hi[k], m)})'
             elif self.se is not None and np.isfinite(self.se[k]) and not self.method.startswith('reconstruction'):
-                pm = f" ± {_points(abs(self.se[k]), m)}"   # reconstruction: its bootstrap error omits the bias
+                pm = f' ± {_points(abs(self.se[k]), m)}'   # reconstruction: its bootstrap error omits the bias
             else: pm = ''
             verb = ('adds', 'costs') if m == 'accuracy' else ('lowers the test loss by', 'raises the test loss by')
-            what = f"{verb[0] if v >= 0 else verb[1]} {_points(abs(v), m)}{pm}"
+            what = f'{verb[0] if v >= 0 else verb[1]} {_points(abs(v), m)}{pm}'
             if m == 'accuracy': what += ' points of test accuracy'
-            out.append(f"Client {k}{share} {what} ({how}; rank {self.ranking().index(k) + 1} of {K}).")
+            out.append(f'Client {k}{share} {what} ({how}; rank {self.ranking().index(k) + 1} of {K}).')
         if self.lo is None and self.method.startswith('reconstruction'):
-            out.append("These reconstruction values carry no calibrated interval: their error against retrained "
-                       "values is measured in bench/valuation.py, not known for this run.")
+            out.append('These reconstruction values carry no calibrated interval: their error against retrained '
+                       'values is measured in bench/valuation.py, not known for this run.')
         return out
     def level_text(self) -> str:
         "The intervals' coverage as text, e.g. '90 %'."
         return f"{100 * self.info.get('level', 0.9):.0f} %"
     def __repr__(self):
         top = ', '.join(f'{k}: {self.values[k]:+.4f}' for k in self.ranking())
-        return f"Valuation({self.method}, {self.metric}; {top})"
+        return f'Valuation({self.method}, {self.metric}; {top})'
 
 def _client_list(ks) -> str:
     "Client ids as ranges: [0, 1, 2, 5] -> '0–2, 5'."
@@ -257,7 +254,7 @@ def _client_list(ks) -> str:
     for i, k in enumerate(ks):
         if start is None: start = k
         if i + 1 == len(ks) or ks[i + 1] != k + 1:
-            out.append(str(start) if start == k else f"{start}–{k}")
+            out.append(str(start) if start == k else f'{start}–{k}')
             start = None
     return ', '.join(out)
 
@@ -295,8 +292,8 @@ class CoalitionGame:
     def split_agreement(self, n_splits: int = 50, seed: int = 0) -> float:
         ("Mean Spearman ρ between the exact Shapley values (accuracy, averaged over seeds) measured on two random "
          "halves of the test set: the agreement an estimator measured on another sample of that size can hope for.")
-        if self.hits is None: raise ValueError("this game has no per-sample results (hits); it was made before they "
-                                               "were recorded")
+        if self.hits is None: raise ValueError('this game has no per-sample results (hits); it was made before they '
+                                               'were recorded')
         rng, n, out = np.random.default_rng(seed), self.hits.shape[-1], []
         for _ in range(n_splits):
             p = rng.permutation(n)
@@ -330,10 +327,10 @@ class CoalitionGame:
                     else None
                 )
                 return cls(int(z['n_players']), z['seeds'].tolist(), z['acc'], z['loss'], float(z['seconds']), hits)
-        except Exception as e: raise RuntimeError(f"coalition game {path} is corrupt or unreadable "
-                                                  f"({type(e).__name__}: {e})") from e
-    def __repr__(self): return (f"CoalitionGame({self.n_players} clients, {2 ** self.n_players} coalitions × "
-                                f"{len(self.seeds)} seeds, v(N) acc {self.acc[:, -1].mean():.3f})")
+        except Exception as e: raise RuntimeError(f'coalition game {path} is corrupt or unreadable '
+                                                  f'({type(e).__name__}: {e})') from e
+    def __repr__(self): return (f'CoalitionGame({self.n_players} clients, {2 ** self.n_players} coalitions × '
+                                f'{len(self.seeds)} seeds, v(N) acc {self.acc[:, -1].mean():.3f})')
 
 def _spearman(a, b) -> float:
     "Spearman rank correlation (NaN when either side is constant)."
@@ -358,7 +355,7 @@ def _final_eval(model, flats, buffers, X, Y, chunk: int = 64) -> tuple:
     try:
         for s in range(0, len(flats), chunk):
             out = f(dict(_unflatten_stacked(flats[s:s + chunk], like)), X)
-            L.append(_nll(out, Y).mean(1))
+            L.append(logit_nll(out, Y).mean(1))
             H.append(out.argmax(-1) == Y[None])
     finally: model.train(was)
     H = torch.cat(H).cpu()
@@ -392,7 +389,7 @@ def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save
         for s in range(0, len(jobs), chunk):
             sl = slice(s, s + chunk)
             g_ = jg[sl]
-            P, *_ = _batched_chunk(
+            P, *_ = local_update_stacked(
                 model,
                 {nm: v[g_] for nm, v in theta.items()},
                 X,
@@ -406,7 +403,7 @@ def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save
             )
             for nm, v in P.items():
                 if not torch.isfinite(v).all():
-                    raise TrainingDiverged(f"training diverged in round {r} for a coalition (seed {cfg.seed})")
+                    raise TrainingDiverged(f'training diverged in round {r} for a coalition (seed {cfg.seed})')
                 avg[nm].index_add_(0, g_, v * w[sl].view(-1, *[1] * (v.ndim - 1)))
         theta = opt.step(theta, avg)
         save(r, theta, opt)
@@ -421,8 +418,7 @@ def coalition_setup(model: nn.Module, ds, part, seeds) -> dict:
 
 def coalition_identity(model: nn.Module, ds, part, cfg: FedConfig, seeds) -> str:
     "A hash of what a coalition's utility depends on: equal identities, equal numbers for every coalition."
-    fed = {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}
-    return config_hash({'fed': fed, **coalition_setup(model, ds, part, seeds)})
+    return run_identity(asdict(cfg), coalition_setup(model, ds, part, seeds))[0]
 
 def train_coalitions(model: nn.Module,       # architecture and initial weights θ₀ (not modified)
                      ds, part,               # `Dataset` and `Partition` (the clients are the players)
@@ -438,16 +434,16 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
                      shards: int | None = None) -> tuple:  # Ray tasks (default: the cluster's CPUs)
     "FedAvg on each coalition alone: test accuracy and loss (seeds, coalitions), per-sample correctness, seconds."
     K, cs = len(part), [int(m) for m in coalitions]
-    if shards is not None: _check_count('shards', shards)
-    if not cs or min(cs) < 0 or max(cs) >= 2 ** K: raise ValueError(f"coalitions must be bitmasks in 0..{2 ** K - 1}")
+    if shards is not None: check_int('shards', shards, 1)
+    if not cs or min(cs) < 0 or max(cs) >= 2 ** K: raise ValueError(f'coalitions must be bitmasks in 0..{2 ** K - 1}')
     if cfg.fraction != 1:
-        raise ValueError(f"coalition values need fraction=1 (every member trains every round), got {cfg.fraction}")
+        raise ValueError(f'coalition values need fraction=1 (every member trains every round), got {cfg.fraction}')
     bad = [k for k in cfg.free_riders if k >= K]
-    if bad: raise ValueError(f"free_riders has client ids {bad} outside 0..{K - 1}")
+    if bad: raise ValueError(f'free_riders has client ids {bad} outside 0..{K - 1}')
     if not seeds or any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0 for s in seeds):
-        raise ValueError(f"seeds={seeds} must be a non-empty list of ints ≥ 0")
+        raise ValueError(f'seeds={seeds} must be a non-empty list of ints ≥ 0')
     dev = resolve_device(device)
-    _check_fit(model, ds, part)
+    check_fit(model, ds, part)
     model = model.to(dev)
     X, Y, Xt, Yt = (t.to(dev) for t in (ds.x_train, ds.y_train, ds.x_test, ds.y_test))
     idx = [np.asarray(ix) for ix in part]
@@ -459,16 +455,12 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
     what = coalition_setup(model, ds, part, seeds)
     whole = len(cs) == 2 ** K and cs == list(range(2 ** K))
     if not whole: what['coalitions'] = config_hash({'masks': cs})   # the whole game keeps its old identity
-    fed = {k: v for k, v in asdict(cfg).items() if k not in RECORDING_FIELDS}
-    ident = config_hash({'fed': fed, **what})           # what the coalitions train, not what a run records
-    legacy = config_hash({'fed': asdict(cfg), **what})  # checkpoints written before that
+    identity = run_identity(asdict(cfg), what)   # what the coalitions train, not what a run records
+    ident = identity[0]
     ck = Path(checkpoint_dir) / 'coalitions.pt' if checkpoint_dir else None
     shape = (len(seeds), len(cs))
     acc, loss, hits = np.full(shape, np.nan), np.full(shape, np.nan), np.zeros((*shape, len(Yt)), dtype=bool)
-    state = load_checkpoint(ck) if ck is not None and ck.exists() else None
-    if state is not None and state['hash'] not in (ident, legacy):
-        raise ValueError(f"checkpoint {ck} belongs to other coalition runs (settings, data or model differ); "
-                         "use another checkpoint_dir")
+    state = resume_checkpoint(ck, identity, 'other coalition runs (settings, data or model differ)')
     if state is not None:
         acc, loss, hits = state['acc'].numpy(), state['loss'].numpy(), state['hits'].numpy().astype(bool)
     def save(r, i, theta=None, opt=None):
@@ -555,11 +547,11 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
     "FedAvg on every coalition S alone (same θ₀, settings and batch seeds; weights renormalised): v(S)."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     K = len(part)
-    _check_count('max_clients', max_clients)
+    check_int('max_clients', max_clients, 1)
     if K > max_clients:
-        raise ValueError(f"{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) "
-                         f"to run them, "
-                         "or use sampled_values (a budget of coalitions) or reconstruction values")
+        raise ValueError(f'{K} clients means {2 ** K - 1} coalitions to train; raise max_clients (now {max_clients}) '
+                         f'to run them, '
+                         'or use sampled_values (a budget of coalitions) or reconstruction values')
     seeds = [cfg.seed] if seeds is None else list(seeds)
     acc, loss, hits, seconds = train_coalitions(model, ds, part, cfg, range(2 ** K), seeds, device, checkpoint_dir,
                                                 chunk, progress, ray_address)
@@ -625,21 +617,21 @@ class Reconstruction:
                  bootstrap: int = 100,
                  seed: int = 0,
                  chunk_points: int | None = None):
-        _check_count('bootstrap', bootstrap, 0)
-        if not (isinstance(tol, (int, float)) and 0 <= tol < 1): raise ValueError(f"tol={tol!r} must be in [0, 1)")
+        check_int('bootstrap', bootstrap, 0)
+        if not (isinstance(tol, (int, float)) and 0 <= tol < 1): raise ValueError(f'tol={tol!r} must be in [0, 1)')
         if len(X_val) != len(Y_val) or len(Y_val) == 0:
             raise ValueError(
-                f"X_val and Y_val must hold the same, non-zero number of samples; got {len(X_val)} and {len(Y_val)}"
+                f'X_val and Y_val must hold the same, non-zero number of samples; got {len(X_val)} and {len(Y_val)}'
             )
         if game not in GAMES: raise ValueError(f"game={game!r} must be one of {', '.join(GAMES)}")
         if weighting is None: weighting = 'aggregate' if game == 'run' else 'renormalized'
         if weighting not in WEIGHTINGS: raise ValueError(f"weighting={weighting!r} must be one of "
                                                          f"{', '.join(WEIGHTINGS)}")
-        if horizon is not None: _check_count('horizon', horizon)
-        _check_count('every', every)
-        _check_count('max_exact', max_exact)
-        _check_count('n_permutations', n_permutations, 2)
-        _check_count('max_evaluations', max_evaluations)
+        if horizon is not None: check_int('horizon', horizon, 1)
+        check_int('every', every, 1)
+        check_int('max_exact', max_exact, 1)
+        check_int('n_permutations', n_permutations, 2)
+        check_int('max_evaluations', max_evaluations, 1)
         self.model, self.X, self.Y, self.game, self.weighting, self.every, self.last = (
             model,
             X_val,
@@ -771,8 +763,8 @@ def _record_values(d: dict, method: str, metric: str) -> tuple:
         boot = d.get('boot_acc' if metric == 'accuracy' else 'boot_loss')
         reps = None if boot is None else np.stack([SOLUTIONS[method](b if metric == 'accuracy' else -b) for b in boot])
         return SOLUTIONS[method](t), reps
-    if method == 'banzhaf': raise ValueError("sampled games (more clients than max_exact) have Shapley and "
-                                             "leave-one-out values, not Banzhaf")
+    if method == 'banzhaf': raise ValueError('sampled games (more clients than max_exact) have Shapley and '
+                                             'leave-one-out values, not Banzhaf')
     sfx = '_acc' if metric == 'accuracy' else '_loss'
     return d[method + sfx], (d['se' + sfx] if method == 'shapley' else None)
 
@@ -795,8 +787,8 @@ def reconstruction_values(hist,                       # `History` of a run train
     if method not in SOLUTIONS: raise ValueError(f"method={method!r} must be one of {', '.join(SOLUTIONS)}")
     if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
     recs = {r: d for r, d in sorted(hist.valuations.items()) if _evaluated(d)}
-    if not recs: raise ValueError("the history has no recorded games: train with run_federated(..., "
-                                  "valuer=Reconstruction(...)) from round 1")
+    if not recs: raise ValueError('the history has no recorded games: train with run_federated(..., '
+                                  'valuer=Reconstruction(...)) from round 1')
     K = hist.n_clients
     rs = list(recs)
     per = np.zeros((len(rs), K))
@@ -831,7 +823,7 @@ def agreement(truth, estimate) -> dict:
     "Spearman ρ (ranks) and Pearson r (values) between two value vectors (Valuations or arrays)."
     t = truth.values if isinstance(truth, Valuation) else np.asarray(truth, float)
     e = estimate.values if isinstance(estimate, Valuation) else np.asarray(estimate, float)
-    if len(t) != len(e): raise ValueError(f"truth has {len(t)} clients, the estimate {len(e)}")
+    if len(t) != len(e): raise ValueError(f'truth has {len(t)} clients, the estimate {len(e)}')
     return dict(spearman=_spearman(t, e), pearson=_pearson(t, e))
 
 def run_estimators(hist,                          # a `History` trained with a `Reconstruction` valuer
@@ -870,9 +862,9 @@ def validation_sample(part, size: int | None = None, seed: int = 0) -> np.ndarra
         if len(part.holdout)
         else np.zeros(0, np.int64)
     )
-    if not len(pool): raise ValueError("the partition has no held-out samples (holdout=0): the reconstruction needs a "
-                                       "validation sample")
-    if size is not None: _check_count('size', size)
+    if not len(pool): raise ValueError('the partition has no held-out samples (holdout=0): the reconstruction needs a '
+                                       'validation sample')
+    if size is not None: check_int('size', size, 1)
     if size is None or size >= len(pool): return np.sort(pool)
     return np.sort(np.random.default_rng([seed, 0xCA1]).choice(pool, size, replace=False))
 
@@ -1022,14 +1014,13 @@ def sampled_values(model: nn.Module,          # architecture and initial weights
     "Shapley values from a budget of retrained coalitions, the run's reconstruction as feature; calibrated intervals."
     cfg = replace(cfg, **kwargs) if cfg is not None else FedConfig(**kwargs)
     K = len(part)
-    if K < 2: raise ValueError(f"sampled_values needs at least 2 clients; got {K}")
-    _check_count('n_permutations', n_permutations, 1)
-    _check_count('max_exact', max_exact)
-    _check_count('control_permutations', control_permutations, 2)
+    if K < 2: raise ValueError(f'sampled_values needs at least 2 clients; got {K}')
+    check_int('n_permutations', n_permutations, 1)
+    check_int('max_exact', max_exact, 1)
+    check_int('control_permutations', control_permutations, 2)
     if metric not in METRICS: raise ValueError(f"metric={metric!r} must be one of {', '.join(METRICS)}")
-    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0 < level < 1:
-        raise ValueError(f"level={level!r} must be a number in (0, 1)")
-    if hist.n_clients != K: raise ValueError(f"the history has {hist.n_clients} clients, the partition {K}")
+    check_real('level', level, 0, 1, lo_open=True, hi_open=True)
+    if hist.n_clients != K: raise ValueError(f'the history has {hist.n_clients} clients, the partition {K}')
     seeds = [cfg.seed, cfg.seed + 1] if seeds is None else list(seeds)
     dev = resolve_device(device)
     model = model.to(dev)
@@ -1043,7 +1034,7 @@ def sampled_values(model: nn.Module,          # architecture and initial weights
     ident = coalition_identity(model, ds, part, cfg, seeds)
     known = (reuse.info.get('table') or {}) if reuse is not None else {}
     if known and known['ident'] != ident:
-        raise ValueError("reuse= holds coalitions trained with other settings, seeds, data or model than these")
+        raise ValueError('reuse= holds coalitions trained with other settings, seeds, data or model than these')
     have = {m: j for j, m in enumerate(known.get('masks', []))}
     todo = [m for m in masks if m not in have]
     acc, loss = np.zeros((len(seeds), len(masks))), np.zeros((len(seeds), len(masks)))
@@ -1072,9 +1063,9 @@ def sampled_values(model: nn.Module,          # architecture and initial weights
 def plant_label_noise(ds, part, clients: list, q: float = 1.0, seed: int = 0):
     ("A copy of `ds` whose training labels of `clients` are replaced, each with probability q, by a uniformly random "
      "label (their held-out splits stay clean).")
-    if not 0 <= q <= 1: raise ValueError(f"label_noise q={q} is out of range: must be in [0, 1]")
+    if not 0 <= q <= 1: raise ValueError(f'label_noise q={q} is out of range: must be in [0, 1]')
     bad = [k for k in clients if not 0 <= int(k) < len(part)]
-    if bad: raise ValueError(f"noisy clients {bad} are outside 0..{len(part) - 1}")
+    if bad: raise ValueError(f'noisy clients {bad} are outside 0..{len(part) - 1}')
     y = ds.y_train.clone()
     rng = np.random.default_rng([seed, 0x5EED])
     for k in sorted(clients):
@@ -1083,4 +1074,4 @@ def plant_label_noise(ds, part, clients: list, q: float = 1.0, seed: int = 0):
         y[torch.as_tensor(hit, dtype=torch.long)] = torch.as_tensor(
             rng.integers(0, ds.n_classes, len(hit)), dtype=y.dtype
         )
-    return dataclasses.replace(ds, name=f"{ds.name}+noise{sorted(int(k) for k in clients)}@{q:g}", y_train=y)
+    return dataclasses.replace(ds, name=f'{ds.name}+noise{sorted(int(k) for k in clients)}@{q:g}', y_train=y)

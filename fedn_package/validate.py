@@ -3,4 +3,4 @@ import sys
 
 from fedland.fedn_client import main
 
-sys.exit(main(["validate", *sys.argv[1:]]))
+sys.exit(main(['validate', *sys.argv[1:]]))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch.func import functional_call, hessian
 
-pyhessian = pytest.importorskip("pyhessian")
+pyhessian = pytest.importorskip('pyhessian')
 
 from fedland.curvature import HessianOperator, hutchinson, top_eigenvalues  # noqa: E402
 from fedland.data import load_dataset  # noqa: E402
@@ -15,10 +15,10 @@ from fedland.models import build_model, flatten, param_dict, unflatten  # noqa: 
 from fedland.train import LocalConfig, train_centralized  # noqa: E402
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-    ds = load_dataset("mnist1d", root=tmp_path_factory.mktemp("d"))
-    net = build_model("mlp", ds.input_shape, 10, hidden=(32,), seed=0)
+    ds = load_dataset('mnist1d', root=tmp_path_factory.mktemp('d'))
+    net = build_model('mlp', ds.input_shape, 10, hidden=(32,), seed=0)
     r = train_centralized(net, ds, LocalConfig(lr=0.05, momentum=0.9, epochs=5), progress=False)
     with torch.no_grad():
         for k, v in param_dict(net, detach=False).items():
@@ -54,9 +54,9 @@ def test_against_pyhessian(trained):
     lam = top_eigenvalues(op, k=1, m=30).values[0]
     tr = hutchinson(net, param_dict(net), X, Y, n_probes=200, seed=1)
     t_fl = time.perf_counter() - t0
-    print(f"lambda_max fedland {lam:.5f} pyhessian {ph_lam:.5f} exact {exact_lam:.5f}; "
-          f"trace fedland {tr.trace:.4f}±{tr.se:.4f} pyhessian {ph_tr:.4f} exact {exact_tr:.4f}; "
-          f"time fedland {t_fl:.2f}s pyhessian {t_ph:.2f}s")
+    print(f'lambda_max fedland {lam:.5f} pyhessian {ph_lam:.5f} exact {exact_lam:.5f}; '
+          f'trace fedland {tr.trace:.4f}±{tr.se:.4f} pyhessian {ph_tr:.4f} exact {exact_tr:.4f}; '
+          f'time fedland {t_fl:.2f}s pyhessian {t_ph:.2f}s')
     assert abs(lam - ph_lam) / abs(ph_lam) < 0.02
     assert abs(tr.trace - ph_tr) / abs(ph_tr) < 0.05
     assert abs(lam - exact_lam) / exact_lam < 1e-3   # Lanczos converges where power iteration stops at tol 1e-3
@@ -68,11 +68,11 @@ def test_no_torch_warnings_in_fresh_process():
     import subprocess
     import sys
 
-    code = ("import torch; from torch import nn; from fedland.curvature import HessianOperator, "
-            "per_sample_quadratic; from fedland.models import param_dict\nm = nn.Sequential(nn.Linear(6, 3)); X, "
-            "Y = torch.randn(20, 6), torch.randint(0, 3, (20,)); v = torch.randn(21)\nHessianOperator(m, "
-            "param_dict(m), X, Y, reuse_graph=False) @ v; per_sample_quadratic(m, param_dict(m), X, Y, v)")
+    code = ('import torch; from torch import nn; from fedland.curvature import HessianOperator, '
+            'per_sample_quadratic; from fedland.models import param_dict\nm = nn.Sequential(nn.Linear(6, 3)); X, '
+            'Y = torch.randn(20, 6), torch.randint(0, 3, (20,)); v = torch.randn(21)\nHessianOperator(m, '
+            'param_dict(m), X, Y, reuse_graph=False) @ v; per_sample_quadratic(m, param_dict(m), X, Y, v)')
     r = subprocess.run(
-        [sys.executable, "-W", "error::FutureWarning", "-c", code], capture_output=True, text=True, timeout=120
+        [sys.executable, '-W', 'error::FutureWarning', '-c', code], capture_output=True, text=True, timeout=120
     )
     assert r.returncode == 0, r.stderr[-2000:]

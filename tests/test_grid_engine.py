@@ -17,28 +17,28 @@ NOISE = 1.25
 
 
 def zoo_cases(root):
-    mnist1d, digits = load_dataset("mnist1d", root=root), load_dataset("digits", root=root)
+    mnist1d, digits = load_dataset('mnist1d', root=root), load_dataset('digits', root=root)
     g = torch.Generator().manual_seed(0)
     images = (torch.rand(1000, 1, 28, 28, generator=g), torch.randint(0, 10, (1000,), generator=g))
     return {
-        "mlp": (build_model("mlp", mnist1d.input_shape, 10, seed=0), mnist1d.x_train, mnist1d.y_train),
-        "cnn1d": (build_model("cnn1d", mnist1d.input_shape, 10, seed=0), mnist1d.x_train, mnist1d.y_train),
-        "cnn": (build_model("cnn", digits.input_shape, 10, seed=0), digits.x_train, digits.y_train),
-        "niid_cnn": (build_model("niid_cnn", (1, 28, 28), 10, seed=0), *images),
-        "resnet": (
-            build_model("resnet", digits.input_shape, 10, seed=0, widths=(4, 8, 8)),
+        'mlp': (build_model('mlp', mnist1d.input_shape, 10, seed=0), mnist1d.x_train, mnist1d.y_train),
+        'cnn1d': (build_model('cnn1d', mnist1d.input_shape, 10, seed=0), mnist1d.x_train, mnist1d.y_train),
+        'cnn': (build_model('cnn', digits.input_shape, 10, seed=0), digits.x_train, digits.y_train),
+        'niid_cnn': (build_model('niid_cnn', (1, 28, 28), 10, seed=0), *images),
+        'resnet': (
+            build_model('resnet', digits.input_shape, 10, seed=0, widths=(4, 8, 8)),
             digits.x_train,
             digits.y_train,
         ),
     }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope='module')
 def zoo(tmp_path_factory):
-    return zoo_cases(tmp_path_factory.mktemp("data"))
+    return zoo_cases(tmp_path_factory.mktemp('data'))
 
 
-@pytest.mark.parametrize("name", ["mlp", "cnn1d", "cnn", "niid_cnn", "resnet"])
+@pytest.mark.parametrize('name', ['mlp', 'cnn1d', 'cnn', 'niid_cnn', 'resnet'])
 def test_auto_never_picks_the_slower_engine(zoo, name):
     net, X, Y = zoo[name]
     net.eval()
@@ -46,7 +46,7 @@ def test_auto_never_picks_the_slower_engine(zoo, name):
     owner = torch.arange(len(Y)) % 10
     grid = lambda engine: evaluate_grid(net, plane, X, Y, owner, steps=9, progress=False, engine=engine)
     ENGINE_CHOICES.clear()
-    auto = grid("auto")
+    auto = grid('auto')
     (chosen, probe), = ENGINE_CHOICES.values()
     times = {e: [] for e in probe}
     for _ in range(3):
@@ -56,13 +56,13 @@ def test_auto_never_picks_the_slower_engine(zoo, name):
             times[e].append(time.perf_counter() - t)
             np.testing.assert_allclose(got.client_loss, auto.client_loss, rtol=1e-4, atol=1e-5)
     med = {e: float(np.median(t)) for e, t in times.items()}
-    assert set(med) in ({"points", "loop"}, {"vmap", "loop"})
-    assert med[chosen] <= NOISE * min(med.values()), f"{name}: auto chose {chosen} {med} (probe {probe})"
+    assert set(med) in ({'points', 'loop'}, {'vmap', 'loop'})
+    assert med[chosen] <= NOISE * min(med.values()), f'{name}: auto chose {chosen} {med} (probe {probe})'
 
 
 def test_choice_is_remembered_per_network(zoo):
     ENGINE_CHOICES.clear()
-    for name in ("mlp", "cnn1d"):
+    for name in ('mlp', 'cnn1d'):
         net, X, Y = zoo[name]
         D = torch.randn(3, sum(p.numel() for p in net.parameters())) * 0.01
         first = choose_engine(net.eval(), D, torch.ones(4, 3), X, Y, {})

@@ -51,18 +51,18 @@ CLUSTER = textwrap.dedent("""
 
 
 def test_ray_cluster_gives_the_single_process_values(tmp_path):
-    if shutil.which("unshare") is None or shutil.which("ip") is None:
-        pytest.skip("needs unshare and ip (util-linux, iproute2) for a private loopback network")
-    if subprocess.run(["unshare", "-n", "true"], capture_output=True).returncode != 0:
-        pytest.skip("unshare -n is not permitted here (needs root or user namespaces)")
-    if not Path(sys.executable).with_name("ray").exists():
+    if shutil.which('unshare') is None or shutil.which('ip') is None:
+        pytest.skip('needs unshare and ip (util-linux, iproute2) for a private loopback network')
+    if subprocess.run(['unshare', '-n', 'true'], capture_output=True).returncode != 0:
+        pytest.skip('unshare -n is not permitted here (needs root or user namespaces)')
+    if not Path(sys.executable).with_name('ray').exists():
         pytest.skip("Ray is not installed (fedland's [distributed] extra)")
-    script = tmp_path / "cluster.py"
+    script = tmp_path / 'cluster.py'
     script.write_text(CLUSTER)
-    out = subprocess.run(["unshare", "-n", sys.executable, str(script)], capture_output=True, text=True, timeout=900)
+    out = subprocess.run(['unshare', '-n', sys.executable, str(script)], capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stderr[-3000:]
     assert "nodes 2 ['127.0.0.1']" in out.stdout, out.stdout
-    assert "exact equal True" in out.stdout, out.stdout
-    assert "sampled equal True" in out.stdout, out.stdout
-    left = subprocess.run(["pgrep", "-f", "gcs_server.*6391"], capture_output=True, text=True).stdout.strip()
-    assert not left, f"Ray processes left running: {left}"
+    assert 'exact equal True' in out.stdout, out.stdout
+    assert 'sampled equal True' in out.stdout, out.stdout
+    left = subprocess.run(['pgrep', '-f', 'gcs_server.*6391'], capture_output=True, text=True).stdout.strip()
+    assert not left, f'Ray processes left running: {left}'
