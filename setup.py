@@ -22,6 +22,7 @@ lic = licenses.get(cfg['license'].lower(), (cfg['license'], None))
 dev_requirements = shlex.split(cfg.get('dev_requirements') or '')
 distributed_requirements = shlex.split(cfg.get('distributed_requirements') or '')
 postgres_requirements = shlex.split(cfg.get('postgres_requirements') or '')
+explore_requirements = shlex.split(cfg.get('explore_requirements') or '')
 
 setuptools.setup(
     # the distribution name (PyPI's 'fedland' is another project); the import is lib_name
@@ -37,7 +38,7 @@ setuptools.setup(
     include_package_data=True,
     install_requires=requirements,
     extras_require={'dev': dev_requirements, 'distributed': distributed_requirements,
-                    'postgres': postgres_requirements},
+                    'postgres': postgres_requirements, 'explore': explore_requirements},
     python_requires='>=' + cfg['min_python'],
     long_description=open('README.md', encoding='utf-8').read(),
     long_description_content_type='text/markdown',

@@ -4,16 +4,16 @@
 
 # %% ../nbs/09_experiment.ipynb #c003
 from __future__ import annotations
-import argparse, itertools, json, math, os, subprocess, sys, time, traceback
+import itertools, json, math, os, subprocess, sys, time, traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
 
 # %% auto #0
 __all__ = ['TRAINING_ENGINES', 'NUMBER_RULES', 'OPTIONAL_NUMBERS', 'CLIENT_HISTORY_MB', 'STUDY_SETTINGS', 'Experiment', 'Result',
-           'prepare', 'run_experiment', 'run_experiments', 'study_experiments', 'study', 'curvature_shares',
-           'study_values', 'who_group', 'study_table', 'value_words', 'study_summary', 'parse_value', 'expand_grid',
-           'sweep', 'main']
+           'prepare', 'run_experiment', 'run_experiments', 'load_result', 'study_experiments', 'study',
+           'curvature_shares', 'study_values', 'who_group', 'study_table', 'value_words', 'study_summary',
+           'parse_value', 'expand_grid', 'sweep']
 
 # %% ../nbs/09_experiment.ipynb #c004
 import numpy as np
@@ -25,7 +25,9 @@ from .partition import SCHEMES, partition as make_partition
 from .models import MODELS, build_model, flatten, n_params, tune_allocator
 from .checks import check_int, check_real, check_type
 from .train import LocalConfig, train_centralized, TrainingDiverged, CentralizedResult
-from .federated import ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_ids, config_hash, load_checkpoint
+from fedland.federated import (
+    ALGORITHMS, CHECKPOINT, FedConfig, run_federated, client_ids, config_hash, load_checkpoint, read_history,
+)
 from .landscape import pca_plane, random_plane, evaluate_grid, fit_range, Landscape
 from .curvature import curvature_table
 from .contribution import contribution_table
@@ -367,15 +369,18 @@ def _round_writer(st: Store, exp: Experiment):
     return lambda h, r: _write_rounds(st, exp, h, {0, r} if r == 1 else {r})
 
 # %% ../nbs/09_experiment.ipynb #c012
+def _stored_centralized(f: Path) -> CentralizedResult:
+    "The centralized baseline as `_centralized` stored it."
+    try: s = torch.load(f, map_location='cpu', weights_only=True)
+    except Exception as e: raise RuntimeError(f'centralized checkpoint {f} is corrupt or unreadable: {e}; delete '
+                                              f'it to retrain') from e
+    hist = pd.DataFrame({k: v.numpy() for k, v in s['history'].items()}).astype({'epoch': int})
+    return CentralizedResult(hist, s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
+
 def _centralized(exp, st, net, ds, part, d: Path, progress):
     "Train (or reload) the centralized baseline on the clients' training samples; its epochs are stored as rounds."
     f = d / 'centralized.pt'
-    if f.exists():
-        try: s = torch.load(f, map_location='cpu', weights_only=True)
-        except Exception as e: raise RuntimeError(f'centralized checkpoint {f} is corrupt or unreadable: {e}; delete '
-                                                  f'it to retrain') from e
-        hist = pd.DataFrame({k: v.numpy() for k, v in s['history'].items()}).astype({'epoch': int})
-        cen = CentralizedResult(hist, s['params'], s['buffers'], list(s['trajectory'].unbind(0)))
+    if f.exists(): cen = _stored_centralized(f)
     else:
         cen = train_centralized(
             net,
@@ -420,13 +425,18 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
     )
     return cen
 
+def _plane(exp, hist):
+    "The plane of the run's landscape: PCA of the global trajectory, or a random plane around the final global model."
+    if exp.landscape_plane == 'pca': return pca_plane(hist.global_params, hist.spec)
+    return random_plane(hist.global_model(), seed=exp.seed)
+
 def _landscape(exp, st, net, ds, part, hist, cen, progress):
     ("The landscape of the final global model with clients, the centralized model and the trajectory projected "
      "(reloaded if stored).")
     rel = f'{exp.id}/landscape_{exp.landscape_plane}_r{exp.rounds}.npz'
     g = hist.global_model()
     row = dict(experiment_id=exp.id, round=exp.rounds, kind=exp.landscape_plane, path=rel)
-    plane = pca_plane(hist.global_params, hist.spec) if exp.landscape_plane == 'pca' else random_plane(g, seed=exp.seed)
+    plane = _plane(exp, hist)
     if st.artifact_path(rel).exists():                      # computed before (by this run or an identical one): reuse
         ls = Landscape.load(st.artifact_path(rel))
         ls.plane = plane
@@ -473,15 +483,18 @@ def _curvature(exp, st, net, ds, part, hist, cen, progress):
     )
     return cur
 
+def _stored_valuations(st: Store, run: str, d: Path) -> tuple:
+    "A run's stored values (method -> `Valuation`, empty when none) and its exact coalition game (or None)."
+    rows = st.table('valuations', run)
+    out = {m: Valuation.from_rows(g) for (m, _), g in rows.groupby(['method', 'metric'])}
+    gpath = d / 'coalition_game.npz'
+    return out, (CoalitionGame.load(gpath) if out and gpath.exists() else None)
+
 def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
     ("Client values of the run (reloaded if stored): reconstruction Shapley and LOO from the per-round games, and "
      "with valuation='exact' the retrained coalition game.")
-    rows = st.table('valuations', exp.id)
-    gpath = d / 'coalition_game.npz'
-    if len(rows):
-        out = {m: Valuation.from_rows(g) for (m, _), g in rows.groupby(['method', 'metric'])}
-        return out, (CoalitionGame.load(gpath) if gpath.exists() else None)
-    out, game = {}, None
+    out, game = _stored_valuations(st, exp.id, d)
+    if out: return out, game
     if hist.valuations:
         for m in ('shapley', 'loo'): out[f'reconstruction_{m}'] = reconstruction_values(hist, m, exp.valuation_metric)
     if exp.valuation == 'sampled':
@@ -502,7 +515,7 @@ def _valuations(exp, st, net, ds, part, hist, d: Path, progress) -> tuple:
             progress=progress,
             ray_address=exp.ray_address,
         )
-        game.save(gpath)
+        game.save(d / 'coalition_game.npz')
         for m in ('shapley', 'loo', 'banzhaf'): out[f'exact_{m}'] = game.values(m, exp.valuation_metric)
     st.put('valuations', [r for v in out.values() for r in v.rows(exp.id)])
     return out, game
@@ -626,6 +639,36 @@ def run_experiments(exps: list, progress: bool = True) -> list:
         except Exception as err: out.append(err)
     return out
 
+# %% ../nbs/09_experiment.ipynb #c020s
+def load_result(store: str | os.PathLike | Store,   # the store the run went into
+                run: str,                           # its id (`Experiment.id`)
+               ) -> Result:
+    ("A stored run read back without training or writing: its history from the checkpoint (of a run still going: "
+     "the rounds so far), the landscape with its plane, and the curvature, contributions and values from the tables.")
+    st = store if isinstance(store, Store) else Store(store)
+    try:
+        row = st.table('experiments', run)
+        if not len(row): raise ValueError(f'run={run!r} is not in store {st.url!r}')
+        exp = Experiment.from_params({**json.loads(row.config.iloc[0]), 'store': st.url})
+        ds, part, net = prepare(exp)
+        d = st.artifacts / exp.id
+        if not (d / 'checkpoint' / CHECKPOINT).exists():
+            raise ValueError(f'run {exp.name!r} [{run}] has no checkpoint yet: it has not finished a round')
+        hist = read_history(d / 'checkpoint' / CHECKPOINT, net, part)
+        cen = _stored_centralized(d / 'centralized.pt') if (d / 'centralized.pt').exists() else None
+        ls, lrow = None, st.table('landscapes', run)
+        if len(lrow):
+            ls = Landscape.load(st.artifact_path(lrow.path.iloc[-1]))
+            ls.plane = _plane(exp, hist)
+        cur = st.table('curvature', run).drop(columns=['experiment_id', 'round'])   # as run_experiment reloads them
+        con = st.table('contributions', run).drop(columns='experiment_id')
+        vals, game = _stored_valuations(st, exp.id, d)
+        return Result(exp, ds, part, hist, cen, ls, cur if len(cur) else None, con if len(con) else None,
+                      str(row.status.iloc[0]), vals or None, game)
+    finally:
+        if not isinstance(store, Store): st.close()
+
+
 # %% ../nbs/09_experiment.ipynb #c020b
 STUDY_SETTINGS = ('IID, balanced', 'IID, unbalanced', 'non-IID, balanced', 'non-IID, unbalanced')
 
@@ -665,9 +708,10 @@ def curvature_shares(res) -> tuple:
     return w, cs, (cs * np.hypot(sk / tk, s / t) if (sk > 0).any() or s > 0 else None)
 
 def study_values(res):
-    "The values a study shows for one run: the sampled estimator's where the run has them, else the reconstruction's."
+    ("The values a study shows for one run: exact Shapley values where the run has them, else the sampled "
+     "estimator's, else the reconstruction's.")
     vals = res.valuations or {}
-    return vals.get('sampled_shapley') or vals.get('reconstruction_shapley')
+    return vals.get('exact_shapley') or vals.get('sampled_shapley') or vals.get('reconstruction_shapley')
 
 def who_group(ks: list, weights) -> str:
     "A group of clients in words: one client with its data share, or several named as indistinguishable."
@@ -698,7 +742,7 @@ def study_table(results: dict) -> pd.DataFrame:
             if cs is not None
             else math.nan,
             'value spread (sd, points)': 100 * float(np.std(v.values)) if v is not None else math.nan,
-            'values from': '' if v is None else v.method + ('' if v.lo is not None else ' (uncalibrated)'),
+            'values from': '' if v is None else v.method + (' (uncalibrated)' * v.method.startswith('reconstruction')),
             'most valuable': who_group(v.groups()[0], w) if v is not None else '',
             'least valuable': who_group(v.groups()[-1], w) if v is not None else '',
             # equal data shares: no ranking to follow
@@ -847,50 +891,3 @@ def sweep(grid: dict,                       # parameter -> list of values; every
             )
             bar.set_postfix(failed=sum(x['status'] == 'failed' for x in rows))
     return pd.DataFrame(rows)
-
-# %% ../nbs/09_experiment.ipynb #c026
-def main(argv: list | None = None) -> int:
-    ("The `fedland` command: `fedland sweep NAME=V1,V2 … [--set NAME=V …] [--jobs N] [--store S] [--out DIR] "
-     "[--notebook NB]`.")
-    ap = argparse.ArgumentParser(prog='fedland', description='fedland experiments from the command line')
-    sub = ap.add_subparsers(dest='cmd', required=True)
-    sp = sub.add_parser('sweep', help='run a parameter grid through papermill into one store')
-    sp.add_argument(
-        'grid',
-        nargs='+',
-        metavar='NAME=V1,V2',
-        help='a parameter and its comma-separated values (every combination runs)',
-    )
-    sp.add_argument(
-        '--set',
-        dest='fixed',
-        action='append',
-        default=[],
-        metavar='NAME=VALUE',
-        help='a parameter shared by all runs (JSON values allowed)',
-    )
-    sp.add_argument('--jobs', type=int, default=2, help='runs at a time (default 2)')
-    sp.add_argument(
-        '--store', default='runs/fedland.db', help='SQLite path or postgresql:// URL (default runs/fedland.db)'
-    )
-    sp.add_argument('--out', default='runs/sweep', help='directory of the output notebooks (default runs/sweep)')
-    sp.add_argument('--notebook', default='nbs/run.ipynb', help='the papermill notebook (default nbs/run.ipynb)')
-    sp.add_argument('--timeout', type=float, default=None, help='seconds per run')
-    a = ap.parse_args(argv)
-    def kv(s, many):
-        if '=' not in s: ap.error(f'expected NAME=VALUE, got {s!r}')
-        k, v = s.split('=', 1)
-        return k.strip(), ([parse_value(x) for x in v.split(',')] if many else parse_value(v))
-    try:
-        grid = dict(kv(s, True) for s in a.grid)
-        fixed = dict(kv(s, False) for s in a.fixed)
-        res = sweep(grid, fixed, a.notebook, a.out, a.store, a.jobs, a.timeout)
-    except (ValueError, TypeError, StoreError) as e:
-        print(f'fedland sweep: error: {e}', file=sys.stderr)
-        return 2
-    with pd.option_context('display.width', 200, 'display.max_colwidth', 60):
-        print(res.drop(columns=['notebook']).to_string(index=False))
-    n_bad = int((res.status == 'failed').sum())
-    print(f"{len(res)} runs: {int((res.status == 'finished').sum())} finished, "
-          f"{int(res.status.str.startswith('skipped').sum())} skipped, {n_bad} failed")
-    return 1 if n_bad else 0

@@ -10,9 +10,9 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['ALGORITHMS', 'CHECKPOINT', 'RECORDING_FIELDS', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer',
-           'ClientModels', 'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'sample_clients',
-           'check_fit', 'client_ids', 'client_step', 'Server', 'run_identity', 'resume_checkpoint', 'local_clients',
-           'run_federated']
+           'ClientModels', 'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'restore_history',
+           'read_history', 'sample_clients', 'check_fit', 'client_ids', 'client_step', 'Server', 'run_identity',
+           'resume_checkpoint', 'local_clients', 'run_federated']
 
 # %% ../nbs/04_federated.ipynb #c004
 import numpy as np
@@ -287,8 +287,8 @@ def _state(hist, h, r, srv) -> dict:
         },
     }
 
-def _restore(ck, hist, srv) -> int:
-    "Load a checkpoint into a fresh history and server; return the last finished round."
+def restore_history(ck: dict, hist: History) -> int:
+    "Load a checkpoint's record into a fresh `History` (models, rows, kept clients, values); return its last round."
     hist.global_params = list(ck['global_params'].unbind(0))
     hist.round_rows, hist.client_rows = json.loads(ck['round_rows']), json.loads(ck['client_rows'])
     hist.update_cos = {int(r): (d['clients'].tolist(), d['cos'].numpy()) for r, d in ck['update_cos'].items()}
@@ -296,9 +296,20 @@ def _restore(ck, hist, srv) -> int:
     hist.client_models.disk = {tuple(k) for k in ck['client_disk']}
     hist.valuations = {int(r): {n: v.numpy() for n, v in d.items()} for r, d in ck.get('valuations', {}).items()}
     hist.status, hist.error = ck['status'], ck['error'] or None
-    srv.load_state(ck)
+    hist.buffers = dict(ck['buffers'])
     return ck['round']
 
+def read_history(path: str | os.PathLike,  # a run's checkpoint file (`checkpoint_dir / CHECKPOINT`)
+                 model: nn.Module,         # the run's architecture (names and shapes of its parameters)
+                 part,                     # the run's `Partition` (the clients' data shares p_k)
+                ) -> History:
+    ("The `History` a run's checkpoint holds, read without training or writing (of a run still going: its rounds "
+     "so far).")
+    ck = load_checkpoint(path)
+    spec = [(k, tuple(v.shape)) for k, v in param_dict(model).items()]
+    hist = History({'hash': ck['hash']}, spec, part.weights, spill_dir=Path(path).parent / 'clients')
+    restore_history(ck, hist)
+    return hist
 
 # %% ../nbs/04_federated.ipynb #c026
 def sample_clients(n_clients: int, fraction: float, seed: int, rnd: int) -> list:
@@ -604,7 +615,9 @@ def run_federated(model: nn.Module,           # architecture and initial weights
     srv, start = Server(cfg, params, buffers, K, valuer), 1
     test_eval = lambda p, b: evaluate(model, Xt, Yt, p, b, cfg.eval_batch_size)
     ck = resume_checkpoint(ckpath, identity, 'a different run (settings, data, partition or model differ)')
-    if ck is not None: start = _restore(ck, hist, srv) + 1
+    if ck is not None:
+        start = restore_history(ck, hist) + 1
+        srv.load_state(ck)
     else:
         tl, ta = test_eval(params, buffers)
         hist.global_params.append(flatten(params).cpu())

@@ -7,9 +7,9 @@ from __future__ import annotations
 import math, os
 
 # %% auto #0
-__all__ = ['CLIENT_METRICS', 'LANDSCAPE_FIELDS', 'trajectory_of', 'landscape_figure', 'clients_figure', 'line_figure',
-           'spectrum_figure', 'accuracy_figure', 'Explorer', 'valuation_figure', 'valuation_heatmap', 'round_positions',
-           'rounds_figure', 'rounds_widget', 'landscapes_figure', 'share_figure']
+__all__ = ['trajectory_of', 'landscape_figure', 'clients_figure', 'line_figure', 'spectrum_figure', 'accuracy_figure',
+           'valuation_figure', 'valuation_heatmap', 'round_positions', 'rounds_figure', 'round_frame', 'rounds_widget',
+           'landscapes_figure', 'share_figure']
 
 # %% ../nbs/10_plots.ipynb #c004
 import numpy as np
@@ -242,81 +242,6 @@ def accuracy_figure(curves: dict, y: str = 'test_acc', title: str | None = None,
     fig.update_layout(title=title or y, xaxis_title='round / epoch', yaxis_title=y, height=height)
     return fig
 
-# %% ../nbs/10_plots.ipynb #c008
-CLIENT_METRICS = ('train_loss', 'train_acc', 'local_test_acc', 'global_loss', 'global_acc', 'update_norm', 'drift')
-LANDSCAPE_FIELDS = ('loss', 'test_loss', 'client_loss', 'share', 'loo')
-
-class Explorer:
-    ("An ipywidgets explorer over a store: pick run, round, client "
-     "and metric; `figure(...)` draws the same without widgets.")
-    def __init__(self, store='runs/fedland.db'):
-        from fedland.store import Store, load_runs
-        self.store = store if not isinstance(store, (str, os.PathLike)) else Store(store)
-        self.runs = load_runs(self.store)
-        if not len(self.runs['experiments']): raise ValueError(f'store {self.store.url!r} holds no experiments yet')
-    def run_ids(self) -> list: return self.runs['experiments'].id.tolist()
-    def _landscape(self, run: str):
-        from fedland.landscape import Landscape
-        r = self.runs['landscapes']
-        r = r[r.experiment_id == run]
-        if not len(r): raise ValueError(f'run {run} has no stored landscape')
-        return Landscape.load(self.store.artifact_path(r.path.iloc[-1]))
-    def figure(self, run: str, metric: str = 'test_acc', client='all', rnd: int | None = None):
-        ("The figure for one choice: a per-round metric (all clients "
-         "or one), test accuracy curves, or a landscape field.")
-        if run not in self.run_ids(): raise ValueError(f'run={run!r} is not in the store')
-        name = self.runs['experiments'].set_index('id').name[run]
-        if metric == 'test_acc':
-            r = self.runs['rounds']
-            r = r[r.experiment_id == run]
-            return accuracy_figure({s: g for s, g in r.groupby('setting')}, title=f'{name}: test accuracy')
-        if metric in CLIENT_METRICS:
-            c = self.runs['client_rounds']
-            c = c[c.experiment_id == run]
-            if client != 'all': c = c[c.client == int(client)]
-            fig = go.Figure(
-                [
-                    go.Scatter(x=g['round'], y=g[metric], mode='lines+markers', name=f'client {k}', marker=dict(size=4))
-                    for k, g in c.groupby('client')
-                ]
-            )
-            if rnd is not None: fig.add_vline(x=rnd, line_dash='dot')
-            return fig.update_layout(
-                title=f'{name}: {metric} per round', xaxis_title='round', yaxis_title=metric, height=350
-            )
-        if metric in LANDSCAPE_FIELDS:
-            ls = self._landscape(run)
-            if metric in ('loss', 'test_loss'):
-                return landscape_figure(ls, metric, log=True, title=f'{name}: {metric} (log10)')
-            if client == 'all': return clients_figure(ls, metric, log=metric == 'client_loss')
-            return landscape_figure(
-                ls, metric, k=int(client), log=metric == 'client_loss', title=f'{name}: {metric}, client {client}'
-            )
-        raise ValueError(f"metric={metric!r} is not known; choose test_acc, {', '.join(CLIENT_METRICS)} or "
-                         f"{', '.join(LANDSCAPE_FIELDS)}")
-    def widget(self):
-        "The interactive explorer (run, metric, client, round → figure)."
-        import ipywidgets as W
-        from IPython.display import display
-        e = self.runs['experiments']
-        run = W.Dropdown(options=[(f'{n} [{s}]', i) for n, s, i in zip(e.name, e.status, e.id)], description='run')
-        metric = W.Dropdown(
-            options=('test_acc',) + CLIENT_METRICS + LANDSCAPE_FIELDS, value='test_acc', description='metric'
-        )
-        K = int(self.runs['client_rounds'].client.max()) + 1 if len(self.runs['client_rounds']) else 0
-        client = W.Dropdown(options=['all'] + list(range(K)), description='client')
-        R = int(self.runs['client_rounds']['round'].max()) if len(self.runs['client_rounds']) else 0
-        rnd = W.IntSlider(min=0, max=max(R, 1), value=R, description='round')
-        out = W.Output()
-        def update(*_):
-            out.clear_output(wait=True)
-            with out:
-                try: display(self.figure(run.value, metric.value, client.value, rnd.value))
-                except ValueError as err: print(err)
-        for w in (run, metric, client, rnd): w.observe(update, 'value')
-        update()
-        return W.VBox([W.HBox([run, metric]), W.HBox([client, rnd]), out])
-
 # %% ../nbs/10_plots.ipynb #c013b
 def valuation_figure(vals,                     # a `Valuation`, or a dict name -> Valuation (grouped bars)
                      title: str | None = None, height: int = 340) -> go.Figure:
@@ -498,6 +423,18 @@ def rounds_figure(ls,                      # a 2-D `Landscape` with its `plane` 
     )
     return fig
 
+def round_frame(fig: go.Figure,  # a `rounds_figure`
+                r: int) -> go.Figure:
+    "A `rounds_figure` held at round r: that frame's traces, no slider or play button, the round in the title."
+    fr = next((x for x in fig.frames if x.name == str(r)), None)
+    if fr is None: raise ValueError(f'round {r} is not a frame of the figure (rounds {[x.name for x in fig.frames]})')
+    f = go.Figure(fig)
+    for i, t in zip(fr.traces, fr.data): f.data[i].update(t)
+    f.frames = ()
+    f.layout.sliders = ()
+    f.layout.updatemenus = ()
+    return f.update_layout(title=f'{fig.layout.title.text}: round {r}')
+
 def rounds_widget(ls, hist, valuation=None, log: bool = True):
     "The same view under an ipywidgets round slider (JupyterLab): each move redraws that round."
     import ipywidgets as W
@@ -507,14 +444,8 @@ def rounds_widget(ls, hist, valuation=None, log: bool = True):
     full = rounds_figure(ls, hist, valuation, log)
     slider, out = W.IntSlider(min=rounds[0], max=rounds[-1], value=rounds[-1], description='round'), W.Output()
     def show(*_):
-        f = go.Figure(full)
-        fr = next(x for x in full.frames if x.name == str(slider.value))
-        for i, t in zip(fr.traces, fr.data): f.data[i].update(t)
-        f.frames = ()
-        f.layout.sliders = ()
-        f.layout.updatemenus = ()
         out.clear_output(wait=True)
-        with out: display(f)
+        with out: display(round_frame(full, slider.value))
     slider.observe(show, 'value')
     show()
     return W.VBox([slider, out])

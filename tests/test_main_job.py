@@ -76,7 +76,7 @@ def test_sweep_cli_skips_finished_and_survives_divergence(tmp_path):
     store, outdir = tmp_path / 's.db', tmp_path / 'nb'
     common = ['--set', 'rounds=2', '--set', 'model=mlp', '--set', 'landscape=false', '--set', 'curvature=false',
               '--store', str(store), '--out', str(outdir), '--notebook', str(NB), '--jobs', '2']
-    fedland = [sys.executable, '-c', 'import sys; from fedland.experiment import main; sys.exit(main())']
+    fedland = [sys.executable, '-c', 'import sys; from fedland.cli import main; sys.exit(main())']
     r = subprocess.run(fedland + ['sweep', 'lr=0.05,80.0'] + common, capture_output=True, text=True, timeout=900)
     assert r.returncode == 1, r.stdout + r.stderr          # one run failed
     assert '1 finished, 0 skipped, 1 failed' in r.stdout
@@ -102,7 +102,7 @@ def test_sweep_cli_skips_finished_and_survives_divergence(tmp_path):
     ],
 )
 def test_sweep_bad_input(tmp_path, args, msg):
-    from fedland.experiment import main
+    from fedland.cli import main
     import io, contextlib
     err = io.StringIO()
     with contextlib.redirect_stderr(err):

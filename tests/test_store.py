@@ -36,6 +36,14 @@ def test_same_schema_and_rows_sqlite_and_postgres(tmp_path, postgres):
     v = sb.table('valuations')
     tot = v[(v.method == 'sampled_shapley') & v['round'].isna()]
     assert len(tot) == 4 and (tot.lo < tot.value).all() and (tot.value < tot.hi).all()
+    # the explorer reads both alike: every view of the run draws the same figure from either store
+    from fedland.explorer import VIEWS, Explorer
+    ea, eb = Explorer(sa), Explorer(sb)
+    for view in VIEWS:
+        if view == 'compare': continue
+        fa, fb = ea.figure(a.experiment.id, view), eb.figure(a.experiment.id, view)
+        assert fa.layout.title.text == fb.layout.title.text and len(fa.data) == len(fb.data), view
+    assert len(eb.compare([b.experiment.id])[1]) == 1
     sa.close()
     sb.close()
 
