@@ -152,6 +152,11 @@ def landscape_figure(ls, z: str = 'loss', k: int | None = None, kind: str = 'con
     fig.update_layout(title=title or f'{label} on the {ls.kind} plane', height=height)
     return fig
 
+def _contour_panel(ls, Z: np.ndarray, zrange: tuple, showscale: bool, title: str, ncontours: int) -> go.Contour:
+    "One panel of small multiples on one colour scale: `Z` over the landscape's grid, coloured over `zrange`."
+    return go.Contour(x=ls.x, y=ls.y, z=Z, zmin=zrange[0], zmax=zrange[1], colorscale='Viridis', ncontours=ncontours,
+                      showscale=showscale, colorbar=dict(title=title))
+
 def clients_figure(
     ls, z: str = 'client_loss', cols: int = 5, log: bool = False, title: str | None = None, height_per_row: int = 230
 ):
@@ -166,21 +171,8 @@ def clients_figure(
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=[f'client {k} (p={ls.weights[k]:.2f})' for k in range(K)],
                         horizontal_spacing=0.03, vertical_spacing=0.08)
     for k in range(K):
-        fig.add_trace(
-            go.Contour(
-                x=ls.x,
-                y=ls.y,
-                z=Zp[k],
-                zmin=lo,
-                zmax=hi,
-                colorscale='Viridis',
-                ncontours=20,
-                showscale=k == 0,
-                colorbar=dict(title=('log10 ' if log else '') + z),
-            ),
-            k // cols + 1,
-            k % cols + 1,
-        )
+        fig.add_trace(_contour_panel(ls, Zp[k], (lo, hi), k == 0, ('log10 ' if log else '') + z, 20), k // cols + 1,
+                      k % cols + 1)
         if f'client {k}' in ls.points:
             a, b, _ = ls.points[f'client {k}']
             fig.add_trace(
@@ -473,21 +465,7 @@ def landscapes_figure(
     )
     for i, (name, ls) in enumerate(landscapes.items()):
         r, c = i // cols + 1, i % cols + 1
-        fig.add_trace(
-            go.Contour(
-                x=ls.x,
-                y=ls.y,
-                z=Zs[name],
-                zmin=lo,
-                zmax=hi,
-                colorscale='Viridis',
-                ncontours=25,
-                showscale=i == 0,
-                colorbar=dict(title=('log10 ' if log else '') + z),
-            ),
-            r,
-            c,
-        )
+        fig.add_trace(_contour_panel(ls, Zs[name], (lo, hi), i == 0, ('log10 ' if log else '') + z, 25), r, c)
         t = trajectory_of(ls)
         if t is not None:
             fig.add_trace(

@@ -21,12 +21,8 @@ _CHANNELWISE_FN = {F.relu, torch.relu, F.leaky_relu, F.max_pool1d, F.max_pool2d,
                    F.adaptive_avg_pool1d, F.adaptive_avg_pool2d}
 _PL_FUNCTIONS = _CHANNELWISE_FN | {torch.flatten, torch.add, operator.add, operator.getitem, getattr}
 _PL_METHODS = {'relu', 'flatten', 'reshape', 'view', 'size', 'add'}
-_PL_MODULES = (
-    nn.Linear,
-    nn.Conv1d,
-    nn.Conv2d,
-    nn.BatchNorm1d,
-    nn.BatchNorm2d,
+# modules that act on each channel alone, and the parametric layers the engine stacks
+_CHANNELWISE_MOD = (
     nn.ReLU,
     nn.LeakyReLU,
     nn.MaxPool1d,
@@ -35,10 +31,11 @@ _PL_MODULES = (
     nn.AvgPool2d,
     nn.AdaptiveAvgPool1d,
     nn.AdaptiveAvgPool2d,
-    nn.Flatten,
     nn.Identity,
     nn.Dropout,
 )
+_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
+_PL_MODULES = _LAYERS + _CHANNELWISE_MOD + (nn.Flatten,)
 _GRAPHS = weakref.WeakKeyDictionary()
 
 def _piecewise_linear(gm) -> bool:
@@ -78,22 +75,9 @@ def own_params(mod: nn.Module) -> list:
     "Names of a module's own parameters (not its children's)."
     return [n for n, p in mod._parameters.items() if p is not None]
 
-_CHANNELWISE_MOD = (
-    nn.ReLU,
-    nn.LeakyReLU,
-    nn.MaxPool1d,
-    nn.MaxPool2d,
-    nn.AvgPool1d,
-    nn.AvgPool2d,
-    nn.AdaptiveAvgPool1d,
-    nn.AdaptiveAvgPool2d,
-    nn.Identity,
-    nn.Dropout,
-)
 _SUMS = {operator.add, torch.add}
 _VIEWS = {'view', 'reshape', 'flatten', 'squeeze', 'unsqueeze', torch.flatten, operator.getitem}
 _RELUS = {F.relu, torch.relu}
-_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.BatchNorm1d, nn.BatchNorm2d)
 _CL = torch.channels_last
 _MODULES = weakref.WeakKeyDictionary()   # traced graph -> its modules by name
 

@@ -7,6 +7,7 @@ SIGTERM, as a user's Ctrl-C would, and checks that the server has gone.
 
     FEDLAND_SCREENSHOTS=nbs/images pytest tests/test_explorer_browser.py   # also writes the docs' screenshots
 """
+import contextlib
 import os
 import re
 import shutil
@@ -152,42 +153,42 @@ def check_views(page, valued: str, plain: str, shot: str | None = None):
     assert valued in table and plain in table, table
 
 
+@contextlib.contextmanager
+def served(browser, db: Path, *args, height: int = 820):
+    ("`fedland explore DB ARGS` and a browser page open on it, with what the page logs; on a failure a screenshot "
+     "beside the store shows what the browser showed; the command is stopped after.")
+    p, url, port = start(db, *args)
+    page = browser.new_page(viewport={'width': 1200, 'height': height})
+    seen = watch(page)
+    try:
+        page.goto(url)
+        yield page, seen
+    except Exception:
+        page.screenshot(path=str(db.parent / f"failed{'-app' if args else ''}.png"))
+        raise
+    finally: stop(p, port)
+
+
 def test_jupyterlab(store, browser):
     "`fedland explore STORE`: JupyterLab opens the generated notebook; running it shows the explorer."
     db, valued, plain = store
-    p, url, port = start(db)
-    try:
-        page = browser.new_page(viewport={'width': 1200, 'height': 820})
-        seen = watch(page)
-        page.goto(url)
+    with served(browser, db) as (page, seen):
         page.get_by_text('Python 3 (ipykernel) | Idle').wait_for(timeout=90_000)   # the notebook's kernel is up
         page.locator('.lm-MenuBar-itemLabel', has_text='Run').first.click()
         page.locator('.lm-Menu-itemLabel', has_text='Run All Cells').first.click()
         check_views(page, valued, plain, shot=str(Path(SHOTS) / 'explorer-values.png') if SHOTS else None)
         assert_clean(seen)
-    except Exception:
-        page.screenshot(path=str(db.parent / 'jupyterlab-failed.png'))   # what the browser showed
-        raise
-    finally: stop(p, port)
 
 
 def test_voila_app(store, browser):
     "`fedland explore STORE --app`: a Voilà app with the controls and figures and no code."
     db, valued, plain = store
-    p, url, port = start(db, '--app')
-    try:
-        page = browser.new_page(viewport={'width': 1200, 'height': 1000})
-        seen = watch(page)
-        page.goto(url)
+    with served(browser, db, '--app', height=1000) as (page, seen):
         wait_title(page, 'test accuracy')
         assert not page.get_by_text('from fedland.explorer import Explorer').is_visible()   # no code shown
         check_views(page, valued, plain)
         if SHOTS: page.screenshot(path=str(Path(SHOTS) / 'explorer-compare.png'))
         assert_clean(seen)
-    except Exception:
-        page.screenshot(path=str(db.parent / 'voila-failed.png'))   # what the browser showed
-        raise
-    finally: stop(p, port)
 
 
 def test_bad_input_is_named(store, tmp_path):
