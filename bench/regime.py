@@ -47,20 +47,8 @@ OLD = dict(rounds=20, local_epochs=1, lr=0.05, weight_decay=0.0)
 
 def centralized(exp: Experiment, net, ds, part, seed):
     "The baseline: the clients' union, the experiment's optimizer, as many passes as the federated run."
-    return train_centralized(
-        net,
-        ds,
-        LocalConfig(
-            lr=exp.lr,
-            momentum=exp.momentum,
-            weight_decay=exp.weight_decay,
-            batch_size=exp.batch_size,
-            epochs=exp.centralized_passes,
-        ),
-        seed=seed,
-        progress=False,
-        train_idx=np.concatenate(list(part)),
-    )
+    return train_centralized(net, ds, exp.centralized_config(), seed=seed, progress=False,
+                             train_idx=np.concatenate(list(part)))
 
 
 def measure(exp: Experiment, seeds, ds):

@@ -44,7 +44,7 @@ from fedland.valuation import (
     plant_label_noise,
     validation_sample,
 )
-from .store import Store, StoreError, now
+from .store import TABLES, Store, StoreError, now
 
 # %% ../nbs/09_experiment.ipynb #c006
 TRAINING_ENGINES = ('local', 'flower')
@@ -224,6 +224,11 @@ class Experiment:
          "or as many passes over the data as the federated run.")
         return self.centralized_epochs if self.centralized_epochs is not None else self.rounds * self.local_epochs
 
+    def centralized_config(self) -> LocalConfig:
+        "The centralized baseline's settings: the clients' optimizer for `centralized_passes` epochs."
+        return LocalConfig(lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay,
+                           batch_size=self.batch_size, epochs=self.centralized_passes)
+
     def partition_params(self) -> dict:
         "Keyword arguments of `fedland.partition.partition` for this experiment."
         p = {'dirichlet': dict(alpha=self.alpha), 'pathological': dict(k=self.k),
@@ -335,28 +340,8 @@ def _history_rows(exp: Experiment, h, rounds) -> tuple:
         for x in h.round_rows
         if x['round'] in rounds
     ]
-    cr = [
-        dict(
-            experiment_id=exp.id,
-            **{
-                k: x[k]
-                for k in (
-                    'round',
-                    'client',
-                    'n_samples',
-                    'train_loss',
-                    'train_acc',
-                    'local_test_acc',
-                    'global_loss',
-                    'global_acc',
-                    'update_norm',
-                    'drift',
-                )
-            },
-        )
-        for x in h.client_rows
-        if x['round'] in rounds
-    ]
+    columns = [c for c in TABLES['client_rounds'] if c != 'experiment_id']   # the store's schema names them
+    cr = [dict(experiment_id=exp.id, **{k: x[k] for k in columns}) for x in h.client_rows if x['round'] in rounds]
     return rr, cr
 
 def _write_rounds(st: Store, exp: Experiment, h, rounds):
@@ -385,13 +370,7 @@ def _centralized(exp, st, net, ds, part, d: Path, progress):
         cen = train_centralized(
             net,
             ds,
-            LocalConfig(
-                lr=exp.lr,
-                momentum=exp.momentum,
-                weight_decay=exp.weight_decay,
-                batch_size=exp.batch_size,
-                epochs=exp.centralized_passes,
-            ),
+            exp.centralized_config(),
             seed=exp.seed,
             device=exp.device,
             progress=progress,

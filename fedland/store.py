@@ -59,17 +59,7 @@ KEYS = {
 }
 # a run's total values have round NULL: keyed by UNIQUE (PostgreSQL's primary keys refuse NULL)
 NULLABLE_KEYS = {'valuations': {'round'}}
-_TEXT = {
-    'id',
-    'name',
-    'config',
-    'config_hash',
-    'status',
-    'error',
-    'created_at',
-    'finished_at',
-    'fedland_version',
-    'git_rev',
+_TEXT = set(TABLES['experiments']) | {   # every column of the experiments table, and these
     'experiment_id',
     'setting',
     'model',
