@@ -181,13 +181,21 @@ def test_jupyterlab(store, browser):
 
 
 def test_voila_app(store, browser):
-    "`fedland explore STORE --app`: a Voilà app with the controls and figures and no code."
+    "`fedland explore STORE --app`: a Voilà app with the controls and figures and no code, following the store."
     db, valued, plain = store
     with served(browser, db, '--app', height=1000) as (page, seen):
         wait_title(page, 'test accuracy')
         assert not page.get_by_text('from fedland.explorer import Explorer').is_visible()   # no code shown
         check_views(page, valued, plain)
         if SHOTS: page.screenshot(path=str(Path(SHOTS) / 'explorer-compare.png'))
+        # a run written while the app is open appears without a reload (the widget looks every 5 s)
+        from fedland.experiment import Experiment, run_experiment
+        run_experiment(Experiment(model='mlp', n_clients=K, rounds=1, seed=1, valuation='none', landscape=False,
+                                  curvature=False, centralized=False, store=str(db)), progress=False)
+        for _ in range(120):
+            if control(page, 'run').locator('option').count() == 3: break
+            time.sleep(0.5)
+        assert control(page, 'run').locator('option').count() == 3, 'the new run did not appear'
         assert_clean(seen)
 
 
