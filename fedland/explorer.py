@@ -18,7 +18,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 from fastcore.basics import patch
-from .checks import check_int
+from .checks import check_int, check_type
 from .experiment import curvature_shares, load_result, study_table
 from .plots import (accuracy_figure, clients_figure, landscape_figure, landscapes_figure, round_frame,
                            rounds_figure, share_figure, valuation_figure, valuation_heatmap)
@@ -330,7 +330,7 @@ def explore(store: str | os.PathLike = 'runs/fedland.db',  # SQLite path or post
            ) -> ExplorerServer:
     ("Start JupyterLab (or with `app=True` Voilà) on the explorer notebook of `store`: every check first, then the "
      "server.")
-    if not isinstance(app, bool): raise TypeError(f'app must be True or False, got {app!r}')
+    check_type('app', app, (bool,), 'True or False')
     check_int('port', port, 0, 65535)
     need = 'voila' if app else 'jupyterlab'
     if importlib.util.find_spec(need) is None:
