@@ -371,8 +371,16 @@ def grid_losses(model: nn.Module,        # architecture, in eval mode
                 buffers: dict,              # buffers to evaluate with
                 engine: str = 'points',     # 'points', 'vmap' or 'loop' (`choose_engine` picks one for 'auto')
                 batch_size: int | None = None, chunk_points: int | None = None,
-                bar=None) -> tuple:         # tqdm bar counting points
+                bar=None,                   # tqdm bar counting points
+                done: tuple | None = None,  # sums (L, C) already computed for the first len(L) points (the probe's)
+               ) -> tuple:
     "Summed losses and correct counts (G, K) at every point of a span with one engine."
+    if done is not None:
+        n = len(done[0])
+        if bar is not None: bar.update(n)
+        if n == len(coefs): return done
+        L, C = grid_losses(model, directions, coefs[n:], X, Y, onehot, buffers, engine, batch_size, chunk_points, bar)
+        return torch.cat([done[0], L]), torch.cat([done[1], C])
     spec = _spec(param_dict(model))
     if engine == 'points':
         like = {n: torch.empty(s) for n, s in spec}
@@ -391,33 +399,29 @@ def grid_losses(model: nn.Module,        # architecture, in eval mode
         if bar is not None: bar.update(len(coefs[s:s + cp]))
     return L, C
 
-# what `choose_engine` measured: (network, data shape, device, threads, settings) -> (engine, seconds)
+# what `choose_engine` measured: (network, data size and shape, clients, device, threads, settings) -> (engine, seconds)
 ENGINE_CHOICES = {}
 
 def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tensor, X: torch.Tensor, Y: torch.Tensor,
-                  buffers: dict, batch_size: int | None = None, chunk_points: int | None = None,
-                  probe_samples: int = 512,    # samples the probe evaluates
+                  onehot: torch.Tensor, buffers: dict, batch_size: int | None = None, chunk_points: int | None = None,
                  ) -> tuple:
-    ("The faster engine for this network, data, grid and machine: (name, seconds per engine), measured once on a "
-     "probe and remembered.")
+    ("The faster engine for this network, data, grid and machine: (name, seconds per engine, sums of the timed points "
+     "or None when remembered), timed on the grid's first chunk of points over all the data.")
     n_pts = min(len(coefs), chunk_points or 32)
-    key = (type(model).__qualname__, tuple(_spec(param_dict(model))), tuple(X.shape[1:]), str(X.device),
-           torch.get_num_threads(), len(directions), n_pts, batch_size, chunk_points)
-    if key in ENGINE_CHOICES: return ENGINE_CHOICES[key]
-    cf, Xp, Yp = coefs[:n_pts], X[:probe_samples], Y[:probe_samples]
-    oh = torch.ones(len(Yp), 1, device=X.device)
-    cands = ['points' if piecewise_linear_graph(model) is not None else 'vmap', 'loop']
-    secs = {e: math.inf for e in cands}
-    for _ in range(2):   # the first pass warms each engine up (graph tracing, allocator); the best pass counts
-        for e in list(secs):
-            t = time.perf_counter()
-            try: grid_losses(model, directions, cf, Xp, Yp, oh, buffers, e, batch_size, chunk_points)
-            except NotBatchable:
-                del secs[e]
-                continue
-            secs[e] = min(secs[e], time.perf_counter() - t)
-    ENGINE_CHOICES[key] = (min(secs, key=secs.get), secs)
-    return ENGINE_CHOICES[key]
+    key = (type(model).__qualname__, tuple(_spec(param_dict(model))), tuple(X.shape[1:]), len(X).bit_length(),
+           onehot.shape[1], str(X.device), torch.get_num_threads(), len(directions), n_pts, batch_size, chunk_points)
+    if key in ENGINE_CHOICES: return *ENGINE_CHOICES[key], None
+    cf, secs, sums = coefs[:n_pts], {}, {}
+    for e in ('points' if piecewise_linear_graph(model) is not None else 'vmap', 'loop'):
+        # a small warm-up first (graph tracing, allocator), then the chunk on every sample, as the grid will run it
+        try: grid_losses(model, directions, cf[:2], X[:64], Y[:64], onehot[:64], buffers, e, batch_size, chunk_points)
+        except NotBatchable: continue
+        t = time.perf_counter()
+        sums[e] = grid_losses(model, directions, cf, X, Y, onehot, buffers, e, batch_size, chunk_points)
+        secs[e] = time.perf_counter() - t
+    best = min(secs, key=secs.get)
+    ENGINE_CHOICES[key] = (best, secs)
+    return best, secs, sums[best]
 
 def _grid(v, steps: int, span: float) -> np.ndarray:
     "Coordinates: `steps` points over [−span, span], or over an explicit (lo, hi) range."
@@ -487,12 +491,14 @@ def evaluate_grid(model: nn.Module,          # architecture (and buffers, e.g. B
     was = model.training
     model.eval()
     try:
-        if engine == 'auto': engine = choose_engine(model, D, coef, X, Y, buffers, batch_size, chunk_points)[0]
+        done = None   # the probe's sums for the first points, when 'auto' measures the engines
+        if engine == 'auto':
+            engine, _, done = choose_engine(model, D, coef, X, Y, onehot, buffers, batch_size, chunk_points)
         with tqdm(total=G * (1 + (X_test is not None)), desc=f'landscape ({engine})', disable=not progress or G <= 16,
                   leave=False, unit='point') as bar:
             L, C = (
                 t.cpu()
-                for t in grid_losses(model, D, coef, X, Y, onehot, buffers, engine, batch_size, chunk_points, bar)
+                for t in grid_losses(model, D, coef, X, Y, onehot, buffers, engine, batch_size, chunk_points, bar, done)
             )
             if X_test is not None:
                 TL, TC = (t.cpu() for t in grid_losses(model, D, coef, Xt, Yt, oht, buffers, engine, batch_size,
@@ -545,8 +551,10 @@ def evaluate_span(model: nn.Module,           # architecture (and buffers); neve
     was = model.training
     model.eval()
     try:
-        if engine == 'auto': engine = choose_engine(model, dirs, cf, X, Y, bufs, batch_size, chunk_points)[0]
-        L, C = grid_losses(model, dirs, cf, X, Y, onehot, bufs, engine, batch_size, chunk_points)
+        done = None
+        if engine == 'auto':
+            engine, _, done = choose_engine(model, dirs, cf, X, Y, onehot, bufs, batch_size, chunk_points)
+        L, C = grid_losses(model, dirs, cf, X, Y, onehot, bufs, engine, batch_size, chunk_points, done=done)
     finally: model.train(was)
     nk = n_k.double()
     return (L / nk).cpu(), (C / nk).cpu()

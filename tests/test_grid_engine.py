@@ -65,6 +65,10 @@ def test_choice_is_remembered_per_network(zoo):
     for name in ('mlp', 'cnn1d'):
         net, X, Y = zoo[name]
         D = torch.randn(3, sum(p.numel() for p in net.parameters())) * 0.01
-        first = choose_engine(net.eval(), D, torch.ones(4, 3), X, Y, {})
-        assert choose_engine(net, D, torch.ones(4, 3), X, Y, {}) is first
+        oh = torch.ones(len(Y), 1)
+        first = choose_engine(net.eval(), D, torch.ones(4, 3), X, Y, oh, {})
+        again = choose_engine(net, D, torch.ones(4, 3), X, Y, oh, {})
+        assert again[1] is first[1]   # the same measurement, not a new one
+        assert again[0] == first[0]
+        assert again[2] is None   # no sums: nothing was evaluated
     assert len(ENGINE_CHOICES) == 2
