@@ -7,7 +7,8 @@ from __future__ import annotations
 import operator, weakref
 
 # %% auto #0
-__all__ = ['piecewise_linear_graph', 'NotBatchable', 'own_params', 'grouped_conv', 'graph_logits', 'stacked_forward']
+__all__ = ['piecewise_linear_graph', 'NotBatchable', 'own_params', 'grouped_conv', 'graph_logits', 'stacked_forward',
+           'dense_chain', 'dense_chain_grads']
 
 # %% ../nbs/02b_stacked.ipynb #s004
 import torch
@@ -255,3 +256,73 @@ def stacked_forward(model: nn.Module,       # architecture (its own weights are 
     except NotBatchable:
         return None
 
+
+# %% ../nbs/02b_stacked.ipynb #s031
+_CHAINS = weakref.WeakKeyDictionary()   # model -> its dense chain's Linear layer names (or None)
+
+def _is_relu(n, mods) -> bool:
+    "Whether a traced node is a ReLU (function, method or module)."
+    if n.op == 'call_module': return isinstance(mods[n.target], nn.ReLU)
+    return (n.op == 'call_function' and n.target in _RELUS) or (n.op == 'call_method' and n.target == 'relu')
+
+def _is_flatten(n, mods) -> bool:
+    "Whether a traced node flattens every sample (`x.flatten(1)`, `torch.flatten(x, 1)`, `nn.Flatten()`)."
+    if n.op == 'call_module':
+        m = mods[n.target]
+        return isinstance(m, nn.Flatten) and m.start_dim == 1 and m.end_dim == -1
+    flat = (n.op == 'call_method' and n.target == 'flatten') or (n.op == 'call_function' and n.target is torch.flatten)
+    return flat and tuple(n.args[1:]) == (1,) and not n.kwargs
+
+def _chain_layers(gm, model) -> tuple | None:
+    "The Linear layers of a traced dense chain (flatten first) in order, or None."
+    mods, nodes = dict(gm.named_modules()), list(gm.graph.nodes)
+    if nodes[0].op != 'placeholder' or nodes[-1].op != 'output' or len(nodes) < 3: return None
+    if not _is_flatten(nodes[1], mods) or nodes[1].args[0] is not nodes[0]: return None
+    body, layers, want_linear, prev = nodes[2:-1], [], True, nodes[1]
+    for n in body:
+        if not n.args or n.args[0] is not prev or len(n.users) != 1: return None
+        if want_linear:
+            if n.op != 'call_module' or not isinstance(mods[n.target], nn.Linear): return None
+            layers.append(n.target)
+        elif not _is_relu(n, mods): return None
+        want_linear, prev = not want_linear, n
+    if want_linear or nodes[-1].args[0] is not prev: return None   # ends on a Linear layer, the output
+    owned = {f'{l}.{p}' for l in layers for p in own_params(mods[l])}
+    return tuple(layers) if owned == {k for k, _ in model.named_parameters()} else None
+
+def dense_chain(model: nn.Module) -> tuple | None:
+    ("The names of the Linear layers, in order, of a network that is flatten → Linear → ReLU → … → Linear and has no "
+     "other parameters; None for any other network.")
+    if model not in _CHAINS:
+        gm = piecewise_linear_graph(model)
+        _CHAINS[model] = None if gm is None else _chain_layers(gm, model)
+    return _CHAINS[model]
+
+# %% ../nbs/02b_stacked.ipynb #s035
+def dense_chain_grads(weights: list,   # per layer, stacked (G, out, in)
+                      biases: list,    # per layer, stacked (G, out), or None for a layer without bias
+                      x: torch.Tensor,  # (G, B, ...) one batch per model
+                      y: torch.Tensor, w: torch.Tensor,  # (G, B) labels and sample weights (0: padding)
+                      grad_weights: list, grad_biases: list,  # written in place: same shapes as weights / biases
+                     ) -> tuple:
+    ("Gradients of Σ_g (model g's weighted mean cross-entropy) of G stacked dense chains, written into `grad_weights` "
+     "and `grad_biases`; returns each model's summed weighted loss and correct count.")
+    G, B = y.shape
+    h, pre = [x.reshape(G, B, -1)], []
+    for i, (W, b) in enumerate(zip(weights, biases)):
+        Wt = W.transpose(1, 2)
+        z = torch.bmm(h[-1], Wt) if b is None else torch.baddbmm(b.unsqueeze(1), h[-1], Wt)
+        if i == len(weights) - 1: break
+        pre.append(z)
+        h.append(torch.relu(z))
+    l = torch.logsumexp(z, -1) - z.gather(-1, y.unsqueeze(-1)).squeeze(-1)
+    hit = (z.argmax(-1) == y).to(l.dtype)
+    # d/dz of Σ_g Σ_b w l / n_g: (softmax − one-hot) · w / n_g
+    d = torch.softmax(z, -1)
+    d.scatter_add_(-1, y.unsqueeze(-1), torch.full((G, B, 1), -1.0, dtype=d.dtype, device=d.device))
+    d.mul_((w / w.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1))
+    for i in range(len(weights) - 1, -1, -1):
+        torch.bmm(d.transpose(1, 2), h[i], out=grad_weights[i])
+        if biases[i] is not None: torch.sum(d, 1, out=grad_biases[i])
+        if i: d = torch.bmm(d, weights[i]).mul_(pre[i - 1] > 0)
+    return (l * w).sum(1), (hit * w).sum(1)

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, grad, vmap
 from .models import param_dict, buffer_dict, has_batchnorm, flatten, unflatten
-from .stacked import stacked_forward
+from .stacked import dense_chain, dense_chain_grads, stacked_forward
 from .checks import check_int, check_real
 
 # %% ../nbs/03_train.ipynb #c007
@@ -95,10 +95,13 @@ def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: d
 def _sgd_flat_(
     p: torch.Tensor, g: torch.Tensor, mom: torch.Tensor, cfg: LocalConfig, anchor=None, corr=None
 ) -> torch.Tensor:
-    ("`sgd_update` on one flat parameter vector `p`, in place — the same operations in the same order, so the same "
-     "bits; returns the new momentum.")
-    m = _step_direction(p, g, mom, cfg, anchor, corr)
-    p.sub_(cfg.lr * m)
+    ("`sgd_update` on one flat parameter vector `p`, in place (`p`, the gradient `g` and the momentum `mom` are "
+     "overwritten) — the same operations in the same order, so the same bits; returns the new momentum.")
+    if cfg.weight_decay: g.add_(p * cfg.weight_decay)
+    if cfg.mu and anchor is not None: g.add_((p - anchor).mul_(cfg.mu))
+    if corr is not None: g.add_(corr)
+    m = mom.mul_(cfg.momentum).add_(g) if cfg.momentum else g
+    p.sub_(m * cfg.lr)
     return m
 
 # %% ../nbs/03_train.ipynb #c017
@@ -312,11 +315,12 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
     inv = np.argsort(order)  # longest schedules first: at step t the active clients are a prefix
     live = [int((n_steps > t).sum()) for t in range(S)]
     I, W = np.zeros((S, K, B), np.int64), np.zeros((S, K, B), np.float32)
-    for j, k in enumerate(order):
-        ix = np.asarray(idxs[k])
-        for t, b in enumerate(scheds[k]):
-            I[t, j, :len(b)] = ix[b]
-            W[t, j, :len(b)] = 1
+    for j, k in enumerate(order):   # client k's batches fill row j: batch t at [t, j, :len(batch)]
+        if not n_steps[k]: continue
+        lens = np.array([len(b) for b in scheds[k]])
+        ts, at = np.repeat(np.arange(len(lens)), lens), np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
+        I[ts, j, at] = np.asarray(idxs[k])[np.concatenate(scheds[k])]
+        W[ts, j, at] = 1
     I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
     o = torch.as_tensor(order, device=dev)
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
@@ -354,10 +358,22 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
             Mf = torch.zeros_like(Pf)
             af = None if anc is None else rows(anc) if stacked else flatten(anc)[None]
             cf = None if corr is None else rows(corr)
+            chain = dense_chain(model)
+            if chain is not None:   # its closed form writes the gradients into Gf, through views made once
+                Gf = torch.empty_like(Pf)
+                pv, gv = _views(Pf, shapes), _views(Gf, shapes)
+                layers = [[d.get(f'{c}.{kind}') for c in chain] for d in (pv, gv) for kind in ('weight', 'bias')]
+                first = lambda n: [[None if v is None else v[:n] for v in vs] for vs in layers]
+                cut = {}   # live clients -> the views' first rows
             for t in range(S):
                 n = live[t]
                 p = Pf[:n]
-                g, (sl, h) = _flat_grads(model, p, shapes, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
+                if chain is None: g, (sl, h) = _flat_grads(model, p, shapes, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
+                else:
+                    if n not in cut: cut[n] = first(n)
+                    pw, pb, gw, gb = cut[n]
+                    sl, h = dense_chain_grads(pw, pb, X[I[t, :n]], Y[I[t, :n]], W[t, :n], gw, gb)
+                    g = Gf[:n]
                 with torch.no_grad():
                     Mf[:n] = _sgd_flat_(
                         p,
