@@ -4,7 +4,8 @@ Prints a table and writes one JSON object (--json FILE). Ratios, not absolute ti
 `--reps` (default 3) alternated repetitions — ours, theirs, ours, theirs, … after one warm-up of each — with its
 min–max.
 Sections (the default model, cnn1d, first):
-  machine    dense matmul GFLOP/s (the compute ceiling)
+  machine    dense matmul GFLOP/s (the compute ceiling at the start; every floor comparison measures it again beside
+             each of its timed repetitions, since this rate drifts with the host's load)
   fedavg     seconds per round of the same Experiment (the defaults: 30 rounds × 5 local epochs in full, 6 rounds with
              --quick) in-process vs on Flower's Simulation Engine (Ray), cnn1d and the digits CNN with 10 clients, the
              MLP with 10 and 100; and the round's compute floor (its FLOPs ÷ matmul GFLOP/s)
@@ -96,6 +97,21 @@ def matmul_gflops(n=2048, reps=20):
     return 2 * n ** 3 / min(ts) / 1e9
 
 
+CEILING_PRODUCTS = 5   # matmul products in the ceiling probe beside each timed repetition
+
+
+def ceiling_now() -> float:
+    ("The matmul rate now (the best of CEILING_PRODUCTS products), measured beside every timed repetition that is "
+     "compared with the floor: on a shared 2-core VM one probe at the start of a run read 239 and, five hours later, "
+     "332 GFLOP/s, so a floor from it did not reproduce between runs.")
+    return matmul_gflops(reps=CEILING_PRODUCTS)
+
+
+def vs_floor(seconds: list, ceilings: list, flops: float) -> dict:
+    "Each repetition's seconds ÷ its floor (the FLOPs at the ceiling measured beside it): median and min–max."
+    return spread([s * c * 1e9 / flops for s, c in zip(seconds, ceilings)])
+
+
 def spread(xs) -> dict:
     "Median and min–max of repetitions."
     xs = [float(x) for x in xs]
@@ -109,17 +125,19 @@ def calls_per_rep(f, min_seconds: float = MIN_REP_SECONDS) -> int:
     return max(1, int(np.ceil(min_seconds / max(time.perf_counter() - t, 1e-6))))
 
 
-def alternate(fns: dict, reps: int, warm: bool = True) -> dict:
-    "Seconds per call of each function over `reps` alternated repetitions of ≥ MIN_REP_SECONDS (after a warm-up)."
+def alternate(fns: dict, reps: int, warm: bool = True, ceiling: bool = False) -> dict:
+    ("Seconds per call of each function over `reps` alternated repetitions of ≥ MIN_REP_SECONDS (after a warm-up); "
+     "with `ceiling`, also the matmul rate after each repetition (key 'ceiling').")
     if warm:
         for f in fns.values(): f()
     n = {k: calls_per_rep(f) for k, f in fns.items()}
-    out = {k: [] for k in fns}
+    out = {k: [] for k in fns} | ({'ceiling': []} if ceiling else {})
     for _ in range(reps):
         for k, f in fns.items():
             t = time.perf_counter()
             for _ in range(n[k]): f()
             out[k].append((time.perf_counter() - t) / n[k])
+        if ceiling: out['ceiling'].append(ceiling_now())
     return out
 
 
@@ -236,16 +254,17 @@ def _flwr_run(exp):
     return run_experiment(experiment_from_config(cfg), progress=False)   # reloads the stored run
 
 
-def bench_fedavg(model, n_clients, rounds, reps, matmul):
+def bench_fedavg(model, n_clients, rounds, reps):
     ("Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions "
      "of whole runs.")
     from fedland.experiment import run_experiment
     configs = [*FLOWER_CONFIGS, FLWR_RUN]
     per = {'fedland': [], **{c: [] for c in configs}}
-    accs = {}
+    accs, ceilings = {}, []
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
         ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f'{d}/local.db'), progress=False)
+        ceiling = ceiling_now()
         theirs = {}
         for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
             exp = _fedavg_exp(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
@@ -255,11 +274,12 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
             _fedavg_exp(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
         )
         per['fedland'].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
+        ceilings.append(ceiling)
         for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
         accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
                     acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
     best = min(configs, key=lambda c: np.median(per[c]))
-    floor = _round_flops(_fedavg_exp(model, n_clients, rounds, 'unused.db')) / (matmul * 1e9)
+    flops = _round_flops(_fedavg_exp(model, n_clients, rounds, 'unused.db'))
     return dict(
         model=model,
         clients=n_clients,
@@ -272,12 +292,13 @@ def bench_fedavg(model, n_clients, rounds, reps, matmul):
         flower_configs={
             c: dict(seconds_per_round=spread(per[c]), speedup=ratio(per[c], per['fedland'])) for c in configs
         },
-        floor_seconds_per_round=floor,
-        vs_floor=spread([s / floor for s in per['fedland']]),
+        ceiling_gflops=spread(ceilings),
+        floor_seconds_per_round=flops / (float(np.median(ceilings)) * 1e9),
+        vs_floor=vs_floor(per['fedland'], ceilings, flops),
     )
 
 
-def bench_compiled(model, n_clients, rounds, reps, matmul):
+def bench_compiled(model, n_clients, rounds, reps):
     ("The same rounds in-process, eager vs `compile=True` (torch.compile of each batched step; compiled once before "
      "timing), seconds per round 2..R.")
     from fedland.experiment import prepare
@@ -288,9 +309,9 @@ def bench_compiled(model, n_clients, rounds, reps, matmul):
     def go(c):
         h = run_federated(net, ds, part, exp.fed_config(), compile=c, progress=False)
         res[c] = h
-    T = alternate({False: lambda: go(False), True: lambda: go(True)}, reps)        # the warm-up compiles
+    T = alternate({False: lambda: go(False), True: lambda: go(True)}, reps, ceiling=True)   # the warm-up compiles
     per_rep = {c: [t / rounds for t in T[c]] for c in (False, True)}
-    floor = _round_flops(exp) / (matmul * 1e9)
+    flops = _round_flops(exp)
     diff = float((torch.stack(res[True].global_params) - torch.stack(res[False].global_params)).abs().max())
     return dict(
         model=model,
@@ -299,9 +320,10 @@ def bench_compiled(model, n_clients, rounds, reps, matmul):
         seconds_per_round_eager=spread(per_rep[False]),
         seconds_per_round_compiled=spread(per_rep[True]),
         speedup=ratio(per_rep[False], per_rep[True]),
-        vs_floor_eager=spread([s / floor for s in per_rep[False]]),
-        vs_floor_compiled=spread([s / floor for s in per_rep[True]]),
-        floor_seconds_per_round=floor,
+        vs_floor_eager=vs_floor(per_rep[False], T['ceiling'], flops),
+        vs_floor_compiled=vs_floor(per_rep[True], T['ceiling'], flops),
+        ceiling_gflops=spread(T['ceiling']),
+        floor_seconds_per_round=flops / (float(np.median(T['ceiling'])) * 1e9),
         max_abs_diff=diff,
     )
 
@@ -353,7 +375,7 @@ def _landscape_data(name):
     )
 
 
-def bench_landscape(name, steps, reps, matmul):
+def bench_landscape(name, steps, reps):
     ("One plane, the global and 10 client landscapes: evaluate_grid "
      "vs loss-landscapes (11 runs) vs a plain per-point loop.")
     import loss_landscapes
@@ -402,7 +424,7 @@ def bench_landscape(name, steps, reps, matmul):
     from fedland.landscape import ENGINE_CHOICES
     ENGINE_CHOICES.clear()
     # the warm-up call makes auto's choice
-    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps)
+    T = alternate(dict(fedland=ours, plain=plain, loss_landscapes=theirs), reps, ceiling=True)
     (engine, probe), = ENGINE_CHOICES.values()
     got, ref, ll = ours(), plain(), theirs()
     nk = np.bincount(owner[keep].numpy(), minlength=K)
@@ -432,7 +454,8 @@ def bench_landscape(name, steps, reps, matmul):
         max_abs_diff_loss_landscapes=diff_ll,
         engine=engine,
         engine_probe_seconds=probe,
-        gflops_fraction=flops / float(np.median(T['fedland'])) / 1e9 / matmul,
+        gflops_fraction=float(np.median([flops / t / 1e9 / c for t, c in zip(T['fedland'], T['ceiling'])])),
+        ceiling_gflops=spread(T['ceiling']),
     )
 
 
@@ -510,7 +533,7 @@ def _train_flops(model, shape) -> tuple:
     return train1, fc.get_total_flops()
 
 
-def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
+def bench_exact(ks, reps, rounds=20, local_epochs=1):
     "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
     (
         "time against the compute floor (training FLOPs of every "
@@ -527,19 +550,20 @@ def bench_exact(ks, reps, matmul, rounds=20, local_epochs=1):
     for k in ks:
         part = partition(ds.y_train, k, 'dirichlet', alpha=0.5, seed=0)
         net = build_model('mlp', ds.input_shape, 10, seed=0)
-        ts = []
+        ts, ceilings = [], []
         for _ in range(reps):
             t = time.perf_counter()
             coalition_values(net, ds, part, FedConfig(rounds=rounds, local_epochs=local_epochs, lr=0.05, momentum=0.9),
                              progress=False)
             ts.append(time.perf_counter() - t)
+            ceilings.append(ceiling_now())
         members = 2 ** (k - 1)   # coalitions each client belongs to
         flops = train1 * local_epochs * rounds * members * int(part.sizes.sum()) + fwd1 * ds.n_test * (2 ** k - 1)
-        floor = flops / (matmul * 1e9)
         client_epochs = k * members * rounds * local_epochs
         out[str(k)] = dict(coalitions=2 ** k - 1, rounds=rounds, local_epochs=local_epochs, seconds=spread(ts),
-                           client_epochs_per_second=client_epochs / float(np.median(ts)), floor_seconds=floor,
-                           vs_floor=spread([t / floor for t in ts]))
+                           client_epochs_per_second=client_epochs / float(np.median(ts)),
+                           ceiling_gflops=spread(ceilings), floor_seconds=flops / (float(np.median(ceilings)) * 1e9),
+                           vs_floor=vs_floor(ts, ceilings, flops))
     return out
 
 
@@ -658,7 +682,7 @@ def main():
     if 'fedavg' not in a.skip:
         R = 6 if a.quick else 30
         runs = [('cnn1d', 10), ('cnn', 10), ('mlp', 10), ('mlp', 100)]
-        F_ = {f'{m}_{k}': bench_fedavg(m, k, R, a.reps, mm) for m, k in runs}
+        F_ = {f'{m}_{k}': bench_fedavg(m, k, R, a.reps) for m, k in runs}
         done('fedavg')
         out['fedavg'] = {
             'speedup_vs_flower_10': F_['mlp_10']['speedup']['median'],
@@ -682,7 +706,7 @@ def main():
                       f"{f['acc_fedland']:.3f} / {f['acc_flower']:.3f}; {_fmt(f['vs_floor'])}")]
     if 'compiled' not in a.skip:
         R = 6 if a.quick else 30
-        Cp = {f'{m}_{k}': bench_compiled(m, k, R, a.reps, mm) for m, k in (('cnn1d', 10), ('mlp', 10))}
+        Cp = {f'{m}_{k}': bench_compiled(m, k, R, a.reps) for m, k in (('cnn1d', 10), ('mlp', 10))}
         done('compiled')
         out.setdefault('fedavg', {}).update(compiled=Cp, vs_floor_compiled=Cp['mlp_10']['vs_floor_compiled']['median'])
         for key, c in Cp.items():
@@ -706,7 +730,7 @@ def main():
                       f"{_fmt(q['speedup'])}")]
     if 'landscape' not in a.skip:
         L = {
-            m: bench_landscape(m, (26 if a.quick else 51) if m == 'mlp' else 11, a.reps, mm)
+            m: bench_landscape(m, (26 if a.quick else 51) if m == 'mlp' else 11, a.reps)
             for m in ('cnn1d', 'cnn', 'niid_cnn', 'mlp')
         }
         done('landscape')
@@ -761,9 +785,9 @@ def main():
                 ),
             ]
     if 'valuation' not in a.skip:
-        E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps, mm)
+        E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps)
         long_game = a.long_game or not a.quick
-        E30 = bench_exact([8], 1 if a.quick else a.reps, mm, rounds=30, local_epochs=5)['8'] if long_game else None
+        E30 = bench_exact([8], 1 if a.quick else a.reps, rounds=30, local_epochs=5)['8'] if long_game else None
         O = bench_overhead(a.reps)
         done('valuation')
         out['valuation'] = {
@@ -841,6 +865,9 @@ def main():
             key=lambda r: order.index(r[0]),
         )
         out['machine']['merged_from'] = old['machine']['date']
+        # the machine of the sections kept (their start-of-run matmul probe, command, date), and of theirs before
+        out['machine']['merged_machines'] = [*old['machine'].get('merged_machines', []),
+                                             {k: v for k, v in old['machine'].items() if k != 'merged_machines'}]
     out['table'] = [list(r) for r in rows]
     w = max(len(r[1]) for r in rows)
     for s, what, val in rows:

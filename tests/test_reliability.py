@@ -132,6 +132,35 @@ def _tables(store):
     return out
 
 
+def kill_after(cmd: list, env: dict, progress, kill_at: int, poll: float = 0.02) -> int:
+    ("Start `cmd`, SIGKILL it once `progress()` (read from what it has written; errors count as no progress) reaches "
+     "`kill_at`, and return the progress it was killed at.")
+    p = subprocess.Popen(cmd, env=env)
+    deadline, seen = time.time() + 300, 0
+    while time.time() < deadline and p.poll() is None:
+        try:
+            seen = progress()
+        except Exception:
+            pass
+        if seen >= kill_at:
+            break
+        time.sleep(poll)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    assert p.returncode == -signal.SIGKILL, 'the process ended before it could be killed'
+    return seen
+
+
+def federated_rounds(store: str) -> int:
+    "Federated rounds a store holds (0 before it exists)."
+    if not Path(store).exists(): return 0
+    st = Store(store)
+    try:
+        return int(st.query("SELECT COUNT(*) AS n FROM rounds WHERE setting = 'federated'").n.iloc[0]) - 1
+    finally:
+        st.close()
+
+
 def test_sigkill_and_rerun_resumes_bit_identical(tmp_path):
     w = tmp_path / 'w.py'
     w.write_text(WORKER)
@@ -139,22 +168,7 @@ def test_sigkill_and_rerun_resumes_bit_identical(tmp_path):
     ref, crash = str(tmp_path / 'ref' / 'fedland.db'), str(tmp_path / 'crash' / 'fedland.db')
     subprocess.run([sys.executable, str(w), ref], check=True, timeout=600, env=env)
     kill_at = int(np.random.default_rng(int(time.time())).integers(2, 10))
-    p = subprocess.Popen([sys.executable, str(w), crash], env=env)
-    deadline, seen = time.time() + 300, 0
-    while time.time() < deadline and p.poll() is None:
-        if Path(crash).exists():
-            try:
-                st = Store(crash)
-                seen = int(st.query("SELECT COUNT(*) AS n FROM rounds WHERE setting = 'federated'").n.iloc[0]) - 1
-                st.close()
-            except Exception:
-                pass
-            if seen >= kill_at:
-                break
-        time.sleep(0.02)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert p.returncode == -signal.SIGKILL, 'the run ended before it could be killed'
+    seen = kill_after([sys.executable, str(w), crash], env, lambda: federated_rounds(crash), kill_at)
     assert _tables(crash)['status'] == ['running']
     subprocess.run([sys.executable, str(w), crash], check=True, timeout=600, env=env)
     a, b = _tables(ref), _tables(crash)
@@ -200,21 +214,11 @@ def test_sigkill_during_the_exact_game_resumes_bit_identical(tmp_path):
                    timeout=600, env=env)
     ck = tmp_path / 'crash' / 'coalitions.pt'
     kill_at = int(np.random.default_rng(int(time.time())).integers(2, 12))    # rounds done over both seeds
-    p = subprocess.Popen([sys.executable, str(w), str(ck.parent), str(tmp_path / 'crash.npy')], env=env)
-    deadline, done = time.time() + 300, 0
-    while time.time() < deadline and p.poll() is None:
-        if ck.exists():
-            try:
-                st = torch.load(ck, weights_only=True)
-                done = 8 * max(st['seed_index'], 0) + st['round']
-            except Exception:
-                pass
-            if done >= kill_at:
-                break
-        time.sleep(0.01)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert p.returncode == -signal.SIGKILL, 'the game ended before it could be killed'
+    def rounds_done() -> int:   # over both seeds, from the game's checkpoint
+        st = torch.load(ck, weights_only=True)
+        return 8 * max(st['seed_index'], 0) + st['round']
+    done = kill_after([sys.executable, str(w), str(ck.parent), str(tmp_path / 'crash.npy')], env, rounds_done, kill_at,
+                      poll=0.01)
     assert not (tmp_path / 'crash.npy').exists()
     subprocess.run([sys.executable, str(w), str(ck.parent), str(tmp_path / 'crash.npy')], check=True, timeout=600,
                    env=env)
