@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['ALGORITHMS', 'CHECKPOINT', 'RECORDING_FIELDS', 'FedConfig', 'aggregate', 'aggregate_buffers', 'ServerOptimizer',
-           'ClientModels', 'History', 'save_checkpoint', 'load_checkpoint', 'config_hash', 'restore_history',
-           'read_history', 'sample_clients', 'check_fit', 'client_ids', 'client_step', 'Server', 'run_identity',
-           'resume_checkpoint', 'local_clients', 'run_federated']
+__all__ = ['ALGORITHMS', 'CHECKPOINT', 'RECORDING_FIELDS', 'FedConfig', 'weighted_mean', 'aggregate', 'aggregate_buffers',
+           'ServerOptimizer', 'ClientModels', 'History', 'save_checkpoint', 'load_checkpoint', 'config_hash',
+           'restore_history', 'read_history', 'sample_clients', 'check_fit', 'client_ids', 'client_step', 'Server',
+           'run_identity', 'resume_checkpoint', 'local_clients', 'run_federated']
 
 # %% ../nbs/04_federated.ipynb #c004
 import numpy as np
@@ -123,10 +123,15 @@ class FedConfig:
         return r in k
 
 # %% ../nbs/04_federated.ipynb #c011
+def weighted_mean(rows, weights) -> torch.Tensor:
+    ("Σ_k w_k rows[k] / Σ_k w_k, summed in row order: every element gets the same bits whether the rows are whole "
+     "flat models (one product and sum per client) or single tensors.")
+    w = np.asarray(weights, dtype=np.float64) / np.sum(weights)
+    return sum(float(wi) * r for wi, r in zip(w, rows))
+
 def aggregate(params: list, weights) -> dict:
     "Weighted average Σ w_k θ_k / Σ w_k of parameter dicts."
-    w = torch.as_tensor(np.asarray(weights, dtype=np.float64) / np.sum(weights))
-    return {k: sum(float(wi) * p[k] for wi, p in zip(w, params)) for k in params[0]}
+    return {k: weighted_mean([p[k] for p in params], weights) for k in params[0]}
 
 def aggregate_buffers(buffers: list, weights) -> dict:
     "Weighted mean of floating buffers (BatchNorm running statistics); integer counters take the maximum."
@@ -385,8 +390,8 @@ class Server:
          "`TrainingDiverged`.")
         cfg, lcfg = self.cfg, self.cfg.local
         flats = torch.stack([flatten(x.params) for x in results])
-        for k, x, f in zip(sampled, results, flats):
-            if not math.isfinite(x.loss) or not torch.isfinite(f).all():
+        for k, x, finite in zip(sampled, results, torch.isfinite(flats).all(1).tolist()):
+            if not math.isfinite(x.loss) or not finite:
                 hist.status, hist.error = (
                     'failed',
                     (f'training diverged in round {r} at client {k} (local loss {x.loss})'),
@@ -394,7 +399,8 @@ class Server:
                 hist.buffers = self.buffers
                 raise TrainingDiverged(hist.error, hist)
         n = [x.n_samples for x in results]
-        avg = aggregate([x.params for x in results], n)
+        avg_flat = weighted_mean(flats, n)   # one product and sum per client, not per client and tensor
+        avg = dict(unflatten(avg_flat, self.params))
         new = self.opt.step(self.params, avg)
         new_buf = aggregate_buffers([x.buffers for x in results], n) if self.buffers else {}
         if cfg.bn == 'local': self.local_bufs.update({k: x.buffers for k, x in zip(sampled, results)})
@@ -410,7 +416,7 @@ class Server:
         if self.valuer is not None:
             hist.valuations[r] = self.valuer(hist, r, list(sampled), g0, flats, np.asarray(n), self.buffers)
         D = flats - g0
-        agg = flatten(avg) - g0
+        agg = avg_flat - g0
         un, dr = D.norm(dim=1), (flats - g1).norm(dim=1)
         Dn = D / un.clamp(min=1e-30)[:, None]
         cos_agg = (Dn @ (agg / agg.norm().clamp(min=1e-30))).tolist()

@@ -308,21 +308,27 @@ def dense_chain_grads(weights: list,   # per layer, stacked (G, out, in)
     ("Gradients of Σ_g (model g's weighted mean cross-entropy) of G stacked dense chains, written into `grad_weights` "
      "and `grad_biases`; returns each model's summed weighted loss and correct count.")
     G, B = y.shape
-    h, pre = [x.reshape(G, B, -1)], []
+    h = [x.reshape(G, B, -1)]
     for i, (W, b) in enumerate(zip(weights, biases)):
         Wt = W.transpose(1, 2)
         z = torch.bmm(h[-1], Wt) if b is None else torch.baddbmm(b.unsqueeze(1), h[-1], Wt)
         if i == len(weights) - 1: break
-        pre.append(z)
-        h.append(torch.relu(z))
-    l = torch.logsumexp(z, -1) - z.gather(-1, y.unsqueeze(-1)).squeeze(-1)
-    hit = (z.argmax(-1) == y).to(l.dtype)
+        h.append(torch.relu_(z))   # ReLU'(z) is (h > 0): the pre-activations need not be kept
+    # one log-softmax gives both the loss (−log p_y) and its gradient's softmax (every call here costs more in
+    # dispatch than in arithmetic: the step is a few dozen of them)
+    yi = y.unsqueeze(-1)
+    d = torch.log_softmax(z, -1)
+    logp = d.gather(-1, yi).squeeze(-1)
+    hit = z.argmax(-1) == y
     # d/dz of Σ_g Σ_b w l / n_g: (softmax − one-hot) · w / n_g
-    d = torch.softmax(z, -1)
-    d.scatter_add_(-1, y.unsqueeze(-1), torch.full((G, B, 1), -1.0, dtype=d.dtype, device=d.device))
+    d.exp_().scatter_add_(-1, yi, torch.full_like(yi, -1, dtype=d.dtype))
     d.mul_((w / w.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1))
     for i in range(len(weights) - 1, -1, -1):
-        torch.bmm(d.transpose(1, 2), h[i], out=grad_weights[i])
+        gw = grad_weights[i]
+        # a batched product into rows of a wider buffer takes a per-model loop in ATen: 2× one into its own tensor
+        if gw.is_contiguous(): torch.bmm(d.transpose(1, 2), h[i], out=gw)
+        else: gw.copy_(torch.bmm(d.transpose(1, 2), h[i]))
         if biases[i] is not None: torch.sum(d, 1, out=grad_biases[i])
-        if i: d = torch.bmm(d, weights[i]).mul_(pre[i - 1] > 0)
-    return (l * w).sum(1), (hit * w).sum(1)
+        # ReLU's backward as one kernel (a mask `h > 0` times d is three, the comparison alone slower than a product)
+        if i: d = torch.ops.aten.threshold_backward(torch.bmm(d, weights[i]), h[i], 0)
+    return -(logp * w).sum(1), (hit * w).sum(1)

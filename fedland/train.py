@@ -365,14 +365,18 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
                 layers = [[d.get(f'{c}.{kind}') for c in chain] for d in (pv, gv) for kind in ('weight', 'bias')]
                 first = lambda n: [[None if v is None else v[:n] for v in vs] for vs in layers]
                 cut = {}   # live clients -> the views' first rows
+            # the batches of a block of steps in one gather (≤ 16 MB; one gather per step costs more in dispatch)
+            blk = max(1, 2**24 // max(1, K * B * X[0].numel() * X.element_size()))
             for t in range(S):
                 n = live[t]
                 p = Pf[:n]
-                if chain is None: g, (sl, h) = _flat_grads(model, p, shapes, X[I[t, :n]], Y[I[t, :n]], W[t, :n])
+                if t % blk == 0: Xs, Ys = X[I[t:t + blk]], Y[I[t:t + blk]]
+                xb, yb = Xs[t % blk, :n], Ys[t % blk, :n]
+                if chain is None: g, (sl, h) = _flat_grads(model, p, shapes, xb, yb, W[t, :n])
                 else:
                     if n not in cut: cut[n] = first(n)
                     pw, pb, gw, gb = cut[n]
-                    sl, h = dense_chain_grads(pw, pb, X[I[t, :n]], Y[I[t, :n]], W[t, :n], gw, gb)
+                    sl, h = dense_chain_grads(pw, pb, xb, yb, W[t, :n], gw, gb)
                     g = Gf[:n]
                 with torch.no_grad():
                     Mf[:n] = _sgd_flat_(
