@@ -170,7 +170,8 @@ def _round_flops(exp):
     return train1 * n_train + fwd1 * n_eval
 
 
-def _fedavg_exp(model, n_clients, rounds, store, engine='local'):
+def fedavg_experiment(model, n_clients, rounds, store, engine='local'):
+    "The benchmark's FedAvg experiment: the default settings, no analysis, `rounds` rounds of `n_clients` clients."
     from fedland.experiment import Experiment
     return Experiment(
         model=model,
@@ -263,15 +264,15 @@ def bench_fedavg(model, n_clients, rounds, reps):
     accs, ceilings = {}, []
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
         d = tempfile.mkdtemp()
-        ours = run_experiment(_fedavg_exp(model, n_clients, rounds, f'{d}/local.db'), progress=False)
+        ours = run_experiment(fedavg_experiment(model, n_clients, rounds, f'{d}/local.db'), progress=False)
         ceiling = ceiling_now()
         theirs = {}
         for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
-            exp = _fedavg_exp(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
+            exp = fedavg_experiment(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
             theirs[c] = _flower_run(exp, *FLOWER_CONFIGS[c])
         if i == 0: continue  # (`flwr run` starts fresh processes every time: no warm-up to discard)
         theirs[FLWR_RUN] = _flwr_run(
-            _fedavg_exp(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
+            fedavg_experiment(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
         )
         per['fedland'].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
         ceilings.append(ceiling)
@@ -279,7 +280,7 @@ def bench_fedavg(model, n_clients, rounds, reps):
         accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
                     acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
     best = min(configs, key=lambda c: np.median(per[c]))
-    flops = _round_flops(_fedavg_exp(model, n_clients, rounds, 'unused.db'))
+    flops = _round_flops(fedavg_experiment(model, n_clients, rounds, 'unused.db'))
     return dict(
         model=model,
         clients=n_clients,
@@ -303,7 +304,7 @@ def bench_compiled(model, n_clients, rounds, reps):
      "timing), seconds per round 2..R.")
     from fedland.experiment import prepare
     from fedland.federated import run_federated
-    exp = _fedavg_exp(model, n_clients, rounds, 'unused.db')
+    exp = fedavg_experiment(model, n_clients, rounds, 'unused.db')
     ds, part, net = prepare(exp)
     res = {}
     def go(c):
