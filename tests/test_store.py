@@ -13,6 +13,13 @@ from fedland.store import TABLES, Store, StoreError, load_runs
 QUICK = dict(model='mlp', rounds=2, landscape_steps=5, curvature_probes=2)
 
 
+@pytest.fixture(autouse=True)
+def in_tmp(tmp_path, monkeypatch):
+    """Run each test (and the writers it starts) in its tmp_path: a PostgreSQL store keeps its artifacts in
+    ./runs/artifacts, and a run finding another session's artifacts there would reuse them instead of training."""
+    monkeypatch.chdir(tmp_path)
+
+
 def _schema(st):
     return {t: list(st.table(t).columns) for t in TABLES}
 
