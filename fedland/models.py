@@ -9,8 +9,8 @@ from collections import OrderedDict
 
 # %% auto #0
 __all__ = ['MODELS', 'MLP', 'CNN1D', 'CNN', 'NIIDBenchCNN', 'BasicBlock', 'ResNet', 'build_model', 'param_dict', 'buffer_dict',
-           'has_batchnorm', 'flatten', 'unflatten', 'get_flat', 'set_flat', 'n_params', 'same_architecture',
-           'linear_relu_layers', 'tune_allocator']
+           'has_batchnorm', 'flatten', 'flatten_rows', 'unflatten', 'get_flat', 'set_flat', 'n_params',
+           'same_architecture', 'linear_relu_layers', 'tune_allocator']
 
 # %% ../nbs/02_models.ipynb #c004
 import torch
@@ -159,6 +159,10 @@ def has_batchnorm(model: nn.Module) -> bool:
 def flatten(params: dict) -> torch.Tensor:
     "Concatenate a dict of tensors into one flat vector (in dict order)."
     return torch.cat([p.reshape(-1) for p in params.values()])
+
+def flatten_rows(dicts: list) -> torch.Tensor:
+    "`flatten` of each dict (same keys and shapes) as the rows of one tensor: one copy per key, not one per dict."
+    return torch.cat([torch.stack([d[k] for d in dicts]).reshape(len(dicts), -1) for k in dicts[0]], 1)
 
 def unflatten(vec: torch.Tensor, like: dict) -> OrderedDict:
     "Split a flat vector into tensors shaped like `like`'s values."

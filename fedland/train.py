@@ -8,7 +8,7 @@ import copy, math, weakref
 from dataclasses import dataclass, field, asdict
 
 # %% auto #0
-__all__ = ['LocalConfig', 'batch_schedule', 'sgd_update', 'LocalResult', 'local_update', 'local_update_batched',
+__all__ = ['LocalConfig', 'batch_order', 'batch_schedule', 'sgd_update', 'LocalResult', 'local_update', 'local_update_batched',
            'local_update_stacked', 'per_sample_losses', 'evaluate', 'reduce_by_client', 'evaluate_stacked',
            'resolve_device', 'CentralizedResult', 'TrainingDiverged', 'train_centralized']
 
@@ -44,17 +44,23 @@ class LocalConfig:
         if self.steps is not None: check_int('steps', self.steps, 1)
 
 # %% ../nbs/03_train.ipynb #c011
+def batch_order(n: int, batch_size: int, epochs: int = 1, steps: int | None = None, seed=0) -> tuple:
+    ("`batch_schedule` as one array — the indices into the client's `n` samples, batch after batch — and the batch "
+     "sizes: what a stacked update gathers from, without an array per batch.")
+    if n == 0: return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    per = math.ceil(n / batch_size)
+    rng = np.random.default_rng(seed)
+    order = np.concatenate([rng.permutation(n) for _ in range(epochs if steps is None else math.ceil(steps / per))])
+    lens = np.array(([batch_size] * (n // batch_size) + [n % batch_size] * (n % batch_size > 0)) * (len(order) // n))
+    if steps is not None: lens = lens[:steps]
+    return order[:lens.sum()], lens
+
 def batch_schedule(n: int, batch_size: int, epochs: int = 1, steps: int | None = None, seed=0) -> list:
     ("Index batches into a client's `n` samples: a fresh seeded shuffle each epoch; `steps` cuts or extends to "
      "exactly that many.")
-    rng = np.random.default_rng(seed)
-    out = []
-    if n == 0: return out
-    while True:
-        perm = rng.permutation(n)
-        out += [perm[i:i + batch_size] for i in range(0, n, batch_size)]
-        if steps is None and len(out) >= epochs * math.ceil(n / batch_size): return out
-        if steps is not None and len(out) >= steps: return out[:steps]
+    order, lens = batch_order(n, batch_size, epochs, steps, seed)
+    return np.split(order, np.cumsum(lens)[:-1]) if len(lens) else []
+
 
 # %% ../nbs/03_train.ipynb #c016
 def _loss_aux(out, yb, w=None):
@@ -71,38 +77,43 @@ def _batch_loss(model, params, buffers, xb, yb, w=None):
     return _loss_aux(functional_call(model, {**params, **buffers}, (xb,)), yb, w)
 
 def _step_direction(p, g, mom, cfg: LocalConfig, anchor=None, corr=None):
-    "The momentum-filtered step m of one tensor: g + λθ + μ(θ − θ_g) + (c − c_k), then m = βm + g."
-    if cfg.weight_decay: g = g + cfg.weight_decay * p
+    "The momentum-filtered step m of one tensor: g + μ(θ − θ_g) + (c − c_k) + λθ, then m = βm + g."
     if cfg.mu and anchor is not None: g = g + cfg.mu * (p - anchor)
     if corr is not None: g = g + corr
+    if cfg.weight_decay: g = torch.add(g, p, alpha=cfg.weight_decay)
     return cfg.momentum * mom + g if cfg.momentum else g
 
 def sgd_update(params: dict, grads: dict, mom: dict, cfg: LocalConfig, anchor: dict | None = None,
-               corr: dict | None = None, active: torch.Tensor | None = None):
-    ("One SGD step (weight decay, FedProx, SCAFFOLD correction, momentum); `active` (per stacked client) masks "
-     "finished clients.")
+               corr: dict | None = None) -> tuple:
+    "One SGD step (FedProx, SCAFFOLD correction, weight decay, momentum) on dicts of tensors: new parameters, momenta."
     new_p, new_m = {}, {}
     for k, p in params.items():
         m = _step_direction(
             p, grads[k], mom[k], cfg, None if anchor is None else anchor[k], None if corr is None else corr[k]
         )
-        if active is None: new_p[k], new_m[k] = p - cfg.lr * m, m
-        else:
-            a = active.view(-1, *[1] * (p.ndim - 1)).to(p.dtype)
-            new_p[k], new_m[k] = p - cfg.lr * a * m, mom[k] + a * (m - mom[k])
+        new_p[k], new_m[k] = torch.add(p, m, alpha=-cfg.lr), m if cfg.momentum else mom[k]
     return new_p, new_m
+
+def _pad_flat(t: torch.Tensor) -> torch.Tensor:
+    ("`t` with zero columns appended up to a multiple of 64: in flat parameter rows so padded, every element takes "
+     "the fused SGD kernel's vector loop (which rounds its tail differently), so a client's update has the same bits "
+     "whichever rows share the call.")
+    return F.pad(t, (0, -t.shape[-1] % 64))
 
 def _sgd_flat_(
     p: torch.Tensor, g: torch.Tensor, mom: torch.Tensor, cfg: LocalConfig, anchor=None, corr=None
 ) -> torch.Tensor:
     ("`sgd_update` on one flat parameter vector `p`, in place (`p`, the gradient `g` and the momentum `mom` are "
-     "overwritten) — the same operations in the same order, so the same bits; returns the new momentum.")
-    if cfg.weight_decay: g.add_(p * cfg.weight_decay)
+     "overwritten): the FedProx and SCAFFOLD terms, then `torch.optim.SGD(fused=True)`'s kernel (weight decay, "
+     "momentum and the step in one pass); rows padded by `_pad_flat`; returns `mom`.")
     if cfg.mu and anchor is not None: g.add_((p - anchor).mul_(cfg.mu))
     if corr is not None: g.add_(corr)
-    m = mom.mul_(cfg.momentum).add_(g) if cfg.momentum else g
-    p.sub_(m * cfg.lr)
-    return m
+    torch._fused_sgd_(
+        [p], [g], [mom] if cfg.momentum else [], weight_decay=cfg.weight_decay, momentum=cfg.momentum, lr=cfg.lr,
+        dampening=0.0, nesterov=False, maximize=False, is_first_step=False,
+    )
+    return mom
+
 
 # %% ../nbs/03_train.ipynb #c017
 @dataclass
@@ -120,8 +131,8 @@ def _zeros_like(d): return {k: torch.zeros_like(v) for k, v in d.items()}
 
 def _flat_copy(model: nn.Module, params: dict, buffers: dict):
     ("A copy of `model` whose parameters are views into one new flat vector holding `params` (one update per step "
-     "instead of one per tensor) and whose buffers are `buffers`; None where parameters are shared, parametrized or "
-     "of mixed dtypes or devices.")
+     "instead of one per tensor; zero-padded by `_pad_flat`) and whose buffers are `buffers`; None where parameters "
+     "are shared, parametrized or of mixed dtypes or devices.")
     ts = [v.detach() for v in params.values()]
     own = dict(model.named_parameters(remove_duplicate=False))
     if (
@@ -132,7 +143,7 @@ def _flat_copy(model: nn.Module, params: dict, buffers: dict):
         or any(hasattr(m, 'parametrizations') for m in model.modules())
     ): return None
     work = copy.deepcopy(model)
-    flat = torch.cat([t.reshape(-1) for t in ts])
+    flat = _pad_flat(torch.cat([t.reshape(-1) for t in ts]))
     off = 0
     for k, t in zip(params, ts):
         mod, _, leaf = k.rpartition('.')
@@ -161,31 +172,31 @@ def local_update(model: nn.Module,   # architecture (its own weights are not use
     if fc is None: return _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum)
     work, p = fc
     ps = list(work.parameters())
-    cat = lambda d: torch.cat([d[k].detach().reshape(-1) for k in params])
+    cat = lambda d: _pad_flat(torch.cat([d[k].detach().reshape(-1) for k in params]))
+    zero = p.new_zeros(len(p) - sum(v.numel() for v in params.values()))   # the gradient's padding
     anc = cat(params if anchor is None else anchor).to(p) if cfg.mu else None
     cr = None if corr is None else cat(corr).to(p)
     mom = torch.zeros_like(p) if momentum is None else cat(momentum).to(p)
-    sched = batch_schedule(len(idx), cfg.batch_size, cfg.epochs, cfg.steps, seed)
-    order = torch.as_tensor(np.asarray(idx, dtype=np.int64), device=X.device)[
-        torch.as_tensor(np.concatenate(sched) if sched else np.zeros(0, np.int64), device=X.device)
-    ]
+    o, lens = batch_order(len(idx), cfg.batch_size, cfg.epochs, cfg.steps, seed)
+    order = torch.as_tensor(np.asarray(idx, dtype=np.int64)[o], device=X.device)
     tot, hits, at = torch.zeros((), device=X.device), torch.zeros((), device=X.device), 0
-    for b in sched:
-        j = order[at:at + len(b)]
-        at += len(b)
+    for n in lens.tolist():
+        j = order[at:at + n]
+        at += n
         loss, (s, h) = _loss_aux(work(X[j]), Y[j])
-        g = torch.cat([t.reshape(-1) for t in torch.autograd.grad(loss, ps)])
+        g = torch.cat([*(t.reshape(-1) for t in torch.autograd.grad(loss, ps)), zero])
         with torch.no_grad(): mom = _sgd_flat_(p, g, mom, cfg, anc, cr)
         tot += s
         hits += h
+    P = len(p) - len(zero)
     return LocalResult(
-        unflatten(p.clone(), params),
+        unflatten(p[:P].clone(), params),
         buffers,
         len(idx),
-        len(sched),
+        len(lens),
         float(tot) / max(at, 1),
         float(hits) / max(at, 1),
-        unflatten(mom.clone(), params),
+        unflatten(mom[:P].clone(), params),
     )
 
 def _local_update_dicts(model, params, X, Y, idx, cfg, seed, buffers, anchor, corr, momentum) -> LocalResult:
@@ -247,8 +258,10 @@ def local_update_batched(model: nn.Module, params: dict, X: torch.Tensor, Y: tor
             stacked,
             compile,
         )
-        out += [LocalResult({n: v[k] for n, v in P.items()}, {}, len(idxs[s + k]), steps[k], loss[k], acc[k],
-                            {n: v[k] for n, v in M.items()}) for k in range(len(steps))]
+        # each client's tensors as views into the stacked ones (`unbind`: one call per tensor, not per client)
+        per = lambda d: [dict(zip(d, vs)) for vs in zip(*[v.unbind(0) for v in d.values()])]
+        out += [LocalResult(p, {}, len(idxs[s + k]), steps[k], loss[k], acc[k], m)
+                for k, (p, m) in enumerate(zip(per(P), per(M)))]
     return out
 
 _STEPS = weakref.WeakKeyDictionary()   # model -> {settings: compiled step}
@@ -268,9 +281,14 @@ def _views(flat: torch.Tensor, shapes: dict) -> dict:
         o += m
     return out
 
+def _grad_rows(grads: list, p: torch.Tensor) -> torch.Tensor:
+    "Stacked per-tensor gradients as flat rows shaped like the (`_pad_flat`-padded) rows `p`."
+    rows = [t.reshape(len(p), -1) for t in grads]
+    return torch.cat([*rows, p.new_zeros(len(p), p.shape[1] - sum(r.shape[1] for r in rows))], 1)
+
 def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
-    ("Every stacked client's gradient (n, P), summed loss and correct count at the flat parameters `p`: one forward "
-     "and backward pass of `stacked_forward`, or vmap of grad where it does not apply.")
+    ("Every stacked client's gradient (rows like `p`), summed loss and correct count at the flat parameters `p`: one "
+     "forward and backward pass of `stacked_forward`, or vmap of grad where it does not apply.")
     if model not in _UNSTACKABLE:
         # leaves of their own: a flat leaf would cost a (K, P) zero-fill per tensor in the backward
         q = {k: v.detach().requires_grad_() for k, v in _views(p, shapes).items()}
@@ -282,10 +300,10 @@ def _flat_grads(model, p: torch.Tensor, shapes: dict, xb, yb, w):
                 # Σ_k of each client's mean loss: each client's own gradient
                 g = torch.autograd.grad(((l * w).sum(1) / w.sum(1).clamp(min=1)).sum(), list(q.values()))
                 hit = (out.detach().argmax(-1) == yb).to(l.dtype)
-                return torch.cat([t.reshape(len(p), -1) for t in g], 1), ((l.detach() * w).sum(1), (hit * w).sum(1))
+                return _grad_rows(g, p), ((l.detach() * w).sum(1), (hit * w).sum(1))
         _UNSTACKABLE.add(model)
     g, aux = _vmap_grads(model, _views(p, shapes), xb, yb, w)
-    return torch.cat([g[k].reshape(len(p), -1) for k in shapes], 1), aux
+    return _grad_rows([g[k] for k in shapes], p), aux
 
 def _step_fn(model, cfg: LocalConfig):
     ("One compiled SGD step of stacked clients (parameter dicts; finished clients masked by `active`): vmap of grad "
@@ -308,19 +326,20 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
     ("Train one chunk of clients with stacked parameters and padded, masked batches; return stacked parameters, "
      "momenta, losses, accuracies, steps.")
     dev, K, B = X.device, len(idxs), cfg.batch_size
-    scheds = [batch_schedule(len(ix), B, cfg.epochs, cfg.steps, sd) for ix, sd in zip(idxs, seeds)]
-    n_steps = np.array([len(s) for s in scheds])
+    sch = [batch_order(len(ix), B, cfg.epochs, cfg.steps, sd) for ix, sd in zip(idxs, seeds)]
+    n_steps = np.array([len(lens) for _, lens in sch])
     S = int(n_steps.max())
     order = np.argsort(-n_steps, kind='stable')
     inv = np.argsort(order)  # longest schedules first: at step t the active clients are a prefix
-    live = [int((n_steps > t).sum()) for t in range(S)]
+    live = (n_steps[None, :] > np.arange(S)[:, None]).sum(1).tolist()
+    # client order[j]'s batch t fills I[t, j, :len(batch)]: every client's every sample placed in one assignment
+    ns, lens = n_steps[order], np.concatenate([sch[k][1] for k in order])
+    ts = np.repeat(np.arange(len(lens)) - np.repeat(np.cumsum(ns) - ns, ns), lens)
+    js = np.repeat(np.repeat(np.arange(K), ns), lens)
+    at = np.arange(len(ts)) - np.repeat(np.cumsum(lens) - lens, lens)
     I, W = np.zeros((S, K, B), np.int64), np.zeros((S, K, B), np.float32)
-    for j, k in enumerate(order):   # client k's batches fill row j: batch t at [t, j, :len(batch)]
-        if not n_steps[k]: continue
-        lens = np.array([len(b) for b in scheds[k]])
-        ts, at = np.repeat(np.arange(len(lens)), lens), np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens)
-        I[ts, j, at] = np.asarray(idxs[k])[np.concatenate(scheds[k])]
-        W[ts, j, at] = 1
+    I[ts, js, at] = np.concatenate([np.asarray(idxs[k], dtype=np.int64)[sch[k][0]] for k in order])
+    W[ts, js, at] = 1
     I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
     o = torch.as_tensor(order, device=dev)
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
@@ -350,17 +369,17 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
             shapes = {k: tuple(v.shape[1:] if stacked else v.shape) for k, v in params.items()}
             rows = lambda d: torch.cat([v.reshape(len(v), -1) for v in d.values()], 1)
             # built once, no per-tensor copy first
-            Pf = (
+            Pf = _pad_flat(
                 rows({k: v.detach()[o] for k, v in params.items()})
                 if stacked
                 else flatten(params).detach()[None].repeat(K, 1)
             )
             Mf = torch.zeros_like(Pf)
-            af = None if anc is None else rows(anc) if stacked else flatten(anc)[None]
-            cf = None if corr is None else rows(corr)
+            af = None if anc is None else _pad_flat(rows(anc) if stacked else flatten(anc)[None])
+            cf = None if corr is None else _pad_flat(rows(corr))
             chain = dense_chain(model)
             if chain is not None:   # its closed form writes the gradients into Gf, through views made once
-                Gf = torch.empty_like(Pf)
+                Gf = torch.zeros_like(Pf)
                 pv, gv = _views(Pf, shapes), _views(Gf, shapes)
                 layers = [[d.get(f'{c}.{kind}') for c in chain] for d in (pv, gv) for kind in ('weight', 'bias')]
                 first = lambda n: [[None if v is None else v[:n] for v in vs] for vs in layers]
@@ -379,7 +398,7 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
                     sl, h = dense_chain_grads(pw, pb, xb, yb, W[t, :n], gw, gb)
                     g = Gf[:n]
                 with torch.no_grad():
-                    Mf[:n] = _sgd_flat_(
+                    _sgd_flat_(
                         p,
                         g,
                         Mf[:n],
