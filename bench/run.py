@@ -125,6 +125,17 @@ def calls_per_rep(f, min_seconds: float = MIN_REP_SECONDS) -> int:
     return max(1, int(np.ceil(min_seconds / max(time.perf_counter() - t, 1e-6))))
 
 
+def steady_rounds(run, min_seconds: float = MIN_REP_SECONDS) -> tuple:
+    ("One repetition of a federated run: `run()` (a Result) again until its steady rounds (3..R: rounds 1–2 include "
+     "Flower's node discovery) add up to `min_seconds`; the mean seconds per steady round and the last Result.")
+    total, n = 0.0, 0
+    while total < min_seconds:
+        res = run()
+        steady = res.history.rounds.seconds.iloc[2:]
+        total, n = total + float(steady.sum()), n + len(steady)
+    return total / n, res
+
+
 def alternate(fns: dict, reps: int, warm: bool = True, ceiling: bool = False) -> dict:
     ("Seconds per call of each function over `reps` alternated repetitions of ≥ MIN_REP_SECONDS (after a warm-up); "
      "with `ceiling`, also the matmul rate after each repetition (key 'ceiling').")
@@ -256,29 +267,25 @@ def _flwr_run(exp):
 
 
 def bench_fedavg(model, n_clients, rounds, reps):
-    ("Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions "
-     "of whole runs.")
+    ("Steady-state seconds per round (rounds 3..R; the first include Flower's node discovery), alternated repetitions "
+     "of whole runs, each side's repetition ≥ MIN_REP_SECONDS of steady rounds (a short run is repeated).")
     from fedland.experiment import run_experiment
     configs = [*FLOWER_CONFIGS, FLWR_RUN]
     per = {'fedland': [], **{c: [] for c in configs}}
     accs, ceilings = {}, []
+    exp = lambda engine: fedavg_experiment(model, n_clients, rounds, f'{tempfile.mkdtemp()}/{engine}.db', engine)
     for i in range(reps + 1):                     # repetition 0 is the warm-up of every side
-        d = tempfile.mkdtemp()
-        ours = run_experiment(fedavg_experiment(model, n_clients, rounds, f'{d}/local.db'), progress=False)
+        # a store (and artifacts folder) for every run: nothing is reloaded
+        ours, res = steady_rounds(lambda: run_experiment(exp('local'), progress=False))
         ceiling = ceiling_now()
-        theirs = {}
-        for c in FLOWER_CONFIGS:   # a store (and artifacts folder) each: nothing is reloaded
-            exp = fedavg_experiment(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
-            theirs[c] = _flower_run(exp, *FLOWER_CONFIGS[c])
+        theirs = {c: steady_rounds(lambda: _flower_run(exp('flower'), *FLOWER_CONFIGS[c])) for c in FLOWER_CONFIGS}
         if i == 0: continue  # (`flwr run` starts fresh processes every time: no warm-up to discard)
-        theirs[FLWR_RUN] = _flwr_run(
-            fedavg_experiment(model, n_clients, rounds, f'{tempfile.mkdtemp()}/flower.db', engine='flower')
-        )
-        per['fedland'].append(float(ours.history.rounds.seconds.iloc[2:].mean()))
+        theirs[FLWR_RUN] = steady_rounds(lambda: _flwr_run(exp('flower')))
+        per['fedland'].append(ours)
         ceilings.append(ceiling)
-        for c, res in theirs.items(): per[c].append(float(res.history.rounds.seconds.iloc[2:].mean()))
-        accs = dict(acc_fedland=float(ours.history.rounds.test_acc.iloc[-1]),
-                    acc_flower=float(next(iter(theirs.values())).history.rounds.test_acc.iloc[-1]))
+        for c, (s, _) in theirs.items(): per[c].append(s)
+        accs = dict(acc_fedland=float(res.history.rounds.test_acc.iloc[-1]),
+                    acc_flower=float(next(iter(theirs.values()))[1].history.rounds.test_acc.iloc[-1]))
     best = min(configs, key=lambda c: np.median(per[c]))
     flops = _round_flops(fedavg_experiment(model, n_clients, rounds, 'unused.db'))
     return dict(
@@ -551,12 +558,16 @@ def bench_exact(ks, reps, rounds=20, local_epochs=1):
     for k in ks:
         part = partition(ds.y_train, k, 'dirichlet', alpha=0.5, seed=0)
         net = build_model('mlp', ds.input_shape, 10, seed=0)
+        cfg = FedConfig(rounds=rounds, local_epochs=local_epochs, lr=0.05, momentum=0.9)
+        game = lambda: coalition_values(net, ds, part, cfg, progress=False)
+        if k == min(ks): game()   # one warm-up for all K (the same code paths): K = 4's first game took twice its time
         ts, ceilings = [], []
         for _ in range(reps):
-            t = time.perf_counter()
-            coalition_values(net, ds, part, FedConfig(rounds=rounds, local_epochs=local_epochs, lr=0.05, momentum=0.9),
-                             progress=False)
-            ts.append(time.perf_counter() - t)
+            t, calls = time.perf_counter(), 0
+            while calls == 0 or time.perf_counter() - t < MIN_REP_SECONDS:
+                game()
+                calls += 1
+            ts.append((time.perf_counter() - t) / calls)
             ceilings.append(ceiling_now())
         members = 2 ** (k - 1)   # coalitions each client belongs to
         flops = train1 * local_epochs * rounds * members * int(part.sizes.sum()) + fwd1 * ds.n_test * (2 ** k - 1)
@@ -652,7 +663,8 @@ def main():
     ap.add_argument('--skip', nargs='*', default=[], help='sections to skip: fedavg compiled sequential landscape '
                                                           'curvature valuation main scale')
     ap.add_argument('--long-game', action='store_true',
-                    help='with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (one repetition, ~4 minutes)')
+                    help='with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (--reps repetitions, '
+                         '~5 minutes)')
     ap.add_argument('--merge', action='store_true', help='update the sections run in an existing --json file and keep '
                                                          'the others (and their table rows)')
     a = ap.parse_args()
@@ -788,7 +800,7 @@ def main():
     if 'valuation' not in a.skip:
         E = bench_exact(range(4, 9) if a.quick else range(4, 11), a.reps)
         long_game = a.long_game or not a.quick
-        E30 = bench_exact([8], 1 if a.quick else a.reps, rounds=30, local_epochs=5)['8'] if long_game else None
+        E30 = bench_exact([8], a.reps, rounds=30, local_epochs=5)['8'] if long_game else None
         O = bench_overhead(a.reps)
         done('valuation')
         out['valuation'] = {

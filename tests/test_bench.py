@@ -1,0 +1,47 @@
+"""The benchmark's timing rules (bench/run.py, bench/compare.py), on fake runs: no timing of real work here."""
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / 'bench'))
+import compare  # noqa: E402
+import run as bench  # noqa: E402
+
+
+def fake_result(seconds: list):
+    "A Result-like object whose History holds these seconds per round (round 0 first)."
+    return SimpleNamespace(history=SimpleNamespace(rounds=pd.DataFrame({'seconds': seconds})))
+
+
+def test_steady_rounds_repeats_short_runs():
+    calls = []
+    run = lambda: calls.append(1) or fake_result([0.0, 9.0, 0.1, 0.1, 0.1])   # 0.3 s of steady rounds a run
+    per_round, res = bench.steady_rounds(run, min_seconds=1.0)
+    assert len(calls) == 4                        # 4 runs = 1.2 s ≥ 1 s; 3 runs (0.9 s) would not do
+    assert per_round == pytest.approx(0.1)        # rounds 1 (Flower's node discovery) and 0 are not timed
+    assert res.history.rounds.seconds.iloc[1] == 9.0
+
+
+def test_steady_rounds_one_long_run():
+    calls = []
+    run = lambda: calls.append(1) or fake_result([0.0, 5.0, 0.5, 0.7])
+    assert bench.steady_rounds(run, min_seconds=1.0)[0] == pytest.approx(0.6)
+    assert len(calls) == 1
+
+
+def test_ratio_pairs_repetitions():
+    r = bench.ratio([4.0, 9.0, 2.0], [1.0, 3.0, 2.0])
+    assert r['reps'] == [4.0, 3.0, 1.0]
+    assert (r['median'], r['min'], r['max']) == (3.0, 1.0, 4.0)
+
+
+def test_compare_reproduces_both_ways():
+    a = {'fedavg': {'x': {'speedup': bench.spread([5.0, 5.2, 5.4])}}}
+    b = {'fedavg': {'x': {'speedup': bench.spread([5.1, 5.3, 5.6])}}}
+    c = {'fedavg': {'x': {'speedup': bench.spread([5.5, 5.6, 5.7])}}}
+    assert compare.compare(a, b) == [('fedavg.x.speedup', a['fedavg']['x']['speedup'], b['fedavg']['x']['speedup'],
+                                      True, True)]
+    assert compare.compare(a, c)[0][3:] == (False, False)   # 5.6 outside 5.0–5.4, 5.2 outside 5.5–5.7
