@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_experiment.ipynb #c003
 from __future__ import annotations
-import itertools, json, math, os, subprocess, sys, time, traceback
+import bisect, itertools, json, math, os, subprocess, sys, time, traceback
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field, asdict, fields
 from pathlib import Path
@@ -328,9 +328,10 @@ def _mark(st: Store, exp: Experiment, status: str, error: str | None = None, cre
 
 def _history_rows(exp: Experiment, h, rounds) -> tuple:
     "Store rows (rounds, client_rounds) of the given rounds of a federated history."
+    eid = exp.id   # (a hash of the config: once, not once a row)
     rr = [
         dict(
-            experiment_id=exp.id,
+            experiment_id=eid,
             setting='federated',
             round=x['round'],
             train_loss=x['train_loss'],
@@ -341,7 +342,9 @@ def _history_rows(exp: Experiment, h, rounds) -> tuple:
         if x['round'] in rounds
     ]
     columns = [c for c in TABLES['client_rounds'] if c != 'experiment_id']   # the store's schema names them
-    cr = [dict(experiment_id=exp.id, **{k: x[k] for k in columns}) for x in h.client_rows if x['round'] in rounds]
+    # client rows are in round order: only those from the first asked round on are looked at
+    first = bisect.bisect_left(h.client_rows, min(rounds, default=0), key=lambda x: x['round'])
+    cr = [dict(experiment_id=eid, **{k: x[k] for k in columns}) for x in h.client_rows[first:] if x['round'] in rounds]
     return rr, cr
 
 def _write_rounds(st: Store, exp: Experiment, h, rounds):

@@ -171,6 +171,7 @@ class ClientModels:
      "`max_bytes`, then spilled to `.npy` files (never pickles).")
     def __init__(self, max_bytes: float, spill_dir: str | os.PathLike | None = None):
         self.max_bytes, self.ram, self.disk, self._dir = max_bytes, {}, set(), Path(spill_dir) if spill_dir else None
+        self.nbytes = 0   # bytes in `ram`, kept as a running total (a sum over `ram` at every put grew with the rounds)
     @property
     def spill_dir(self) -> Path:
         "Where spilled models go; without one given, a temporary folder removed with this object (or at exit)."
@@ -179,15 +180,20 @@ class ClientModels:
             weakref.finalize(self, shutil.rmtree, str(self._dir), True)
         self._dir.mkdir(parents=True, exist_ok=True)
         return self._dir
-    @property
-    def nbytes(self) -> int: return sum(v.numel() * v.element_size() for v in self.ram.values())
+    def restore(self, ram: dict, disk):
+        "Take the kept models a checkpoint lists: `ram` {(round, client): vector}, `disk` (round, client) keys."
+        self.ram, self.disk = dict(ram), {tuple(k) for k in disk}
+        self.nbytes = sum(v.numel() * v.element_size() for v in self.ram.values())
     def _file(self, key) -> Path: return self.spill_dir / f'r{key[0]}_c{key[1]}.npy'
     def put(self, r: int, k: int, vec: torch.Tensor):
         "Keep client k's parameters of round r."
         key = (int(r), int(k))
         vec = vec.detach().to('cpu', torch.float32).clone()
+        old = self.ram.pop(key, None)
+        if old is not None: self.nbytes -= old.numel() * old.element_size()
         if self.nbytes + vec.numel() * 4 <= self.max_bytes:
             self.ram[key] = vec
+            self.nbytes += vec.numel() * 4
             return
         tmp = self._file(key).with_suffix('.tmp.npy')
         np.save(tmp, vec.numpy(), allow_pickle=False)
@@ -297,8 +303,8 @@ def restore_history(ck: dict, hist: History) -> int:
     hist.global_params = list(ck['global_params'].unbind(0))
     hist.round_rows, hist.client_rows = json.loads(ck['round_rows']), json.loads(ck['client_rows'])
     hist.update_cos = {int(r): (d['clients'].tolist(), d['cos'].numpy()) for r, d in ck['update_cos'].items()}
-    hist.client_models.ram = {tuple(int(x) for x in k.split('_')): v for k, v in ck['client_ram'].items()}
-    hist.client_models.disk = {tuple(k) for k in ck['client_disk']}
+    hist.client_models.restore({tuple(int(x) for x in k.split('_')): v for k, v in ck['client_ram'].items()},
+                               ck['client_disk'])
     hist.valuations = {int(r): {n: v.numpy() for n, v in d.items()} for r, d in ck.get('valuations', {}).items()}
     hist.status, hist.error = ck['status'], ck['error'] or None
     hist.buffers = dict(ck['buffers'])
