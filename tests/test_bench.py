@@ -45,3 +45,15 @@ def test_compare_reproduces_both_ways():
     assert compare.compare(a, b) == [('fedavg.x.speedup', a['fedavg']['x']['speedup'], b['fedavg']['x']['speedup'],
                                       True, True)]
     assert compare.compare(a, c)[0][3:] == (False, False)   # 5.6 outside 5.0–5.4, 5.2 outside 5.5–5.7
+
+
+def test_chance_of_reproducing():
+    # 3 repetitions a side: of the 20 equally likely rank orders of 6 draws, 12 put B's median inside A's range, 8 do
+    # both ways
+    one, both = compare.chance(3, 3)
+    assert one == pytest.approx(12 / 20, abs=0.005) and both == pytest.approx(8 / 20, abs=0.005)
+    assert compare.chance(15, 15)[1] > 0.99 > compare.chance(5, 5)[1]   # more repetitions: wider ranges
+    assert compare.chance(1, 1) == (0.0, 0.0)                             # one repetition: a point never holds another
+    a = {'x': {'speedup': bench.spread([1.0, 2.0, 3.0])}, 'y': {'vs_floor': bench.spread([1.0])}}
+    one, both = compare.expected(compare.compare(a, a))
+    assert one == pytest.approx(0.6, abs=0.005) and both == pytest.approx(0.4, abs=0.005)
