@@ -61,6 +61,7 @@ FLOWER_CONFIGS = {   # name -> (CPUs reserved per Ray actor, torch threads per a
 }
 FLWR_RUN = "flwr run on a local simulation SuperLink (Flower's defaults)"
 MIN_REP_SECONDS = 1.0   # a repetition shorter than this repeats its call until it is this long
+QUIET_BUSY = 0.1        # settle() waits until under this share of the cores is busy
 
 
 def thread_policy() -> dict:
@@ -125,9 +126,34 @@ def calls_per_rep(f, min_seconds: float = MIN_REP_SECONDS) -> int:
     return max(1, int(np.ceil(min_seconds / max(time.perf_counter() - t, 1e-6))))
 
 
+def busy_fraction(window: float = 0.5) -> float:
+    "The share of all cores busy (outside this sleeping process) over `window` seconds, from /proc/stat."
+    def ticks():
+        v = [int(x) for x in Path('/proc/stat').read_text().split('\n', 1)[0].split()[1:]]
+        return v[3] + v[4], sum(v)   # idle + iowait, all
+    (i0, t0), _, (i1, t1) = ticks(), time.sleep(window), ticks()
+    return 1 - (i1 - i0) / max(t1 - t0, 1)
+
+
+SETTLED = []   # seconds each settle() waited, recorded in the JSON
+
+
+def settle(busy: float = QUIET_BUSY, timeout: float = 60.0) -> float:
+    ("Wait until the machine is quiet (under `busy` of its cores busy over half a second) before a timed side, at most "
+     "`timeout` seconds; returns the wait. A Flower run's Ray actors and `flwr run`'s simulation process take seconds "
+     "to exit after it returns: fedland's MLP round timed straight after one took 0.065–0.12 s against 0.044 s quiet.")
+    if not Path('/proc/stat').exists(): return 0.0
+    t = time.perf_counter()
+    while busy_fraction() > busy and time.perf_counter() - t < timeout: pass
+    SETTLED.append(time.perf_counter() - t)
+    return SETTLED[-1]
+
+
 def steady_rounds(run, min_seconds: float = MIN_REP_SECONDS) -> tuple:
-    ("One repetition of a federated run: `run()` (a Result) again until its steady rounds (3..R: rounds 1–2 include "
-     "Flower's node discovery) add up to `min_seconds`; the mean seconds per steady round and the last Result.")
+    ("One repetition of a federated run: `run()` (a Result) again until its steady rounds (2..R: round 1 includes "
+     "Flower's node discovery; row 0 is round 0, the initial evaluation) add up to `min_seconds`; the mean seconds "
+     "per steady round and the last Result.")
+    settle()
     total, n = 0.0, 0
     while total < min_seconds:
         res = run()
@@ -144,6 +170,7 @@ def alternate(fns: dict, reps: int, warm: bool = True, ceiling: bool = False) ->
     n = {k: calls_per_rep(f) for k, f in fns.items()}
     out = {k: [] for k in fns} | ({'ceiling': []} if ceiling else {})
     for _ in range(reps):
+        settle()
         for k, f in fns.items():
             t = time.perf_counter()
             for _ in range(n[k]): f()
@@ -267,7 +294,7 @@ def _flwr_run(exp):
 
 
 def bench_fedavg(model, n_clients, rounds, reps):
-    ("Steady-state seconds per round (rounds 3..R; the first include Flower's node discovery), alternated repetitions "
+    ("Steady-state seconds per round (rounds 2..R; round 1 includes Flower's node discovery), alternated repetitions "
      "of whole runs, each side's repetition ≥ MIN_REP_SECONDS of steady rounds (a short run is repeated).")
     from fedland.experiment import run_experiment
     configs = [*FLOWER_CONFIGS, FLWR_RUN]
@@ -563,6 +590,7 @@ def bench_exact(ks, reps, rounds=20, local_epochs=1):
         if k == min(ks): game()   # one warm-up for all K (the same code paths): K = 4's first game took twice its time
         ts, ceilings = [], []
         for _ in range(reps):
+            settle()
             t, calls = time.perf_counter(), 0
             while calls == 0 or time.perf_counter() - t < MIN_REP_SECONDS:
                 game()
@@ -881,6 +909,9 @@ def main():
         # the machine of the sections kept (their start-of-run matmul probe, command, date), and of theirs before
         out['machine']['merged_machines'] = [*old['machine'].get('merged_machines', []),
                                              {k: v for k, v in old['machine'].items() if k != 'merged_machines'}]
+    if SETTLED:   # how long the timed sides waited for a quiet machine, and how often the wait timed out
+        out['machine']['settle'] = dict(seconds=spread(SETTLED), waits=len(SETTLED), busy_below=QUIET_BUSY,
+                                        timed_out=sum(t >= 60 for t in SETTLED))
     out['table'] = [list(r) for r in rows]
     w = max(len(r[1]) for r in rows)
     for s, what, val in rows:
