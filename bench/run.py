@@ -691,8 +691,8 @@ def main():
     ap.add_argument('--skip', nargs='*', default=[], help='sections to skip: fedavg compiled sequential landscape '
                                                           'curvature valuation main scale')
     ap.add_argument('--long-game', action='store_true',
-                    help='with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (--reps repetitions, '
-                         '~5 minutes)')
+                    help='with --quick: add the exact K = 8 game at 30 rounds × 5 epochs (--reps repetitions, about '
+                         '6 minutes on 2 cores)')
     ap.add_argument('--merge', action='store_true', help='update the sections run in an existing --json file and keep '
                                                          'the others (and their table rows)')
     a = ap.parse_args()
