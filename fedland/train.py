@@ -337,7 +337,10 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
     ts = np.repeat(np.arange(len(lens)) - np.repeat(np.cumsum(ns) - ns, ns), lens)
     js = np.repeat(np.repeat(np.arange(K), ns), lens)
     at = np.arange(len(ts)) - np.repeat(np.cumsum(lens) - lens, lens)
-    I, W = np.zeros((S, K, B), np.int64), np.zeros((S, K, B), np.float32)
+    # eager: at least two rows (a second of zero weight beside a lone client): a product over a batch of one matrix
+    # takes other BLAS kernels than a batch of several (other bits), so a client's update would depend on its company
+    R = K if compiled else max(K, 2)
+    I, W = np.zeros((S, R, B), np.int64), np.zeros((S, R, B), np.float32)
     I[ts, js, at] = np.concatenate([np.asarray(idxs[k], dtype=np.int64)[sch[k][0]] for k in order])
     W[ts, js, at] = 1
     I, W = (torch.as_tensor(a, device=dev) for a in (I, W))
@@ -345,7 +348,7 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
     anc = {k: v.detach() for k, v in (params if anchor is None else anchor).items()} if cfg.mu else None
     if anc is not None and stacked: anc = {k: v[o] for k, v in anc.items()}
     corr = None if corrs is None else {k: torch.stack([corrs[i][k] for i in order]) for k in params}
-    tot, hits = torch.zeros(K, device=dev), torch.zeros(K, device=dev)
+    tot, hits = torch.zeros(R, device=dev), torch.zeros(R, device=dev)
     was = model.training
     model.train()
     try:
@@ -374,6 +377,7 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
                 if stacked
                 else flatten(params).detach()[None].repeat(K, 1)
             )
+            if R > K: Pf = F.pad(Pf, (0, 0, 0, R - K))
             Mf = torch.zeros_like(Pf)
             af = None if anc is None else _pad_flat(rows(anc) if stacked else flatten(anc)[None])
             cf = None if corr is None else _pad_flat(rows(corr))
@@ -388,26 +392,27 @@ def local_update_stacked(model, params, X, Y, idxs, cfg, seeds, anchor, corrs, s
             blk = max(1, 2**24 // max(1, K * B * X[0].numel() * X.element_size()))
             for t in range(S):
                 n = live[t]
+                m = max(n, 2)   # the gradients of ≥ 2 rows (see R): a finished client's row rides along at weight 0
                 p = Pf[:n]
                 if t % blk == 0: Xs, Ys = X[I[t:t + blk]], Y[I[t:t + blk]]
-                xb, yb = Xs[t % blk, :n], Ys[t % blk, :n]
-                if chain is None: g, (sl, h) = _flat_grads(model, p, shapes, xb, yb, W[t, :n])
+                xb, yb = Xs[t % blk, :m], Ys[t % blk, :m]
+                if chain is None: g, (sl, h) = _flat_grads(model, Pf[:m], shapes, xb, yb, W[t, :m])
                 else:
-                    if n not in cut: cut[n] = first(n)
-                    pw, pb, gw, gb = cut[n]
-                    sl, h = dense_chain_grads(pw, pb, xb, yb, W[t, :n], gw, gb)
-                    g = Gf[:n]
+                    if m not in cut: cut[m] = first(m)
+                    pw, pb, gw, gb = cut[m]
+                    sl, h = dense_chain_grads(pw, pb, xb, yb, W[t, :m], gw, gb)
+                    g = Gf
                 with torch.no_grad():
                     _sgd_flat_(
                         p,
-                        g,
+                        g[:n],
                         Mf[:n],
                         cfg,
                         None if af is None else af[:n] if stacked else af,
                         None if cf is None else cf[:n],
                     )
-                tot[:n] += sl
-                hits[:n] += h
+                tot[:n] += sl[:n]
+                hits[:n] += h[:n]
             P, M = _views(Pf, shapes), _views(Mf, shapes)
     finally: model.train(was)
     seen = W.sum((0, 2)).clamp(min=1)
