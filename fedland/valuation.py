@@ -9,13 +9,14 @@ from dataclasses import dataclass, field, asdict, replace
 from pathlib import Path
 
 # %% auto #0
-__all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'WEIGHTINGS', 'GAMES', 'RIDGE_GRID', 'coalition_masks', 'members',
-           'popcount', 'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled', 'Valuation', 'CoalitionGame',
-           'coalition_setup', 'coalition_identity', 'train_coalitions', 'train_shard', 'train_on_ray',
-           'coalition_values', 'coalition_rows', 'membership', 'coalition_weights', 'Reconstruction', 'round_gain',
-           'reconstruction_values', 'agreement', 'run_estimators', 'valuation_report', 'validation_sample',
-           'shapley_weights', 'shapley_weight_norms', 'budget_coalitions', 'utility_features', 'feature_shapley',
-           'ridge_path', 'learned_shapley', 'run_game_control', 'sampled_values', 'plant_label_noise']
+__all__ = ['SOLUTIONS', 'METHODS', 'METRICS', 'VALUATIONS', 'COALITION_CHUNK', 'WEIGHTINGS', 'GAMES', 'RIDGE_GRID',
+           'coalition_masks', 'members', 'popcount', 'shapley', 'banzhaf', 'leave_one_out', 'shapley_sampled',
+           'Valuation', 'CoalitionGame', 'coalition_setup', 'coalition_identity', 'train_coalitions', 'train_shard',
+           'train_on_ray', 'coalition_values', 'coalition_rows', 'membership', 'coalition_weights', 'Reconstruction',
+           'round_gain', 'reconstruction_values', 'agreement', 'run_estimators', 'valuation_report',
+           'validation_sample', 'shapley_weights', 'shapley_weight_norms', 'budget_coalitions', 'utility_features',
+           'feature_shapley', 'ridge_path', 'learned_shapley', 'run_game_control', 'sampled_values',
+           'plant_label_noise']
 
 # %% ../nbs/07b_valuation.ipynb #v004
 import numpy as np
@@ -369,12 +370,19 @@ def _unflatten_stacked(flats, like):
         i += v.numel()
     return out
 
+# (coalition, member) local updates stacked per call: 64 keeps a call's parameter, gradient and momentum rows (≈ 4 MB
+# each for the MLP) in cache; one call of all 1024 jobs of K = 8 streams 60 MB rows through memory at every step and
+# took 1.07–1.19× as long (MLP and cnn1d, two runs: benchmarks page, "The coalition engine in cache")
+COALITION_CHUNK = 64
+
 def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save, chunk):
     ("FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in "
      "one batched engine.")
     K, dev = len(idx), X.device
     n = np.array([len(i) for i in idx], dtype=np.float64)
     jobs = [(g, k) for g, m in enumerate(masks) for k in members(m, K) if k not in cfg.free_riders]
+    # a client's jobs side by side, the largest clients first: a chunk's jobs take about as many steps as each other
+    jobs.sort(key=lambda j: (-n[j[1]], j[1]))
     jg = torch.as_tensor([g for g, _ in jobs], device=dev)
     nS = np.array([n[members(m, K)].sum() for m in masks])
     w = torch.as_tensor([n[k] / nS[g] for g, k in jobs], dtype=torch.float32, device=dev)
@@ -428,7 +436,7 @@ def train_coalitions(model: nn.Module,       # architecture and initial weights 
                      device='cpu',
                      # checkpoint after every round here; a rerun resumes
                      checkpoint_dir: str | os.PathLike | None = None,
-                     chunk: int = 2048,      # local updates stacked per call (bounds memory)
+                     chunk: int = COALITION_CHUNK,  # local updates stacked per call
                      progress: bool = True,
                      ray_address: str | None = None,  # a Ray cluster to shard them over ('auto', host:port); None: here
                      shards: int | None = None) -> tuple:  # Ray tasks (default: the cluster's CPUs)
@@ -520,7 +528,8 @@ def train_shard(model, ds, part, cfg, masks, seeds, chunk) -> tuple:
     "One Ray task: `train_coalitions` on a shard of coalitions, here (accuracy, loss, correctness)."
     return train_coalitions(model, ds, part, cfg, masks, seeds, 'cpu', None, chunk, False)[:3]
 
-def train_on_ray(model, ds, part, cfg, masks, seeds, address: str, shards: int | None = None, chunk: int = 2048):
+def train_on_ray(model, ds, part, cfg, masks, seeds, address: str, shards: int | None = None,
+                 chunk: int = COALITION_CHUNK):
     "Train the coalitions in shards, one Ray task (one CPU) each: each coalition is its own run, so the numbers agree."
     try: import ray
     except ImportError as e:
@@ -540,7 +549,7 @@ def coalition_values(model: nn.Module,        # architecture and initial weights
                      device='cpu',
                      checkpoint_dir: str | os.PathLike | None = None,  # checkpoint every round here; a rerun resumes
                      max_clients: int = 12,   # refuse more players than this (2^K coalitions)
-                     chunk: int = 2048,       # local updates stacked per call (bounds memory)
+                     chunk: int = COALITION_CHUNK,  # local updates stacked per call
                      progress: bool = True,
                      ray_address: str | None = None,  # shard the coalitions over this Ray cluster; None: this process
                      **kwargs) -> CoalitionGame:
@@ -1006,7 +1015,7 @@ def sampled_values(model: nn.Module,          # architecture and initial weights
                    control_permutations: int = 400,  # above max_exact: permutations of the control game
                    device='cpu',
                    checkpoint_dir: str | os.PathLike | None = None,  # checkpoint the retraining here; a rerun resumes
-                   chunk: int = 2048,
+                   chunk: int = COALITION_CHUNK,
                    progress: bool = True,
                    ray_address: str | None = None,  # a Ray cluster to shard the coalitions over; None: this process
                    reuse: Valuation | None = None,  # an earlier sampled valuation (same settings): keep its coalitions
