@@ -376,8 +376,8 @@ def _unflatten_stacked(flats, like):
 COALITION_CHUNK = 64
 
 def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save, chunk):
-    ("FedAvg rounds start..R for every coalition at once: all (coalition, member) local updates of a round stacked in "
-     "one batched engine.")
+    ("FedAvg rounds start..R for every coalition at once: a round's (coalition, member) local updates through one "
+     "batched engine, `chunk` of them stacked per call.")
     K, dev = len(idx), X.device
     n = np.array([len(i) for i in idx], dtype=np.float64)
     jobs = [(g, k) for g, m in enumerate(masks) for k in members(m, K) if k not in cfg.free_riders]
