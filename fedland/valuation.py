@@ -371,7 +371,7 @@ def _unflatten_stacked(flats, like):
     return out
 
 # (coalition, member) local updates stacked per call: 64 keeps a call's parameter, gradient and momentum rows (≈ 4 MB
-# each for the MLP) in cache; one call of all 1024 jobs of K = 8 streams 60 MB rows through memory at every step and
+# each for the MLP) in cache; one call of all 1024 jobs of K = 8 streams 62 MB rows through memory at every step and
 # took 1.07–1.19× as long (MLP and cnn1d, two runs: benchmarks page, "The coalition engine in cache")
 COALITION_CHUNK = 64
 
