@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_landscape.ipynb #c003
 from __future__ import annotations
-import math, operator, os, time
+import ast, json, math, operator, os, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -399,8 +399,33 @@ def grid_losses(model: nn.Module,        # architecture, in eval mode
         if bar is not None: bar.update(len(coefs[s:s + cp]))
     return L, C
 
-# what `choose_engine` measured: (network, data size and shape, clients, device, threads, settings) -> (engine, seconds)
-ENGINE_CHOICES = {}
+def _choices_file() -> Path | None:
+    "Where `choose_engine`'s choices outlive a process: $FEDLAND_CACHE_DIR (empty: nowhere), else ~/.cache/fedland."
+    d = os.environ.get('FEDLAND_CACHE_DIR', str(Path.home() / '.cache' / 'fedland'))
+    return Path(d) / 'engine_choices.json' if d else None
+
+def _load_choices() -> dict:
+    "The choices measured by earlier processes on this machine (none when the file is missing or unreadable)."
+    f = _choices_file()
+    try: return {ast.literal_eval(k): (e, s) for k, (e, s) in json.loads(f.read_text()).items()} if f else {}
+    except (OSError, ValueError, SyntaxError, TypeError): return {}
+
+def _save_choice(key: tuple, choice: tuple):
+    "Add one measured choice to the file, replaced whole (a reader never sees half of it)."
+    f = _choices_file()
+    if f is None: return
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        tmp = f.with_name(f'{f.name}.{os.getpid()}.tmp')
+        tmp.write_text(json.dumps({repr(k): v for k, v in {**_load_choices(), key: choice}.items()}))
+        os.replace(tmp, f)
+    except OSError: pass   # a read-only home: the choice stays with this process
+
+# what `choose_engine` measured: (network, data size and shape, clients, device, threads, settings) -> (engine, secs);
+# loaded from the file that earlier processes wrote, so that two runs of one experiment on one machine take the same
+# engine (a choice timed anew in each process flipped between runs whose engines were 1.2× apart, and their landscapes
+# then differed in the last bits)
+ENGINE_CHOICES = _load_choices()
 
 def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tensor, X: torch.Tensor, Y: torch.Tensor,
                   onehot: torch.Tensor, buffers: dict, batch_size: int | None = None, chunk_points: int | None = None,
@@ -421,6 +446,7 @@ def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tenso
         secs[e] = time.perf_counter() - t
     best = min(secs, key=secs.get)
     ENGINE_CHOICES[key] = (best, secs)
+    _save_choice(key, ENGINE_CHOICES[key])
     return best, secs, sums[best]
 
 def _grid(v, steps: int, span: float) -> np.ndarray:

@@ -72,3 +72,38 @@ def test_choice_is_remembered_per_network(zoo):
         assert again[0] == first[0]
         assert again[2] is None   # no sums: nothing was evaluated
     assert len(ENGINE_CHOICES) == 2
+
+
+CHOOSER = '''
+import sys
+import torch
+from fedland.data import load_dataset
+from fedland.landscape import ENGINE_CHOICES, choose_engine
+from fedland.models import build_model
+ds = load_dataset('mnist1d', root=sys.argv[1])
+net = build_model('mlp', ds.input_shape, 10, seed=0).eval()
+D = torch.randn(3, sum(p.numel() for p in net.parameters()), generator=torch.Generator().manual_seed(0)) * 0.01
+remembered = len(ENGINE_CHOICES)
+engine, secs, sums = choose_engine(net, D, torch.ones(4, 3), ds.x_train, ds.y_train, torch.ones(len(ds.y_train), 1), {})
+print(remembered, engine, sums is None, repr(secs))
+'''
+
+
+def test_choice_outlives_the_process(tmp_path):
+    import os
+    import subprocess
+    import sys
+    (tmp_path / 'c.py').write_text(CHOOSER)
+    run = lambda cache: subprocess.run([sys.executable, str(tmp_path / 'c.py'), str(tmp_path / 'data')], check=True,
+                                       capture_output=True, text=True,
+                                       env={**os.environ, 'OMP_NUM_THREADS': '1', 'FEDLAND_CACHE_DIR': cache}).stdout
+    cache = str(tmp_path / 'cache')
+    first, second = run(cache).split(maxsplit=3), run(cache).split(maxsplit=3)
+    assert first[0] == '0' and first[2] == 'False'       # nothing known: measured, with the probe's sums
+    assert second[0] == '1' and second[2] == 'True'      # loaded from the file: the same engine and seconds, not timed
+    assert second[1] == first[1] and second[3] == first[3]
+    (tmp_path / 'cache' / 'engine_choices.json').write_text('{not json')   # unreadable: measured again, then rewritten
+    third = run(cache).split(maxsplit=3)
+    assert (third[0], third[2]) == ('0', 'False')
+    assert run(cache).split()[0] == '1'
+    assert run('').split()[0] == '0'                    # FEDLAND_CACHE_DIR='': nothing read

@@ -164,7 +164,8 @@ def federated_rounds(store: str) -> int:
 def test_sigkill_and_rerun_resumes_bit_identical(tmp_path):
     w = tmp_path / 'w.py'
     w.write_text(WORKER)
-    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    # the landscape engines the first run measures are the ones every later run takes (05: choices outlive a process)
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'FEDLAND_CACHE_DIR': str(tmp_path / 'cache')}
     ref, crash = str(tmp_path / 'ref' / 'fedland.db'), str(tmp_path / 'crash' / 'fedland.db')
     subprocess.run([sys.executable, str(w), ref], check=True, timeout=600, env=env)
     kill_at = int(np.random.default_rng(int(time.time())).integers(2, 10))
