@@ -399,33 +399,30 @@ def grid_losses(model: nn.Module,        # architecture, in eval mode
         if bar is not None: bar.update(len(coefs[s:s + cp]))
     return L, C
 
-def _choices_file() -> Path | None:
-    "Where `choose_engine`'s choices outlive a process: $FEDLAND_CACHE_DIR (empty: nowhere), else ~/.cache/fedland."
+def _cached() -> tuple:
+    ("The file `choose_engine`'s choices outlive a process in ($FEDLAND_CACHE_DIR, empty: none; else ~/.cache/fedland) "
+     "and the choices earlier processes wrote there (none when it is missing or unreadable).")
     d = os.environ.get('FEDLAND_CACHE_DIR', str(Path.home() / '.cache' / 'fedland'))
-    return Path(d) / 'engine_choices.json' if d else None
+    f = Path(d) / 'engine_choices.json' if d else None
+    try: return f, {ast.literal_eval(k): (e, s) for k, (e, s) in json.loads(f.read_text()).items()} if f else {}
+    except (OSError, ValueError, SyntaxError, TypeError): return f, {}
 
-def _load_choices() -> dict:
-    "The choices measured by earlier processes on this machine (none when the file is missing or unreadable)."
-    f = _choices_file()
-    try: return {ast.literal_eval(k): (e, s) for k, (e, s) in json.loads(f.read_text()).items()} if f else {}
-    except (OSError, ValueError, SyntaxError, TypeError): return {}
-
-def _save_choice(key: tuple, choice: tuple):
+def _remember(key: tuple, choice: tuple):
     "Add one measured choice to the file, replaced whole (a reader never sees half of it)."
-    f = _choices_file()
+    f, known = _cached()
     if f is None: return
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        tmp = f.with_name(f'{f.name}.{os.getpid()}.tmp')
-        tmp.write_text(json.dumps({repr(k): v for k, v in {**_load_choices(), key: choice}.items()}))
+        tmp = f.with_name(f'{f.name}.{os.getpid()}.tmp')   # one per process: processes may write at once
+        tmp.write_text(json.dumps({repr(k): v for k, v in {**known, key: choice}.items()}))
         os.replace(tmp, f)
     except OSError: pass   # a read-only home: the choice stays with this process
 
 # what `choose_engine` measured: (network, data size and shape, clients, device, threads, settings) -> (engine, secs);
 # loaded from the file that earlier processes wrote, so that two runs of one experiment on one machine take the same
-# engine (a choice timed anew in each process flipped between runs whose engines were 1.2× apart, and their landscapes
-# then differed in the last bits)
-ENGINE_CHOICES = _load_choices()
+# engine (timed anew in each process, the engines of one experiment's probes came out between equal and 1.8× apart and
+# one run in three took the other engine for a probe: its landscape then differed in the last bits)
+ENGINE_CHOICES = _cached()[1]
 
 def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tensor, X: torch.Tensor, Y: torch.Tensor,
                   onehot: torch.Tensor, buffers: dict, batch_size: int | None = None, chunk_points: int | None = None,
@@ -446,7 +443,7 @@ def choose_engine(model: nn.Module, directions: torch.Tensor, coefs: torch.Tenso
         secs[e] = time.perf_counter() - t
     best = min(secs, key=secs.get)
     ENGINE_CHOICES[key] = (best, secs)
-    _save_choice(key, ENGINE_CHOICES[key])
+    _remember(key, ENGINE_CHOICES[key])
     return best, secs, sums[best]
 
 def _grid(v, steps: int, span: float) -> np.ndarray:
