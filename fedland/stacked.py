@@ -308,27 +308,32 @@ def dense_chain_grads(weights: list,   # per layer, stacked (G, out, in)
     ("Gradients of Σ_g (model g's weighted mean cross-entropy) of G stacked dense chains, written into `grad_weights` "
      "and `grad_biases`; returns each model's summed weighted loss and correct count.")
     G, B = y.shape
-    h = [x.reshape(G, B, -1)]
-    for i, (W, b) in enumerate(zip(weights, biases)):
+    h, last = [x.reshape(G, B, -1)], len(weights) - 1
+    for W, b in zip(weights[:-1], biases[:-1]):
         Wt = W.transpose(1, 2)
-        z = torch.bmm(h[-1], Wt) if b is None else torch.baddbmm(b.unsqueeze(1), h[-1], Wt)
-        if i == len(weights) - 1: break
-        h.append(torch.relu_(z))   # ReLU'(z) is (h > 0): the pre-activations need not be kept
+        # ReLU'(z) is (h > 0): the pre-activations need not be kept
+        h.append(torch.relu_(torch.bmm(h[-1], Wt) if b is None else torch.baddbmm(b.unsqueeze(1), h[-1], Wt)))
+    # the logits class-major, (G, C, B): a softmax or max over a few classes that are rows, not the last axis, is
+    # 10× faster in ATen (MLP, 100 clients, 10 classes: 13 µs against 190; the product too is faster so)
+    W, b, ht = weights[last], biases[last], h[-1].transpose(1, 2)
+    z = torch.bmm(W, ht) if b is None else torch.baddbmm(b.unsqueeze(2), W, ht)
     # one log-softmax gives both the loss (−log p_y) and its gradient's softmax (every call here costs more in
     # dispatch than in arithmetic: the step is a few dozen of them)
-    yi = y.unsqueeze(-1)
-    d = torch.log_softmax(z, -1)
-    logp = d.gather(-1, yi).squeeze(-1)
-    hit = z.argmax(-1) == y
+    yi = y.unsqueeze(1)
+    d = torch.log_softmax(z, 1)
+    logp = d.gather(1, yi).squeeze(1)
+    hit = z.max(1).indices == y   # the first maximum, as argmax
     # d/dz of Σ_g Σ_b w l / n_g: (softmax − one-hot) · w / n_g
-    d.exp_().scatter_add_(-1, yi, torch.full_like(yi, -1, dtype=d.dtype))
-    d.mul_((w / w.sum(1, keepdim=True).clamp(min=1)).unsqueeze(-1))
-    for i in range(len(weights) - 1, -1, -1):
+    d.exp_().scatter_add_(1, yi, torch.full_like(yi, -1, dtype=d.dtype))
+    d.mul_((w / w.sum(1, keepdim=True).clamp(min=1)).unsqueeze(1))
+    for i in range(last, -1, -1):
         gw = grad_weights[i]
+        # d is (G, C, B) at the last layer, (G, B, out) below it
+        dt = d if i == last else d.transpose(1, 2)
         # a batched product into rows of a wider buffer takes a per-model loop in ATen: 2× one into its own tensor
-        if gw.is_contiguous(): torch.bmm(d.transpose(1, 2), h[i], out=gw)
-        else: gw.copy_(torch.bmm(d.transpose(1, 2), h[i]))
-        if biases[i] is not None: torch.sum(d, 1, out=grad_biases[i])
+        if gw.is_contiguous(): torch.bmm(dt, h[i], out=gw)
+        else: gw.copy_(torch.bmm(dt, h[i]))
+        if biases[i] is not None: torch.sum(dt, 2, out=grad_biases[i])
         # ReLU's backward as one kernel (a mask `h > 0` times d is three, the comparison alone slower than a product)
-        if i: d = torch.ops.aten.threshold_backward(torch.bmm(d, weights[i]), h[i], 0)
+        if i: d = torch.ops.aten.threshold_backward(torch.bmm(dt.transpose(1, 2), weights[i]), h[i], 0)
     return -(logp * w).sum(1), (hit * w).sum(1)

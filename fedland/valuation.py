@@ -399,7 +399,7 @@ def _coalition_rounds(model, X, Y, idx, cfg, masks, start, theta, opt, bar, save
             g_ = jg[sl]
             P, *_ = local_update_stacked(
                 model,
-                {nm: v[g_] for nm, v in theta.items()},
+                {nm: v.index_select(0, g_) for nm, v in theta.items()},
                 X,
                 Y,
                 [idx[k] for _, k in jobs[sl]],
