@@ -568,26 +568,34 @@ def _train_flops(model, shape) -> tuple:
     return train1, fc.get_total_flops()
 
 
-def bench_exact(ks, reps, rounds=20, local_epochs=1):
-    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
-    (
-        "time against the compute floor (training FLOPs of every "
-        "member's local epochs + one test evaluation per coalition)."
-    )
+def exact_game(k: int, rounds: int, local_epochs: int, model: str = 'mlp'):
+    ("The benchmark's exact coalition game (mnist1d, Dirichlet 0.5 over K clients, momentum 0.9, one seed): "
+     "`game(**kwargs)` trains every coalition (kwargs go to `coalition_values`); returns it, the data and the "
+     "partition.")
     from fedland.data import load_dataset
     from fedland.federated import FedConfig
     from fedland.models import build_model
     from fedland.partition import partition
     from fedland.valuation import coalition_values
     ds = load_dataset('mnist1d')
-    train1, fwd1 = _train_flops('mlp', ds.input_shape)
+    part = partition(ds.y_train, k, 'dirichlet', alpha=0.5, seed=0)
+    net = build_model(model, ds.input_shape, 10, seed=0)
+    cfg = FedConfig(rounds=rounds, local_epochs=local_epochs, lr=0.05, momentum=0.9)
+    return lambda **kw: coalition_values(net, ds, part, cfg, progress=False, **kw), ds, part
+
+
+def bench_exact(ks, reps, rounds=20, local_epochs=1):
+    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
+    (
+        "time against the compute floor (training FLOPs of every "
+        "member's local epochs + one test evaluation per coalition)."
+    )
     out = {}
     for k in ks:
-        part = partition(ds.y_train, k, 'dirichlet', alpha=0.5, seed=0)
-        net = build_model('mlp', ds.input_shape, 10, seed=0)
-        cfg = FedConfig(rounds=rounds, local_epochs=local_epochs, lr=0.05, momentum=0.9)
-        game = lambda: coalition_values(net, ds, part, cfg, progress=False)
-        if k == min(ks): game()   # one warm-up for all K (the same code paths): K = 4's first game took twice its time
+        game, ds, part = exact_game(k, rounds, local_epochs)
+        if k == min(ks):
+            train1, fwd1 = _train_flops('mlp', ds.input_shape)
+            game()   # one warm-up for all K (the same code paths): K = 4's first game took twice its time
         ts, ceilings = [], []
         for _ in range(reps):
             settle()
@@ -611,18 +619,11 @@ def bench_chunk(reps):
     ("The exact K = 8 game (Dirichlet 0.5, one seed) in stacked calls of `COALITION_CHUNK` jobs against one call of "
      "all 1024 jobs, alternated: seconds of each, their ratio, and whether the two give the same values (MLP 3 rounds "
      "× 5 epochs, cnn1d 1 × 1).")
-    from fedland.data import load_dataset
-    from fedland.federated import FedConfig
-    from fedland.models import build_model
-    from fedland.partition import partition
-    from fedland.valuation import COALITION_CHUNK, coalition_values
-    ds = load_dataset('mnist1d')
-    part = partition(ds.y_train, 8, 'dirichlet', alpha=0.5, seed=0)
+    from fedland.valuation import COALITION_CHUNK
     out = {}
     for model, rounds, epochs in (('mlp', 3, 5), ('cnn1d', 1, 1)):
-        net = build_model(model, ds.input_shape, 10, seed=0)
-        cfg = FedConfig(rounds=rounds, local_epochs=epochs, lr=0.05, momentum=0.9)
-        game = lambda c, net=net, cfg=cfg: coalition_values(net, ds, part, cfg, chunk=c, progress=False)
+        play = exact_game(8, rounds, epochs, model)[0]
+        game = lambda c, play=play: play(chunk=c)
         every = 8 * 2 ** 7   # the (coalition, member) jobs of K = 8: one call
         one, chunked = game(every), game(COALITION_CHUNK)   # the warm-up, and the values of each
         T = alternate({'one_call': lambda: game(every), 'chunked': lambda: game(COALITION_CHUNK)}, reps, warm=False)
