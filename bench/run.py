@@ -77,7 +77,7 @@ def thread_policy() -> dict:
             'environment': {v: os.environ.get(v) for v in THREAD_VARS}}
 
 
-def _cpu_model() -> str:
+def cpu_model() -> str:
     try:
         return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration):
@@ -189,7 +189,7 @@ def _fmt(r, unit='×') -> str:
 
 
 # ---------------------------------------------------------------- fedavg
-def _round_flops(exp):
+def round_flops(exp):
     ("FLOPs of one federated round: forward+backward of every trained sample, forward of every evaluation (torch's "
      "flop counter).")
     from torch.utils.flop_counter import FlopCounterMode
@@ -314,7 +314,7 @@ def bench_fedavg(model, n_clients, rounds, reps):
         accs = dict(acc_fedland=float(res.history.rounds.test_acc.iloc[-1]),
                     acc_flower=float(next(iter(theirs.values()))[1].history.rounds.test_acc.iloc[-1]))
     best = min(configs, key=lambda c: np.median(per[c]))
-    flops = _round_flops(fedavg_experiment(model, n_clients, rounds, 'unused.db'))
+    flops = round_flops(fedavg_experiment(model, n_clients, rounds, 'unused.db'))
     return dict(
         model=model,
         clients=n_clients,
@@ -346,7 +346,7 @@ def bench_compiled(model, n_clients, rounds, reps):
         res[c] = h
     T = alternate({False: lambda: go(False), True: lambda: go(True)}, reps, ceiling=True)   # the warm-up compiles
     per_rep = {c: [t / rounds for t in T[c]] for c in (False, True)}
-    flops = _round_flops(exp)
+    flops = round_flops(exp)
     diff = float((torch.stack(res[True].global_params) - torch.stack(res[False].global_params)).abs().max())
     return dict(
         model=model,
@@ -734,7 +734,7 @@ def main():
             'torch': torch.__version__,
             'reps': a.reps,
             'threads': torch.get_num_threads(),
-            'cpu': _cpu_model(),
+            'cpu': cpu_model(),
             'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
             'python': sys.version.split()[0],
             'quick': a.quick,

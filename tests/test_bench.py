@@ -57,3 +57,28 @@ def test_chance_of_reproducing():
     a = {'x': {'speedup': bench.spread([1.0, 2.0, 3.0])}, 'y': {'vs_floor': bench.spread([1.0])}}
     one, both = compare.expected(compare.compare(a, a))
     assert one == pytest.approx(0.6, abs=0.005) and both == pytest.approx(0.4, abs=0.005)
+
+
+def test_round_parts_products_and_timers():
+    import torch
+    import fedland.train as tr
+    import round_parts
+    with round_parts.Products() as p:
+        torch.bmm(torch.ones(2, 3, 4), torch.ones(2, 4, 5)) + 1   # one product, one addition
+    assert dict(p.calls) == {'bmm': 1} and p.seconds['bmm'] > 0
+    original = tr.batch_order
+    with round_parts.timers() as spent:
+        assert tr.batch_order is not original
+        tr.batch_order(10, 4, seed=0)
+    assert tr.batch_order is original                  # the library is left as it was
+    assert list(spent) == ['batch orders (one seeded generator a client)']
+
+
+def test_round_parts_small_run():
+    import round_parts
+    r = round_parts.parts('mlp', 2, 1)
+    ms = {k: v['median'] for k, v in r['ms'].items()}
+    # nested parts inside the round (the products are timed in a run of their own: the round's, not the gradients')
+    assert ms['gradients (the MLP closed form)'] <= ms['local updates'] < ms['round'] and ms['products'] < ms['round']
+    assert ms[round_parts.SERVER] < ms['round'] and r['floor_ms']['median'] < ms['round']
+    assert set(r['product_calls_per_round']) >= {'bmm', 'baddbmm', 'addmm'}
