@@ -77,7 +77,7 @@ def test_round_parts_products_and_timers():
 def test_round_parts_small_run(monkeypatch):
     import round_parts
     monkeypatch.setattr(round_parts, 'settle', lambda: 0.0)   # no wait for a quiet machine: nothing is compared here
-    r = round_parts.parts('mlp', 2, 1)
+    r = round_parts.parts('mlp', 10, 1)
     ms = {k: v['median'] for k, v in r['ms'].items()}
     # nested parts inside the round (the products are timed in a run of their own: the round's, not the gradients')
     assert ms['gradients (the MLP closed form)'] <= ms['local updates'] < ms['round'] and ms['products'] < ms['round']
