@@ -9,8 +9,9 @@ Each repetition runs the experiment's 6 rounds twice, alternately:
   about a microsecond a call;
 - under a torch dispatch mode that times the products (batched and plain matrix products, convolutions and their
   backward): the time the BLAS and oneDNN kernels take, whatever the Python around them.
-It prints each part's milliseconds per round (median of the repetitions, min–max) beside the round, its compute floor
-(FLOPs at the matmul rate measured beside each repetition) and the products at that rate.
+It prints each part's milliseconds per round (median of the repetitions, min–max) and its share of the round, with
+the round's compute floor (its FLOPs at the matmul rate measured beside each repetition); the JSON keeps every
+repetition, so that shares and ratios can be taken repetition by repetition.
 """
 import argparse
 import json
