@@ -585,17 +585,14 @@ def exact_game(k: int, rounds: int, local_epochs: int, model: str = 'mlp'):
 
 
 def bench_exact(ks, reps, rounds=20, local_epochs=1):
-    "Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
-    (
-        "time against the compute floor (training FLOPs of every "
-        "member's local epochs + one test evaluation per coalition)."
-    )
+    ("Seconds to train every coalition of K clients (Dirichlet 0.5, MLP, one seed), client-epochs per second and the "
+     "time against the compute floor (training FLOPs of every member's local epochs + one test evaluation per "
+     "coalition).")
     out = {}
-    for k in ks:
+    for i, k in enumerate(ks):
         game, ds, part = exact_game(k, rounds, local_epochs)
-        if k == min(ks):
-            train1, fwd1 = _train_flops('mlp', ds.input_shape)
-            game()   # one warm-up for all K (the same code paths): K = 4's first game took twice its time
+        if i == 0: train1, fwd1 = _train_flops('mlp', ds.input_shape)   # one network for every K
+        if k == min(ks): game()   # one warm-up for all K (the same code paths): K = 4's first game took twice its time
         ts, ceilings = [], []
         for _ in range(reps):
             settle()
